@@ -1,0 +1,3 @@
+from cicd.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``cicd`` command line."""

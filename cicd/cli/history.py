@@ -1,0 +1,117 @@
+"""``cicd runs``, ``cicd show`` and ``cicd logs``: read the local database."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import msgspec
+
+from cicd.errors import UsageError
+from cicd.orchestration.documents import encode_document
+from cicd.storage import default_db_path, open_database
+from cicd.storage.queries import (
+    RunNotFound,
+    iter_step_log,
+    list_runs,
+    resolve_run_id,
+    run_document,
+)
+
+
+def format_duration_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    path = Path(args.db) if args.db else default_db_path()
+    return open_database(path, readonly=True)
+
+
+def runs_command(args: argparse.Namespace) -> int:
+    conn = _open(args)
+    rows = list_runs(conn, limit=args.limit)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(rows).decode() + "\n")
+        return 0
+    print(f"{'RUN':<26}  {'PIPELINE':<24} {'STATE':<10} {'STARTED':<19} DURATION")
+    for row in rows:
+        created = dt.datetime.fromtimestamp(int(row["created_at"]) / 1000)  # type: ignore[arg-type]
+        duration = None
+        if row["started_at"] is not None and row["finished_at"] is not None:
+            duration = int(row["finished_at"]) - int(row["started_at"])  # type: ignore[arg-type]
+        name = f"{row['pipeline']}#{row['number']}"
+        print(f"{row['id']!s:<26}  {name:<24} {row['state']!s:<10} "
+              f"{created:%Y-%m-%d %H:%M:%S} {format_duration_ms(duration)}")
+    return 0
+
+
+def show_command(args: argparse.Namespace) -> int:
+    conn = _open(args)
+    try:
+        document = run_document(conn, resolve_run_id(conn, args.run))
+    except RunNotFound as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        sys.stdout.buffer.write(encode_document(document))
+        return 0
+    print(f"run {document.id} ({document.pipeline}#{document.number}): {document.state}"
+          f" in {format_duration_ms(document.duration_ms)}"
+          + (f" ({document.reason})" if document.reason else ""))
+    for job in document.jobs:
+        reason = f"  {job.reason}: {job.message}" if job.reason else ""
+        print(f"  {job.id:<20} {job.state:<10} {format_duration_ms(job.duration_ms):>8}{reason}")
+        for step in job.steps:
+            code = "" if step.exit_code is None else f"exit {step.exit_code}"
+            print(f"    {step.index:>2}. {step.name[:40]:<40} {step.state:<10} {code:<8}"
+                  f" {format_duration_ms(step.duration_ms):>8}"
+                  + (f"  {step.reason}" if step.reason else ""))
+    return 0
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    conn = _open(args)
+    try:
+        run_id = resolve_run_id(conn, args.run)
+        document = run_document(conn, run_id)
+    except RunNotFound as exc:
+        raise UsageError(str(exc)) from None
+    out = sys.stdout.buffer
+    job_ref, _, step_ref = (args.target or "").partition("/")
+    jobs = [job for job in document.jobs if not job_ref or job.id == job_ref]
+    if not jobs:
+        names = ", ".join(job.id for job in document.jobs)
+        raise UsageError(f"run {run_id} has no job {job_ref!r}; its jobs are: {names}")
+    if step_ref:
+        job = jobs[0]
+        matches = [s for s in job.steps if s.name == step_ref or str(s.index) == step_ref]
+        if not matches:
+            names = ", ".join(f"{s.index} ({s.name})" for s in job.steps)
+            raise UsageError(f"job {job.id} has no step {step_ref!r}; its steps are: {names}")
+        # One step: exactly the bytes it wrote, nothing added.
+        for chunk in iter_step_log(conn, run_id, job.id, matches[0].index):
+            out.write(chunk)
+        out.flush()
+        return 0
+    for job in jobs:
+        for step in job.steps:
+            out.write(f"==> {job.id}/{step.name} ({step.state}) <==\n".encode())
+            last = b"\n"
+            for chunk in iter_step_log(conn, run_id, job.id, step.index):
+                out.write(chunk)
+                last = chunk[-1:]
+            if last != b"\n":
+                out.write(b"\n")
+    out.flush()
+    return 0

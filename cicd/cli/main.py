@@ -1,0 +1,111 @@
+"""The ``cicd`` command: argument parsing and dispatch to the subcommands.
+
+Exit status: 0 success, 1 the pipeline failed, 2 invalid pipeline or usage
+(or no engine to run it on), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from cicd import __version__
+from cicd.errors import CicdError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cicd", description="A self-hosted CI/CD server: pipelines in Docker containers.")
+    parser.add_argument("--version", action="version", version=f"cicd {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more (-v: info, -vv: debug) to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    db_help = "SQLite database file (default: $CICD_DB or ~/.local/share/cicd/cicd.db)"
+
+    run = sub.add_parser("run", help="run a pipeline on this machine")
+    run.add_argument("path", nargs="?", default=".",
+                     help="directory to build; each job gets a fresh copy (default: .)")
+    run.add_argument("-f", "--file", help="pipeline file (default: PATH/.cicd.yml)")
+    run.add_argument("--executor", choices=["docker", "local", "auto"], default="docker",
+                     help="where steps run: docker containers (default), local processes, "
+                     "or auto (docker when an engine answers, else local)")
+    run.add_argument("--parallel", type=_positive_int, default=os.cpu_count() or 1,
+                     help="jobs to run at once (default: number of CPUs)")
+    run.add_argument("--grace", type=_seconds, default=10.0,
+                     help="seconds between SIGTERM and SIGKILL when a step is stopped (default 10)")
+    run.add_argument("--db", help=db_help)
+    run.add_argument("--report", metavar="FILE", help="write the run document as JSON to FILE")
+    run.add_argument("--no-color", action="store_true", help="never colour the output")
+    run.add_argument("-q", "--quiet", action="store_true", help="do not print step output live")
+
+    validate = sub.add_parser("validate", help="check a pipeline file without running it")
+    validate.add_argument("file", nargs="?", default=".cicd.yml", help="default: .cicd.yml")
+
+    runs = sub.add_parser("runs", help="list past runs")
+    runs.add_argument("--db", help=db_help)
+    runs.add_argument("-n", "--limit", type=_positive_int, default=20, help="runs to show")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+
+    show = sub.add_parser("show", help="show one run with its jobs and steps")
+    show.add_argument("run", help="run id, id prefix, PIPELINE#NUMBER or 'last'")
+    show.add_argument("--db", help=db_help)
+    show.add_argument("--json", action="store_true", help="print the run document as JSON")
+
+    logs = sub.add_parser("logs", help="print the stored output of a run, a job or a step")
+    logs.add_argument("run", help="run id, id prefix, PIPELINE#NUMBER or 'last'")
+    logs.add_argument("target", nargs="?", help="JOB or JOB/STEP (step name or 1-based index)")
+    logs.add_argument("--db", help=db_help)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, like 10 or 2.5, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more seconds, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            from cicd.cli.run_command import run_command
+
+            return run_command(args)
+        if args.command == "validate":
+            from cicd.cli.validate_command import validate_command
+
+            return validate_command(args)
+        from cicd.cli import history
+
+        return int(getattr(history, f"{args.command}_command")(args))
+    except CicdError as exc:
+        print(f"cicd: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK

@@ -1,0 +1,141 @@
+"""``cicd run``: run a pipeline on this machine and record it in the event log."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from cicd.errors import EngineUnavailable, PipelineError, UsageError
+from cicd.execution.control import StopRequest
+from cicd.execution.output import LivePrinter
+from cicd.orchestration.engine import RunEngine, RunRequest, RunSummary
+from cicd.orchestration.states import State
+from cicd.pipeline import load_pipeline
+from cicd.storage import EventStore, default_db_path, open_database
+from cicd.storage.queries import run_document
+from cicd.orchestration.documents import encode_document
+from cicd.workers.base import Provider
+from cicd.workers.docker import DockerProvider
+from cicd.workers.local import LocalProvider
+
+logger = logging.getLogger("cicd.cli")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    source = Path(args.path)
+    if not source.is_dir():
+        raise UsageError(f"{args.path!r} is not a directory; pass the directory to build")
+    pipeline_file = Path(args.file) if args.file else source / ".cicd.yml"
+    try:
+        pipeline = load_pipeline(pipeline_file)
+    except PipelineError as exc:
+        print(f"cicd: invalid pipeline: {exc}", file=sys.stderr)
+        return 2
+    pipeline_yaml = pipeline_file.read_text(encoding="utf-8")
+    db_path = Path(args.db) if args.db else default_db_path()
+    printer = None if args.quiet else LivePrinter(colour=False if args.no_color else None)
+    request = RunRequest(pipeline=pipeline, pipeline_yaml=pipeline_yaml, source_dir=str(source),
+                         parallel=args.parallel, grace=args.grace)
+    return trio.run(_run, request, args.executor, db_path, printer, args.report)
+
+
+async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provider:
+    if executor == "local":
+        return LocalProvider()
+    provider = DockerProvider()
+    try:
+        await provider.check()
+        return provider
+    except EngineUnavailable as exc:
+        await provider.aclose()
+        if executor == "auto":
+            message = (f"cicd: no Docker engine answers ({provider.base_url}); running steps as "
+                       "local processes. Install Docker (https://docs.docker.com/engine/install/) "
+                       "or run `bash .ci/docker-setup` to run them in containers.")
+            print(message, file=sys.stderr)
+            return LocalProvider()
+        raise exc
+
+
+async def _run(request: RunRequest, executor: str, db_path: Path, printer: LivePrinter | None,
+               report: str | None) -> int:
+    stop = StopRequest()
+    provider = await _choose_provider(executor, printer)
+    store = EventStore(db_path)
+    interrupted = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            if isinstance(provider, DockerProvider):
+                from cicd.workers.cleanup import remove_orphans
+
+                removed = await remove_orphans(provider)
+                if removed:
+                    logger.info("removed %d objects left by earlier runs", removed)
+
+            watcher = trio.CancelScope()
+
+            async def watch_signals() -> None:
+                nonlocal interrupted
+                with watcher, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        interrupted = True
+                        first = not stop.requested
+                        stop.request("interrupted")
+                        if first:
+                            print(f"\ncicd: {signal.Signals(signum).name}: stopping running steps "
+                                  f"(SIGTERM, then SIGKILL after {request.grace:g}s); "
+                                  "interrupt again to kill them now", file=sys.stderr)
+                        else:
+                            print("cicd: killing running steps now; cleaning up",
+                                  file=sys.stderr)
+
+            nursery.start_soon(watch_signals)
+            engine = RunEngine(store, provider, printer=printer, stop=stop)
+            try:
+                summary = await engine.execute(request)
+            finally:
+                with trio.CancelScope(shield=True):
+                    if isinstance(provider, DockerProvider):
+                        from cicd.workers.cleanup import remove_run_objects
+
+                        with trio.move_on_after(120):
+                            await remove_run_objects(provider, request.run_id)
+                    await store.flush()
+            watcher.cancel()
+            await store.close()
+    finally:
+        await provider.aclose()
+
+    document = await trio.to_thread.run_sync(_load_document, db_path, request.run_id)
+    _print_summary(document, printer)
+    if report:
+        Path(report).write_bytes(encode_document(document))
+    if interrupted:
+        return 130
+    return 0 if summary.state is State.SUCCEEDED else 1
+
+
+def _load_document(db_path: Path, run_id: str):  # type: ignore[no-untyped-def]
+    conn = open_database(db_path)
+    try:
+        return run_document(conn, run_id)
+    finally:
+        conn.close()
+
+
+def _print_summary(document, printer: LivePrinter | None) -> None:  # type: ignore[no-untyped-def]
+    from cicd.cli.history import format_duration_ms
+
+    lines = [f"run {document.id} ({document.pipeline}#{document.number}): {document.state}"
+             f" in {format_duration_ms(document.duration_ms)}"]
+    for job in document.jobs:
+        detail = f" ({job.reason}{': ' + job.message if job.message else ''})" if job.reason else ""
+        lines.append(f"  {job.id:<20} {job.state:<10} {format_duration_ms(job.duration_ms):>8}{detail}")
+    print("\n".join(lines), file=sys.stderr)

@@ -1,0 +1,21 @@
+"""``cicd validate FILE``: parse a pipeline and report the first error, or a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cicd.errors import PipelineError
+from cicd.pipeline import load_pipeline
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    try:
+        pipeline = load_pipeline(args.file)
+    except PipelineError as exc:
+        print(f"cicd: invalid pipeline: {exc}", file=sys.stderr)
+        return 2
+    steps = sum(len(job.steps) for job in pipeline.jobs.values())
+    order = " -> ".join(pipeline.topological_order())
+    print(f"{args.file}: valid, {len(pipeline.jobs)} jobs, {steps} steps ({order})")
+    return 0

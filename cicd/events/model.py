@@ -1,0 +1,253 @@
+"""The events of a run, as msgspec structs in one tagged union.
+
+Names and versions follow the design's event catalogue so that a message bus can
+carry them later unchanged. Each event carries the ids that make handling it
+idempotent (``run_id``, ``job_id``, ``step_id``, ``worker_id``), a
+``correlation_id`` (the run's id unless a caller supplies one), a ``tenant_id``
+and a timestamp in milliseconds since the Unix epoch.
+
+Schema evolution: a new field always has a default, and a field's type never
+changes; a change that cannot follow these rules is a new ``version``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Union
+
+import msgspec
+
+
+def now_ms() -> int:
+    """Return the current wall-clock time in milliseconds since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="name"):
+    """Fields shared by every event."""
+
+    version: int = 1
+    run_id: str
+    correlation_id: str = ""
+    tenant_id: str = "default"
+    ts: int = msgspec.field(default_factory=now_ms)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @property
+    def job_id(self) -> str | None:
+        return None
+
+    @property
+    def step_id(self) -> str | None:
+        return None
+
+    @property
+    def worker_id(self) -> str | None:
+        return None
+
+
+# --- run level -------------------------------------------------------------------
+
+
+class RunRequested(Event, tag="RunRequested"):
+    """A run was accepted: the pipeline, its source and the jobs it will run."""
+
+    pipeline: str
+    pipeline_yaml: str
+    source: str
+    jobs: list[str]
+    executor: str
+    trigger: str = "cli"
+    # Absent means "next number for this pipeline", assigned when the event is stored.
+    number: int | None = None
+
+
+class RunStarted(Event, tag="RunStarted"):
+    pass
+
+
+class RunCompleted(Event, tag="RunCompleted"):
+    """Every job ended, and none failed unless it was allowed to."""
+
+
+class RunFailed(Event, tag="RunFailed"):
+    reason: str = ""
+
+
+class RunCancelled(Event, tag="RunCancelled"):
+    reason: str = "cancelled"
+
+
+# --- job level (orchestration and scheduling) ------------------------------------
+
+
+class _JobEvent(Event, frozen=True, kw_only=True):
+    job: str
+
+    @property
+    def job_id(self) -> str | None:
+        return self.job
+
+
+class JobRequested(_JobEvent, tag="JobRequested"):
+    image: str
+    needs: list[str] = []
+    allow_failure: bool = False
+    steps: list[str] = []
+
+
+class AssignmentCreated(_JobEvent, tag="AssignmentCreated"):
+    """The scheduler placed a runnable job on a node."""
+
+    node: str
+    assignment_id: str = ""
+
+
+class JobStarted(_JobEvent, tag="JobStarted"):
+    node: str = ""
+
+
+class JobCompleted(_JobEvent, tag="JobCompleted"):
+    pass
+
+
+class JobFailed(_JobEvent, tag="JobFailed"):
+    """The job ended without success: ``state`` is ``failed`` or ``timed_out``."""
+
+    state: str = "failed"
+    reason: str = ""
+    message: str = ""
+    allowed: bool = False
+
+
+class JobCancelled(_JobEvent, tag="JobCancelled"):
+    reason: str = "cancelled"
+
+
+class JobSkipped(_JobEvent, tag="JobSkipped"):
+    """The job never ran because a job it needs did not succeed."""
+
+    reason: str = ""
+
+
+# --- worker management -----------------------------------------------------------
+
+
+class _WorkerEvent(_JobEvent, frozen=True, kw_only=True):
+    worker: str
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.worker
+
+
+class WorkerCreated(_WorkerEvent, tag="WorkerCreated"):
+    provider: str
+    node: str = ""
+    image: str = ""
+
+
+class WorkerTerminated(_WorkerEvent, tag="WorkerTerminated"):
+    pass
+
+
+class WorkerFailed(_WorkerEvent, tag="WorkerFailed"):
+    message: str = ""
+
+
+# --- execution -------------------------------------------------------------------
+
+
+class _StepEvent(_JobEvent, frozen=True, kw_only=True):
+    step: int  # 1-based index within the job
+    step_name: str = ""
+
+    @property
+    def step_id(self) -> str | None:
+        return f"{self.job}/{self.step}"
+
+
+class StepStarted(_StepEvent, tag="StepStarted"):
+    worker: str = ""
+
+
+class StepCompleted(_StepEvent, tag="StepCompleted"):
+    exit_code: int = 0
+    log_size: int = 0
+
+
+class StepFailed(_StepEvent, tag="StepFailed"):
+    """The step ended without success: ``state`` is failed, timed_out or cancelled."""
+
+    state: str = "failed"
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+    allowed: bool = False
+    log_size: int = 0
+
+
+class StepSkipped(_StepEvent, tag="StepSkipped"):
+    reason: str = ""
+
+
+AnyEvent = Union[
+    RunRequested,
+    RunStarted,
+    RunCompleted,
+    RunFailed,
+    RunCancelled,
+    JobRequested,
+    AssignmentCreated,
+    JobStarted,
+    JobCompleted,
+    JobFailed,
+    JobCancelled,
+    JobSkipped,
+    WorkerCreated,
+    WorkerTerminated,
+    WorkerFailed,
+    StepStarted,
+    StepCompleted,
+    StepFailed,
+    StepSkipped,
+]
+ANY_EVENT = AnyEvent
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes | str) -> Event:
+    return _decoder.decode(data)  # type: ignore[no-any-return]
+
+
+__all__ = [
+    "AnyEvent",
+    "RunRequested",
+    "RunStarted",
+    "RunCompleted",
+    "RunFailed",
+    "RunCancelled",
+    "JobRequested",
+    "AssignmentCreated",
+    "JobStarted",
+    "JobCompleted",
+    "JobFailed",
+    "JobCancelled",
+    "JobSkipped",
+    "WorkerCreated",
+    "WorkerTerminated",
+    "WorkerFailed",
+    "StepStarted",
+    "StepCompleted",
+    "StepFailed",
+    "StepSkipped",
+]

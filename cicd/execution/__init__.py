@@ -1,0 +1,1 @@
+"""Execution: steps inside a worker, their output, exit codes, timeouts and signals."""

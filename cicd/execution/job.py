@@ -1,0 +1,188 @@
+"""Running one job on a worker: its steps in order, and the events that record it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import trio
+
+from cicd.concurrency import single_error
+from cicd.errors import CicdError, ProviderError
+from cicd.events import model as ev
+from cicd.execution.control import StopRequest
+from cicd.execution.output import LivePrinter, StepOutput
+from cicd.execution.step import StepOutcome, deadline_after, run_step
+from cicd.orchestration.states import State
+from cicd.pipeline import Job, Pipeline
+from cicd.workers.base import JobWorker, StepSpec
+
+logger = logging.getLogger("cicd.execution")
+
+Emit = Callable[[ev.Event], Awaitable[object]]
+
+
+class JobContext(msgspec.Struct, kw_only=True):
+    """What every job of one run shares."""
+
+    run_id: str
+    pipeline: Pipeline
+    pipeline_name: str
+    tenant_id: str = "default"
+    grace: float = 10.0
+
+
+class JobResult(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    state: State
+    reason: str = ""
+
+
+def step_environment(ctx: JobContext, job: Job, step_index: int, workspace: str) -> dict[str, str]:
+    """Return the step's variables: built-ins < pipeline < job < step."""
+    step = job.steps[step_index - 1]
+    env = {
+        "CI": "true",
+        "CICD": "true",
+        "CICD_PIPELINE": ctx.pipeline_name,
+        "CICD_RUN_ID": ctx.run_id,
+        "CICD_JOB": job.id,
+        "CICD_STEP": step.display_name,
+        "CICD_WORKSPACE": workspace,
+    }
+    env.update(ctx.pipeline.env)
+    env.update(job.env)
+    env.update(step.env)
+    return env
+
+
+async def run_job(
+    ctx: JobContext,
+    job: Job,
+    worker: JobWorker,
+    *,
+    emit: Emit,
+    store: object,
+    printer: LivePrinter | None,
+    stop: StopRequest,
+    node: str,
+) -> JobResult:
+    """Prepare ``worker``, run ``job``'s steps on it, remove it, and return the job's end state."""
+    base = {"run_id": ctx.run_id, "tenant_id": ctx.tenant_id, "job": job.id}
+    job_deadline = deadline_after(job.timeout)
+    try:
+        if stop.requested:
+            await emit(ev.JobCancelled(**base, reason=stop.reason))
+            return JobResult(job_id=job.id, state=State.CANCELLED, reason=stop.reason)
+        await emit(ev.JobStarted(**base, node=node))
+        try:
+            with trio.move_on_at(job_deadline) as prepare_scope:
+                await worker.prepare()
+        except ProviderError as exc:
+            return await _fail_before_steps(ctx, job, emit, base, State.FAILED,
+                                            _reason_of(exc), str(exc), printer)
+        if prepare_scope.cancelled_caught:
+            return await _fail_before_steps(ctx, job, emit, base, State.TIMED_OUT, "timeout",
+                                            "the job's timeout expired while preparing it", printer)
+        await emit(ev.WorkerCreated(**base, worker=worker.id, provider=node, node=node,
+                                    image=job.image))
+        return await _run_steps(ctx, job, worker, emit=emit, store=store, printer=printer,
+                                stop=stop, job_deadline=job_deadline, base=base)
+    finally:
+        with trio.CancelScope(shield=True):
+            await worker.close()
+            await emit(ev.WorkerTerminated(**base, worker=worker.id))
+
+
+async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit, store: object,
+                     printer: LivePrinter | None, stop: StopRequest, job_deadline: float,
+                     base: dict[str, str]) -> JobResult:
+    job_state = State.SUCCEEDED
+    job_reason = ""
+    job_message = ""
+    specs = [
+        StepSpec(run_id=ctx.run_id, job_id=job.id, index=step.index, name=step.display_name,
+                 script=step.run, env=step_environment(ctx, job, step.index, worker.workspace))
+        for step in job.steps
+    ]
+    for step in job.steps:
+        if job_state is not State.SUCCEEDED or stop.requested:
+            reason = "cancelled" if stop.requested and job_state is State.SUCCEEDED else (
+                f"an earlier step {job_state.value}")
+            await emit(ev.StepSkipped(**base, step=step.index, step_name=step.display_name,
+                                      reason=reason))
+            if stop.requested and job_state is State.SUCCEEDED:
+                job_state, job_reason = State.CANCELLED, stop.reason
+            continue
+        spec = specs[step.index - 1]
+        sink = StepOutput(store, printer, run_id=ctx.run_id, job=job.id, step=step.index,  # type: ignore[arg-type]
+                          step_name=step.display_name)
+        await emit(ev.StepStarted(**base, step=step.index, step_name=step.display_name,
+                                  worker=worker.id))
+        try:
+            with single_error():
+                async with trio.open_nursery() as nursery:
+                    if step.index < len(specs):
+                        nursery.start_soon(_precreate_quietly, worker, specs[step.index])
+                    outcome = await run_step(
+                        worker, spec, sink=sink, step_deadline=deadline_after(step.timeout),
+                        job_deadline=job_deadline, grace=ctx.grace, stop=stop)
+        except CicdError as exc:
+            outcome = StepOutcome(state=State.FAILED, exit_code=None, reason=_reason_of(exc),
+                                  message=str(exc))
+        finally:
+            sink.close()
+        if outcome.state is State.SUCCEEDED:
+            await emit(ev.StepCompleted(**base, step=step.index, step_name=step.display_name,
+                                        exit_code=0, log_size=sink.size))
+            continue
+        allowed = step.allow_failure and outcome.state in (State.FAILED, State.TIMED_OUT) \
+            and not outcome.job_deadline_hit
+        await emit(ev.StepFailed(**base, step=step.index, step_name=step.display_name,
+                                 state=outcome.state.value, exit_code=outcome.exit_code,
+                                 reason=outcome.reason, message=outcome.message,
+                                 allowed=allowed, log_size=sink.size))
+        if allowed:
+            continue
+        job_state = outcome.state
+        job_reason = outcome.reason if outcome.state is not State.CANCELLED else stop.reason
+        job_message = f"step {step.display_name!r}: {outcome.message}" if outcome.message else ""
+
+    if job_state is State.SUCCEEDED:
+        await emit(ev.JobCompleted(**base))
+    elif job_state is State.CANCELLED:
+        await emit(ev.JobCancelled(**base, reason=job_reason))
+    else:
+        await emit(ev.JobFailed(**base, state=job_state.value, reason=job_reason,
+                                message=job_message, allowed=job.allow_failure))
+    return JobResult(job_id=job.id, state=job_state, reason=job_reason)
+
+
+async def _fail_before_steps(ctx: JobContext, job: Job, emit: Emit, base: dict[str, str],
+                             state: State, reason: str, message: str,
+                             printer: LivePrinter | None) -> JobResult:
+    if printer is not None:
+        printer.note(f"[{job.id}] {message}")
+    logger.info("job %s of run %s %s before its steps: %s", job.id, ctx.run_id, state.value, message)
+    for step in job.steps:
+        await emit(ev.StepSkipped(**base, step=step.index, step_name=step.display_name,
+                                  reason="the job failed before its steps ran"))
+    await emit(ev.JobFailed(**base, state=state.value, reason=reason, message=message,
+                            allowed=job.allow_failure))
+    return JobResult(job_id=job.id, state=state, reason=reason)
+
+
+async def _precreate_quietly(worker: JobWorker, spec: StepSpec) -> None:
+    # Only a speed-up: when it fails, start_step creates the container and reports.
+    try:
+        await worker.precreate(spec)
+    except CicdError as exc:
+        logger.debug("creating step %d of %s ahead of time failed: %s", spec.index, spec.job_id, exc)
+
+
+def _reason_of(exc: CicdError) -> str:
+    name = type(exc).__name__
+    return {"ImagePullError": "image_pull_failed", "EngineUnavailable": "engine_unavailable"}.get(
+        name, exc.code
+    )

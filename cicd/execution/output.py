@@ -1,0 +1,105 @@
+"""Step output: stored byte-exact as numbered chunks, and shown live line by line."""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO, Protocol
+
+from cicd.storage.store import LogChunk
+
+# A partial line longer than this is shown before its newline arrives, so one
+# huge line neither stalls the live view nor grows memory without bound.
+MAX_PENDING_LINE = 64 * 1024
+
+_COLOURS = [b"\x1b[36m", b"\x1b[35m", b"\x1b[33m", b"\x1b[32m", b"\x1b[34m", b"\x1b[91m"]
+_RESET = b"\x1b[0m"
+
+
+class ChunkWriter(Protocol):
+    async def append_log(self, chunk: LogChunk) -> None: ...
+
+
+class LivePrinter:
+    """Prints each complete line of every step, prefixed with ``[job/step]``.
+
+    Bytes are written unchanged (colour codes, carriage returns, invalid UTF-8),
+    so a terminal shows what the step wrote. The prefix is coloured only when the
+    output is a terminal.
+    """
+
+    def __init__(self, out: BinaryIO | None = None, *, colour: bool | None = None) -> None:
+        self.out = out if out is not None else sys.stdout.buffer
+        if colour is None:
+            colour = hasattr(self.out, "isatty") and self.out.isatty()
+        self.colour = colour
+        self._pending: dict[tuple[str, int], bytearray] = {}
+        self._colour_of: dict[str, bytes] = {}
+
+    def _prefix(self, job: str, step_name: str) -> bytes:
+        label = f"[{job}/{step_name}] ".encode("utf-8", "replace")
+        if not self.colour:
+            return label
+        colour = self._colour_of.setdefault(job, _COLOURS[len(self._colour_of) % len(_COLOURS)])
+        return colour + label + _RESET
+
+    def feed(self, job: str, step: int, step_name: str, data: bytes) -> None:
+        key = (job, step)
+        pending = self._pending.setdefault(key, bytearray())
+        pending += data
+        lines = []
+        while True:
+            newline = pending.find(b"\n")
+            if newline < 0:
+                break
+            lines.append(bytes(pending[: newline + 1]))
+            del pending[: newline + 1]
+        if len(pending) > MAX_PENDING_LINE:
+            lines.append(bytes(pending))
+            pending.clear()
+        if not lines:
+            return
+        prefix = self._prefix(job, step_name)
+        # A fragment cut from an over-long line gets a newline on screen only.
+        self.out.write(b"".join(
+            prefix + line if line.endswith(b"\n") else prefix + line + b"\n" for line in lines
+        ))
+        self.out.flush()
+
+    def end_step(self, job: str, step: int, step_name: str) -> None:
+        """Show what is left of the step's last line (adding a newline on screen only)."""
+        key = (job, step)
+        pending = self._pending.pop(key, bytearray())
+        if pending:
+            self.out.write(self._prefix(job, step_name) + bytes(pending) + b"\n")
+            self.out.flush()
+
+    def note(self, text: str) -> None:
+        """Print one status line of cicd's own (not step output)."""
+        self.out.write(text.encode("utf-8", "replace") + b"\n")
+        self.out.flush()
+
+
+class StepOutput:
+    """The sink of one step: numbers chunks, stores them and feeds the live printer."""
+
+    def __init__(self, store: ChunkWriter, printer: LivePrinter | None, *, run_id: str,
+                 job: str, step: int, step_name: str) -> None:
+        self.store = store
+        self.printer = printer
+        self.run_id = run_id
+        self.job = job
+        self.step = step
+        self.step_name = step_name
+        self.seq = 0
+        self.size = 0
+
+    async def __call__(self, data: bytes) -> None:
+        self.seq += 1
+        self.size += len(data)
+        await self.store.append_log(LogChunk(self.run_id, self.job, self.step, self.seq, data))
+        if self.printer is not None:
+            self.printer.feed(self.job, self.step, self.step_name, data)
+
+    def close(self) -> None:
+        if self.printer is not None:
+            self.printer.end_step(self.job, self.step, self.step_name)

@@ -1,0 +1,1 @@
+"""Runs and jobs: their state machines, their plan through the job graph, the run driver."""

@@ -1,0 +1,693 @@
+"""Parse pipeline files (format version 1) into a validated ``Pipeline``.
+
+Parsing runs in three stages:
+
+1. ruamel.yaml composes the text into nodes. In that graph an alias is the very node
+   object of its anchor, so ``_AliasRecordingComposer`` wraps each alias to keep the
+   line where it is used.
+2. ``_Expander`` copies the graph into a tree of ``_Scalar``, ``_Mapping`` and
+   ``_Sequence``. It expands aliases and merge keys (``<<``) and rejects duplicate
+   keys. It stops after visiting ``MAX_NODES`` nodes, which defeats alias bombs.
+3. ``_PipelineReader`` checks the tree against the format and builds the model.
+
+Scalars keep their written text and are interpreted here under YAML 1.2 rules, also
+in a file with a ``%YAML 1.1`` directive. So ``yes`` is a string, and an ``env``
+value such as ``012345`` stays exactly as written.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import msgspec
+from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, MaxDepthExceededError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
+
+from cicd.errors import PipelineError
+from cicd.pipeline import graph
+from cicd.pipeline.model import DEFAULT_JOB_TIMEOUT_SECONDS, Job, Pipeline, Resources, Step
+from cicd.pipeline.quantities import (
+    CPU_EXAMPLE,
+    DURATION_EXAMPLE,
+    MEMORY_EXAMPLE,
+    parse_cpu,
+    parse_duration,
+    parse_memory,
+)
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+MAX_JOB_ID_CHARS = 63
+
+TOP_LEVEL_KEYS = ("version", "name", "env", "jobs")
+JOB_KEYS = ("image", "needs", "env", "timeout", "allow_failure", "resources", "steps")
+STEP_KEYS = ("name", "run", "env", "timeout", "allow_failure")
+RESOURCE_KEYS = ("cpu", "memory")
+
+_JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_NULL_WORDS = frozenset({"", "~", "null", "Null", "NULL"})
+_STR_TAG = "tag:yaml.org,2002:str"
+_BOOLEANS = {
+    "true": True,
+    "True": True,
+    "TRUE": True,
+    "false": False,
+    "False": False,
+    "FALSE": False,
+}
+# YAML 1.1 booleans, which YAML 1.2 reads as strings.
+_YAML_1_1_BOOLEANS = {
+    "yes": "true",
+    "y": "true",
+    "on": "true",
+    "no": "false",
+    "n": "false",
+    "off": "false",
+}
+
+_Path = tuple[str | int, ...]
+_Parsed = TypeVar("_Parsed")
+
+
+def parse_pipeline(text: str | bytes, *, file: str = "<pipeline>") -> Pipeline:
+    """Parse and validate the text of a pipeline file.
+
+    ``file`` names the file in error messages. Raises PipelineError for any invalid
+    input, including a ``needs`` graph with unknown jobs or a cycle.
+    """
+    source = _decode(text, file)
+    root = _compose(source, file)
+    tree = None if root is None else _Expander(file).expand(root)
+    return _PipelineReader(file).read_pipeline(tree)
+
+
+def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
+    """Read and parse the pipeline file at ``path``."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise PipelineError(
+            "pipeline file not found; create it (docs/pipeline.md describes the format) "
+            "or pass the path of another file with -f",
+            file=file,
+        ) from exc
+    except OSError as exc:
+        raise PipelineError(f"cannot read the pipeline file: {exc.strerror}", file=file) from exc
+    return parse_pipeline(data, file=file)
+
+
+def render_path(segments: Sequence[str | int]) -> str:
+    """Render key path segments as ``jobs.build.steps[2].timeout``.
+
+    Integers are 1-based list indexes. A key with characters other than letters,
+    digits, ``_`` and ``-`` is rendered in brackets as a JSON string: ``jobs["a.b"]``.
+    """
+    rendered = ""
+    for segment in segments:
+        if isinstance(segment, int):
+            rendered += f"[{segment}]"
+        elif _PLAIN_PATH_SEGMENT.fullmatch(segment):
+            rendered += f".{segment}" if rendered else segment
+        else:
+            rendered += f"[{json.dumps(segment)}]"
+    return rendered
+
+
+def _decode(text: str | bytes, file: str) -> str:
+    size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    if size > MAX_FILE_BYTES:
+        raise PipelineError(
+            f"the file has more than {MAX_FILE_BYTES} bytes (1 MiB), the maximum for a pipeline",
+            file=file,
+        )
+    if isinstance(text, str):
+        return text
+
+    skipped = len(codecs.BOM_UTF8) if text.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return text[skipped:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = skipped + exc.start
+        line_start = text.rfind(b"\n", 0, offset) + 1
+        column = len(text[line_start:offset].decode("utf-8", "replace")) + 1
+        raise PipelineError(
+            f"invalid UTF-8 at byte offset {offset} (byte 0x{text[offset]:02x}); "
+            "save the file as UTF-8",
+            file=file,
+            line=text.count(b"\n", 0, offset) + 1,
+            column=column,
+        ) from exc
+
+
+class _Alias:
+    """An alias in the composed graph, with the position where it is written."""
+
+    __slots__ = ("anchor", "column", "line", "target")
+
+    def __init__(self, anchor: str, target: Any, line: int, column: int) -> None:
+        self.anchor = anchor
+        self.target = target
+        self.line = line
+        self.column = column
+
+
+class _TooManyNodesError(Exception):
+    """Raised by the composer, which does not know the file name for a PipelineError."""
+
+    def __init__(self, line: int, column: int) -> None:
+        super().__init__(line, column)
+        self.line = line
+        self.column = column
+
+
+class _AliasRecordingComposer(Composer):
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        # YAML allows an anchor name to be defined again, and the later one wins.
+        self.warn_double_anchors = False
+        self.composed_nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if not self.parser.check_event(AliasEvent):
+            # ruamel.yaml 0.19 composed about 27,000 nodes per second on one AMD EPYC
+            # core, so a 1 MiB flow list of 500,000 items took 20 s. Stopping at the
+            # node limit cut that to about 4 s.
+            self.composed_nodes += 1
+            if self.composed_nodes > MAX_NODES:
+                mark = self.parser.peek_event().start_mark
+                raise _TooManyNodesError(mark.line + 1, mark.column + 1)
+            return super().compose_node(parent, index)
+        event = self.parser.peek_event()
+        target = super().compose_node(parent, index)
+        return _Alias(event.anchor, target, event.start_mark.line + 1, event.start_mark.column + 1)
+
+
+def _compose(source: str, file: str) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.Composer = _AliasRecordingComposer
+    yaml.max_depth = MAX_DEPTH
+    try:
+        return yaml.compose(source)
+    except _TooManyNodesError as exc:
+        raise PipelineError(
+            f"the document has more than {MAX_NODES} nodes",
+            file=file,
+            line=exc.line,
+            column=exc.column,
+        ) from exc
+    except MaxDepthExceededError as exc:
+        mark = exc.problem_mark
+        raise PipelineError(
+            f"the document is nested deeper than {MAX_DEPTH} levels",
+            file=file,
+            line=mark.line + 1,
+            column=mark.column + 1,
+        ) from exc
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        if exc.problem and exc.context and exc.problem.startswith("but "):
+            # The composer splits "expected a single document, but found another" in two.
+            problem, context = f"{exc.context}, {exc.problem}", ""
+        else:
+            problem = exc.problem or exc.context
+            context = f" ({exc.context})" if exc.problem and exc.context else ""
+        raise PipelineError(
+            f"invalid YAML: {problem}{context}",
+            file=file,
+            line=None if mark is None else mark.line + 1,
+            column=None if mark is None else mark.column + 1,
+        ) from exc
+    except ReaderError as exc:
+        line_start = source.rfind("\n", 0, exc.position) + 1
+        raise PipelineError(
+            f"invalid YAML: character U+{exc.character:04X} is not allowed; "
+            "remove it or write it as an escape in a double-quoted string",
+            file=file,
+            line=source.count("\n", 0, exc.position) + 1,
+            column=exc.position - line_start + 1,
+        ) from exc
+    except YAMLError as exc:
+        raise PipelineError(f"invalid YAML: {exc}", file=file) from exc
+
+
+class _Node(msgspec.Struct, frozen=True, kw_only=True):
+    line: int
+    column: int
+
+
+class _Scalar(_Node, frozen=True, kw_only=True):
+    text: str
+    plain: bool
+    is_null: bool
+
+
+class _Mapping(_Node, frozen=True, kw_only=True):
+    entries: tuple[tuple[_Scalar, _Value], ...]
+
+
+class _Sequence(_Node, frozen=True, kw_only=True):
+    items: tuple[_Value, ...]
+
+
+_Value = _Scalar | _Mapping | _Sequence
+
+
+def _describe(value: _Value) -> str:
+    if isinstance(value, _Mapping):
+        return "a mapping" if value.entries else "an empty mapping"
+    if isinstance(value, _Sequence):
+        return "a list" if value.items else "an empty list"
+    if value.is_null:
+        return "null"
+    text = value.text if len(value.text) <= 60 else value.text[:57] + "..."
+    return repr(text)
+
+
+class _Expander:
+    """Copy a composed node graph into a tree, expanding aliases and merge keys."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.visited = 0
+        self.path: list[str | int] = []
+        self.open_aliases: list[_Alias] = []
+        self.outermost_alias_path: list[str | int] = []
+        self.open_collections: set[int] = set()
+
+    def fail(self, line: int, column: int, message: str) -> NoReturn:
+        raise PipelineError(
+            message, file=self.file, line=line, column=column, path=render_path(self.path)
+        )
+
+    def expand(self, node: Any) -> _Value:
+        if isinstance(node, _Alias):
+            if id(node.target) in self.open_collections:
+                self.fail(
+                    node.line,
+                    node.column,
+                    f"alias '*{node.anchor}' is used inside the "
+                    "node it refers to; recursive aliases are not supported",
+                )
+            if not self.open_aliases:
+                self.outermost_alias_path = list(self.path)
+            self.open_aliases.append(node)
+            try:
+                return self.expand(node.target)
+            finally:
+                self.open_aliases.pop()
+
+        # Every visit counts, also repeated ones through aliases, because repetition is
+        # how an alias bomb grows: nine aliases of nine aliases of ... a list.
+        self.visited += 1
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        if self.visited > MAX_NODES:
+            if not self.open_aliases:
+                self.fail(line, column, f"the document has more than {MAX_NODES} nodes")
+            where = self.open_aliases[0]
+            self.path = self.outermost_alias_path
+            self.fail(
+                where.line,
+                where.column,
+                f"expanding alias '*{where.anchor}' makes the "
+                f"document larger than {MAX_NODES} nodes; repeat less through aliases",
+            )
+        if isinstance(node, ScalarNode):
+            text = node.value
+            if node.style == ">":
+                # ruamel.yaml's round-trip scanner marks the fold points of a folded
+                # scalar with BEL. The reader rejects a literal BEL in the input, so
+                # every BEL in a folded scalar is such a marker.
+                text = text.replace("\a", "")
+            plain = node.style is None
+            is_null = plain and text in _NULL_WORDS and node.tag != _STR_TAG
+            return _Scalar(text=text, plain=plain, is_null=is_null, line=line, column=column)
+        if len(self.path) >= MAX_DEPTH:
+            self.fail(line, column, f"the document is nested deeper than {MAX_DEPTH} levels")
+
+        self.open_collections.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                items: list[_Value] = []
+                for position, item in enumerate(node.value, start=1):
+                    self.path.append(position)
+                    items.append(self.expand(item))
+                    self.path.pop()
+                return _Sequence(items=tuple(items), line=line, column=column)
+            return self._expand_mapping(node, line, column)
+        finally:
+            self.open_collections.discard(id(node))
+
+    def _expand_mapping(self, node: Any, line: int, column: int) -> _Mapping:
+        entries: list[tuple[_Scalar, _Value]] = []
+        first_keys: dict[tuple[bool, str], _Scalar] = {}
+        merged: list[tuple[_Scalar, _Value]] = []
+        merge_position = 0
+        for key_node, value_node in node.value:
+            key = self.expand(key_node)
+            if not isinstance(key, _Scalar):
+                self.fail(key.line, key.column, f"expected a string key, found {_describe(key)}")
+            is_merge = key.plain and key.text == "<<"
+            earlier = first_keys.setdefault((is_merge, key.text), key)
+            if earlier is not key:
+                self.fail(
+                    key.line,
+                    key.column,
+                    f"duplicate key {key.text!r} on lines {earlier.line} and {key.line}",
+                )
+            if is_merge:
+                merged = self._expand_merge_sources(value_node)
+                merge_position = len(entries)
+                continue
+
+            self.path.append(key.text)
+            value = self.expand(value_node)
+            self.path.pop()
+            if isinstance(value, _Scalar) and value.plain and not value.text:
+                # An empty value's mark is where the next token starts, often the next
+                # line, so errors about it point at its key instead.
+                value = msgspec.structs.replace(value, line=key.line, column=key.column)
+            entries.append((key, value))
+
+        # Keys written in this mapping win over merged ones, and among the merged
+        # mappings an earlier one wins over a later one.
+        known = {key.text for key, _ in entries}
+        inherited = []
+        for key, value in merged:
+            if key.text not in known:
+                known.add(key.text)
+                inherited.append((key, value))
+        entries[merge_position:merge_position] = inherited
+        return _Mapping(entries=tuple(entries), line=line, column=column)
+
+    def _expand_merge_sources(self, value_node: Any) -> list[tuple[_Scalar, _Value]]:
+        self.path.append("<<")
+        value = self.expand(value_node)
+        sources = value.items if isinstance(value, _Sequence) else (value,)
+        entries: list[tuple[_Scalar, _Value]] = []
+        for source in sources:
+            if not isinstance(source, _Mapping):
+                self.fail(
+                    source.line,
+                    source.column,
+                    f"expected a mapping or a list of mappings to merge, found {_describe(source)}",
+                )
+            entries.extend(source.entries)
+        self.path.pop()
+        return entries
+
+
+class _PipelineReader:
+    """Check an expanded tree against the pipeline format and build the model."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        # The written entries of each job's needs, kept for the positions of errors.
+        self.needs_entries: dict[str, list[_Scalar]] = {}
+
+    def fail(self, node: _Node, path: _Path, message: str) -> NoReturn:
+        raise PipelineError(
+            message, file=self.file, line=node.line, column=node.column, path=render_path(path)
+        )
+
+    def read_pipeline(self, root: _Value | None) -> Pipeline:
+        if root is None:
+            raise PipelineError(
+                "the file is empty; expected a mapping with a 'jobs' key",
+                file=self.file,
+                line=1,
+                column=1,
+            )
+        fields = self.read_fields(
+            root, (), TOP_LEVEL_KEYS, ("jobs",), "a mapping with a 'jobs' key"
+        )
+        version = fields.get("version")
+        if version is not None and (not isinstance(version, _Scalar) or version.text != "1"):
+            self.fail(
+                version,
+                ("version",),
+                f"expected version 1, found {_describe(version)}; this cicd reads version 1 only",
+            )
+        name = fields.get("name")
+        jobs = self.read_jobs(fields["jobs"])
+        self.check_needs(jobs)
+        return Pipeline(
+            name=None if name is None else self.read_text(name, ("name",), "a non-empty name"),
+            env=self.read_env(fields.get("env"), ("env",)),
+            jobs=jobs,
+            source_file=self.file,
+        )
+
+    def read_fields(
+        self,
+        value: _Value,
+        path: _Path,
+        allowed: Sequence[str],
+        required: Sequence[str],
+        expected: str,
+    ) -> dict[str, _Value]:
+        if not isinstance(value, _Mapping):
+            self.fail(value, path, f"expected {expected}, found {_describe(value)}")
+        fields: dict[str, _Value] = {}
+        for key, item in value.entries:
+            if key.text not in allowed:
+                close = difflib.get_close_matches(key.text, allowed, n=1)
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"valid keys are {', '.join(allowed)}"
+                )
+                self.fail(key, path, f"unknown key {key.text!r}; {hint}")
+            fields[key.text] = item
+        for name in required:
+            if name not in fields:
+                self.fail(value, path, f"missing required key {name!r}")
+        return fields
+
+    def read_jobs(self, value: _Value) -> dict[str, Job]:
+        path: _Path = ("jobs",)
+        if not isinstance(value, _Mapping) or not value.entries:
+            found = _describe(value)
+            self.fail(value, path, f"expected a mapping of job ids to jobs, found {found}")
+        jobs: dict[str, Job] = {}
+        for key, job_value in value.entries:
+            if not _JOB_ID.fullmatch(key.text):
+                self.fail(
+                    key,
+                    path,
+                    f"invalid job id {key.text!r}; use letters, digits, '_', '.' and '-', "
+                    "starting with a letter, digit or '_'",
+                )
+            if len(key.text) > MAX_JOB_ID_CHARS:
+                self.fail(
+                    key,
+                    path,
+                    f"job id {key.text!r} has {len(key.text)} characters; "
+                    f"the maximum is {MAX_JOB_ID_CHARS}",
+                )
+            jobs[key.text] = self.read_job(key, job_value)
+        return jobs
+
+    def read_job(self, key: _Scalar, value: _Value) -> Job:
+        path: _Path = ("jobs", key.text)
+        expected = "a job mapping with 'image' and 'steps' keys"
+        fields = self.read_fields(value, path, JOB_KEYS, ("image", "steps"), expected)
+        image = self.read_text(fields["image"], (*path, "image"), "a non-empty image name")
+        if any(character.isspace() for character in image):
+            self.fail(
+                fields["image"],
+                (*path, "image"),
+                f"expected an image name without spaces, found {image!r}",
+            )
+        needs = self.read_needs(fields.get("needs"), (*path, "needs"))
+        self.needs_entries[key.text] = needs
+        timeout = self.read_duration(fields.get("timeout"), (*path, "timeout"))
+        return Job(
+            id=key.text,
+            image=image,
+            needs=tuple(entry.text for entry in needs),
+            env=self.read_env(fields.get("env"), (*path, "env")),
+            timeout=DEFAULT_JOB_TIMEOUT_SECONDS if timeout is None else timeout,
+            allow_failure=self.read_bool(fields.get("allow_failure"), (*path, "allow_failure")),
+            resources=self.read_resources(fields.get("resources"), (*path, "resources")),
+            steps=self.read_steps(fields["steps"], (*path, "steps")),
+            line=key.line,
+        )
+
+    def read_needs(self, value: _Value | None, path: _Path) -> list[_Scalar]:
+        if value is None:
+            return []
+        entries = value.items if isinstance(value, _Sequence) else (value,)
+        seen: dict[str, _Scalar] = {}
+        for entry in entries:
+            if not isinstance(entry, _Scalar) or entry.is_null:
+                found = _describe(entry)
+                self.fail(entry, path, f"expected a job id or a list of job ids, found {found}")
+            earlier = seen.setdefault(entry.text, entry)
+            if earlier is not entry:
+                self.fail(
+                    entry,
+                    path,
+                    f"job {entry.text!r} is listed twice, on lines {earlier.line} and {entry.line}",
+                )
+        return list(seen.values())
+
+    def check_needs(self, jobs: dict[str, Job]) -> None:
+        for job_id, entries in self.needs_entries.items():
+            for entry in entries:
+                if entry.text in jobs:
+                    continue
+                close = difflib.get_close_matches(entry.text, list(jobs), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"the jobs are {_names(jobs)}"
+                self.fail(entry, ("jobs", job_id, "needs"), f"unknown job {entry.text!r}; {hint}")
+
+        cycle = graph.find_cycle({job_id: job.needs for job_id, job in jobs.items()})
+        if cycle is not None:
+            first, second = cycle[0], cycle[1]
+            entry = next(entry for entry in self.needs_entries[first] if entry.text == second)
+            self.fail(entry, ("jobs", first, "needs"), f"cycle {' -> '.join(cycle)}")
+
+    def read_steps(self, value: _Value, path: _Path) -> tuple[Step, ...]:
+        if not isinstance(value, _Sequence) or not value.items:
+            self.fail(value, path, f"expected a non-empty list of steps, found {_describe(value)}")
+        steps: list[Step] = []
+        first_names: dict[str, _Value] = {}
+        for index, item in enumerate(value.items, start=1):
+            step, name_node = self.read_step(item, (*path, index), index)
+            if step.name is not None and name_node is not None:
+                earlier = first_names.setdefault(step.name, name_node)
+                if earlier is not name_node:
+                    self.fail(
+                        name_node,
+                        (*path, index, "name"),
+                        f"duplicate step name {step.name!r} "
+                        f"on lines {earlier.line} and {name_node.line}",
+                    )
+            steps.append(step)
+        return tuple(steps)
+
+    def read_step(self, value: _Value, path: _Path, index: int) -> tuple[Step, _Value | None]:
+        if isinstance(value, _Scalar) and not value.is_null:
+            self.fail(
+                value,
+                path,
+                f"expected a step mapping with a 'run' key, found {_describe(value)}; "
+                "write the step as '- run: <command>'",
+            )
+        expected = "a step mapping with a 'run' key"
+        fields = self.read_fields(value, path, STEP_KEYS, ("run",), expected)
+        name_node = fields.get("name")
+        step = Step(
+            index=index,
+            name=(
+                None
+                if name_node is None
+                else self.read_text(name_node, (*path, "name"), "a non-empty step name")
+            ),
+            run=self.read_text(fields["run"], (*path, "run"), "a non-empty command"),
+            env=self.read_env(fields.get("env"), (*path, "env")),
+            timeout=self.read_duration(fields.get("timeout"), (*path, "timeout")),
+            allow_failure=self.read_bool(fields.get("allow_failure"), (*path, "allow_failure")),
+            line=value.line,
+        )
+        return step, name_node
+
+    def read_resources(self, value: _Value | None, path: _Path) -> Resources:
+        if value is None:
+            return Resources()
+        expected = "a mapping with 'cpu' or 'memory'"
+        fields = self.read_fields(value, path, RESOURCE_KEYS, (), expected)
+        cpu, memory = fields.get("cpu"), fields.get("memory")
+        return Resources(
+            cpu_millis=(
+                None
+                if cpu is None
+                else self.read_quantity(cpu, (*path, "cpu"), parse_cpu, CPU_EXAMPLE)
+            ),
+            memory_bytes=(
+                None
+                if memory is None
+                else self.read_quantity(memory, (*path, "memory"), parse_memory, MEMORY_EXAMPLE)
+            ),
+        )
+
+    def read_env(self, value: _Value | None, path: _Path) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, _Mapping):
+            found = _describe(value)
+            self.fail(
+                value, path, f"expected a mapping of variable names to strings, found {found}"
+            )
+        env: dict[str, str] = {}
+        for key, item in value.entries:
+            if not _ENV_NAME.fullmatch(key.text):
+                self.fail(
+                    key,
+                    path,
+                    f"invalid variable name {key.text!r}; use letters, digits and '_', "
+                    "not starting with a digit",
+                )
+            if isinstance(item, _Scalar) and item.is_null:
+                self.fail(
+                    item,
+                    (*path, key.text),
+                    'expected a string, found null; quote it ("") for an empty value',
+                )
+            env[key.text] = self.read_text(item, (*path, key.text), "a string", allow_empty=True)
+        return env
+
+    def read_text(
+        self, value: _Value, path: _Path, expected: str, *, allow_empty: bool = False
+    ) -> str:
+        if not isinstance(value, _Scalar) or value.is_null:
+            self.fail(value, path, f"expected {expected}, found {_describe(value)}")
+        if not allow_empty and not value.text.strip():
+            self.fail(value, path, f"expected {expected}, found {_describe(value)}")
+        return value.text
+
+    def read_bool(self, value: _Value | None, path: _Path) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, _Scalar) and value.plain and value.text in _BOOLEANS:
+            return _BOOLEANS[value.text]
+        found = f"expected true or false, found {_describe(value)}"
+        if isinstance(value, _Scalar) and value.plain and value.text.lower() in _YAML_1_1_BOOLEANS:
+            self.fail(value, path, f"{found}; write {_YAML_1_1_BOOLEANS[value.text.lower()]}")
+        if isinstance(value, _Scalar) and value.text in _BOOLEANS:
+            self.fail(value, path, f"{found}, which is quoted; remove the quotes")
+        self.fail(value, path, found)
+
+    def read_duration(self, value: _Value | None, path: _Path) -> float | None:
+        if value is None:
+            return None
+        return self.read_quantity(value, path, parse_duration, DURATION_EXAMPLE)
+
+    def read_quantity(
+        self, value: _Value, path: _Path, parse: Callable[[str], _Parsed], expected: str
+    ) -> _Parsed:
+        if not isinstance(value, _Scalar) or value.is_null:
+            self.fail(value, path, f"expected {expected}, found {_describe(value)}")
+        try:
+            return parse(value.text)
+        except ValueError as exc:
+            self.fail(value, path, str(exc))
+
+
+def _names(jobs: dict[str, Job], limit: int = 20) -> str:
+    listed = ", ".join(list(jobs)[:limit])
+    return listed + (f" and {len(jobs) - limit} more" if len(jobs) > limit else "")

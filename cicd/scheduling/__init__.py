@@ -1,0 +1,1 @@
+"""Scheduling: placement of runnable jobs on nodes with capacity."""

@@ -1,0 +1,190 @@
+"""The event store: one writer task that commits events and log chunks in groups.
+
+Producers put writes on a bounded channel (a full channel makes them wait: that is
+the backpressure). The writer task takes everything waiting, up to a batch limit,
+and commits it in one transaction on a worker thread, so many events share one
+fsync. :meth:`EventStore.append` returns once its event is durable.
+
+Resource handling: :meth:`EventStore.run` owns the connection; when its channel is
+closed (by :meth:`EventStore.close`), it commits what is left and closes the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from typing import Any
+
+import msgspec
+import trio
+
+from cicd.errors import StorageError
+from cicd.events import model as ev
+from cicd.storage.database import open_database
+from cicd.storage.projections import apply_event
+
+logger = logging.getLogger("cicd.storage")
+
+MAX_BATCH = 2000
+
+
+class LogChunk(msgspec.Struct, frozen=True):
+    run_id: str
+    job_id: str
+    step: int
+    seq: int
+    data: bytes
+
+
+class _Append:
+    __slots__ = ("event", "done", "event_id", "error")
+
+    def __init__(self, event: ev.Event, wait: bool) -> None:
+        self.event = event
+        self.done: trio.Event | None = trio.Event() if wait else None
+        self.event_id = 0
+        self.error: BaseException | None = None
+
+
+class EventStore:
+    def __init__(self, path: str | os.PathLike[str], *, queue_size: int = 4096) -> None:
+        self.path = path
+        self._send, self._receive = trio.open_memory_channel[Any](queue_size)
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = trio.CapacityLimiter(1)
+        self.events_written = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the database, report ready, and write until :meth:`close`."""
+        self._conn = await trio.to_thread.run_sync(open_database, self.path)
+        task_status.started()
+        try:
+            async with self._receive:
+                async for first in self._receive:
+                    batch = [first]
+                    while len(batch) < MAX_BATCH:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                    await self._commit(batch)
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    async def _commit(self, batch: list[Any]) -> None:
+        try:
+            # shield: a batch that reached the thread is committed even if we are
+            # cancelled meanwhile, so waiters are never left with a half-known outcome.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._thd_commit, batch, limiter=self._limiter)
+        except StorageError as exc:
+            logger.error("writing %d records to %s failed: %s", len(batch), self.path, exc)
+            for item in batch:
+                if isinstance(item, _Append):
+                    item.error = exc
+            raise
+        finally:
+            for item in batch:
+                if isinstance(item, _Append) and item.done is not None:
+                    item.done.set()
+                elif isinstance(item, _Barrier):
+                    item.done.set()
+
+    def _thd_commit(self, batch: list[Any]) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            chunks = []
+            for item in batch:
+                if isinstance(item, LogChunk):
+                    chunks.append(item)
+                    continue
+                if isinstance(item, _Barrier):
+                    continue
+                if chunks:
+                    self._thd_insert_chunks(conn, chunks)
+                    chunks = []
+                self._thd_insert_event(conn, item)
+            if chunks:
+                self._thd_insert_chunks(conn, chunks)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
+        self.events_written += sum(1 for item in batch if isinstance(item, _Append))
+
+    @staticmethod
+    def _thd_insert_chunks(conn: sqlite3.Connection, chunks: list[LogChunk]) -> None:
+        conn.executemany(
+            "INSERT INTO step_logs (run_id, job_id, step, seq, data) VALUES (?,?,?,?,?)",
+            [(c.run_id, c.job_id, c.step, c.seq, c.data) for c in chunks],
+        )
+        totals: dict[tuple[str, str, int], int] = {}
+        for c in chunks:
+            key = (c.run_id, c.job_id, c.step)
+            totals[key] = totals.get(key, 0) + len(c.data)
+        conn.executemany(
+            "UPDATE steps SET log_size = log_size + ? WHERE run_id = ? AND job_id = ? AND step = ?",
+            [(size, *key) for key, size in totals.items()],
+        )
+
+    @staticmethod
+    def _thd_insert_event(conn: sqlite3.Connection, item: _Append) -> None:
+        event = item.event
+        if isinstance(event, ev.RunRequested) and event.number is None:
+            row = conn.execute(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE tenant_id = ? AND pipeline = ?",
+                (event.tenant_id, event.pipeline),
+            ).fetchone()
+            event = msgspec.structs.replace(event, number=int(row[0]))
+            item.event = event
+        if not event.correlation_id:
+            event = msgspec.structs.replace(event, correlation_id=event.run_id)
+            item.event = event
+        cursor = conn.execute(
+            "INSERT INTO events (name, version, run_id, job_id, step_id, worker_id,"
+            " correlation_id, tenant_id, ts, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                event.name, event.version, event.run_id, event.job_id, event.step_id,
+                event.worker_id, event.correlation_id, event.tenant_id,
+                event.ts, ev.encode_event(event).decode(),
+            ),
+        )
+        item.event_id = int(cursor.lastrowid or 0)
+        apply_event(conn, item.event_id, event)
+
+    async def append(self, event: ev.Event, *, wait: bool = False) -> int:
+        """Queue ``event``; with ``wait``, return its id once it is durable, else 0."""
+        item = _Append(event, wait)
+        await self._send.send(item)
+        if item.done is None:
+            return 0
+        await item.done.wait()
+        if item.error is not None:
+            raise StorageError(f"event {event.name} of run {event.run_id} was not stored") from item.error
+        return item.event_id
+
+    async def append_log(self, chunk: LogChunk) -> None:
+        await self._send.send(chunk)
+
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is durable."""
+        done = trio.Event()
+        await self._send.send(_Barrier(done))
+        await done.wait()
+
+    async def close(self) -> None:
+        """Close intake; :meth:`run` commits what is queued and returns."""
+        await self._send.aclose()
+
+
+class _Barrier:
+    __slots__ = ("done",)
+
+    def __init__(self, done: trio.Event) -> None:
+        self.done = done

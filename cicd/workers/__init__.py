@@ -1,0 +1,1 @@
+"""Worker management: providers that create and remove the places where steps run."""

@@ -1,0 +1,136 @@
+"""What the execution context needs from a worker provider.
+
+A provider (the Docker engine, or the local host) gives each job a
+:class:`JobWorker`: a workspace holding a fresh copy of the source, in which steps
+start one at a time as :class:`StepProcess` objects that can be signalled,
+waited for and read.
+"""
+
+from __future__ import annotations
+
+import abc
+import signal
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+OutputSink = Callable[[bytes], Awaitable[None]]
+
+# Prepended to every step script, on the script's first line so that the shell's
+# line numbers in error messages match the user's lines. It merges stderr into
+# stdout, so both arrive in one stream in the order they were written, and turns
+# on pipefail where the shell has it (bash, busybox ash; not dash).
+SCRIPT_PRELUDE = "exec 2>&1; (set -o pipefail) 2>/dev/null && set -o pipefail; "
+
+
+def step_command(script: str) -> list[str]:
+    """Return the argv that runs ``script`` with ``sh -e``."""
+    return ["/bin/sh", "-e", "-c", SCRIPT_PRELUDE + script]
+
+
+class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    job_id: str
+    index: int
+    name: str
+    script: str
+    env: dict[str, str]
+
+
+class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
+    exit_code: int
+    oom_killed: bool = False
+
+
+class StepProcess(abc.ABC):
+    """One running step."""
+
+    @abc.abstractmethod
+    async def pump_output(self, sink: OutputSink) -> None:
+        """Feed the step's output to ``sink`` in arrival order until it ends."""
+
+    @abc.abstractmethod
+    async def wait(self) -> ExitStatus:
+        """Wait for the step to end."""
+
+    @abc.abstractmethod
+    async def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the step's processes; a step that already ended is not an error."""
+
+    @abc.abstractmethod
+    async def release(self) -> None:
+        """Free what the step holds (its container or process group); safe to call twice."""
+
+
+class JobWorker(abc.ABC):
+    """The place where one job's steps run, in order, sharing a workspace."""
+
+    id: str
+    workspace: str
+
+    @abc.abstractmethod
+    async def prepare(self) -> None:
+        """Make the image and the workspace ready; raise ProviderError when impossible."""
+
+    @abc.abstractmethod
+    async def start_step(self, spec: StepSpec) -> StepProcess:
+        """Start one step."""
+
+    async def precreate(self, spec: StepSpec) -> None:
+        """Get a later step ready to start, while the current one runs (optional)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Remove everything the worker created; safe to call twice."""
+
+
+class Provider(abc.ABC):
+    """A source of workers: one Docker engine, or the local host."""
+
+    name: str
+    kind: str
+
+    @abc.abstractmethod
+    async def check(self) -> None:
+        """Raise ProviderError unless the provider answers."""
+
+    @abc.abstractmethod
+    def job_worker(
+        self, *, run_id: str, job_id: str, image: str, cpu_millis: int | None,
+        memory_bytes: int | None, source: SourceArchive, on_progress: Callable[[str], None],
+    ) -> JobWorker:
+        """Return a worker for one job (nothing is created until ``prepare``)."""
+
+    async def aclose(self) -> None:
+        """Release connections held by the provider."""
+
+
+class SourceArchive:
+    """The directory being built, copied for each job and never written to."""
+
+    def copy_into(self, target: str) -> None:
+        """Copy the directory's contents into the existing directory ``target``."""
+        import shutil
+
+        shutil.copytree(self.path, target, symlinks=True, dirs_exist_ok=True)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._tar: bytes | None = None
+
+    def tar_bytes(self) -> bytes:
+        """Return the directory as an uncompressed tar (built once, on first use)."""
+        if self._tar is None:
+            import io
+            import tarfile
+
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.add(self.path, arcname=".", recursive=True)
+            self._tar = buffer.getvalue()
+        return self._tar
+
+
+DEFAULT_GRACE_SECONDS = 10.0
+TERMINATE = signal.SIGTERM
+KILL = signal.SIGKILL

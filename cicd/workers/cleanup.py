@@ -1,0 +1,76 @@
+"""Removal of labelled Docker objects: those of one run, and orphans of dead processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import trio
+
+from cicd.errors import ProviderError
+from cicd.workers.docker import DockerProvider
+from cicd.workers.labels import MANAGED, OWNER, RUN
+
+logger = logging.getLogger("cicd.workers")
+
+
+async def remove_run_objects(provider: DockerProvider, run_id: str) -> int:
+    """Remove every container, volume and network labelled with ``run_id``; return the count."""
+    return await _remove_matching(provider, [f"{RUN}={run_id}"])
+
+
+async def remove_orphans(provider: DockerProvider) -> int:
+    """Remove objects created on this host by cicd processes that no longer exist."""
+    client = provider.client
+    containers = await provider.call(client.api.containers, all=True, filters={"label": MANAGED})
+    volumes = (await provider.call(client.api.volumes, filters={"label": MANAGED})) or {}
+    networks = await provider.call(client.api.networks, filters={"label": MANAGED})
+    owners = {c["Labels"].get(OWNER, "") for c in containers}
+    owners |= {(v.get("Labels") or {}).get(OWNER, "") for v in volumes.get("Volumes") or []}
+    owners |= {(n.get("Labels") or {}).get(OWNER, "") for n in networks}
+    removed = 0
+    for owner in owners:
+        if owner and _owner_is_dead(owner):
+            removed += await _remove_matching(provider, [f"{OWNER}={owner}"])
+    return removed
+
+
+def _owner_is_dead(owner: str) -> bool:
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another host's process: not ours to judge
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def _remove_matching(provider: DockerProvider, label_filters: list[str]) -> int:
+    client = provider.client
+    removed = 0
+    filters = {"label": label_filters}
+    with trio.CancelScope(shield=True):
+        for info in await provider.call(client.api.containers, all=True, filters=filters):
+            try:
+                await provider.call(client.api.remove_container, info["Id"], force=True, v=True)
+                removed += 1
+            except ProviderError as exc:
+                logger.warning("removing container %s failed: %s", info["Id"][:12], exc)
+        volumes = (await provider.call(client.api.volumes, filters=filters)) or {}
+        for volume in volumes.get("Volumes") or []:
+            try:
+                await provider.call(client.api.remove_volume, volume["Name"], force=True)
+                removed += 1
+            except ProviderError as exc:
+                logger.warning("removing volume %s failed: %s", volume["Name"], exc)
+        for network in await provider.call(client.api.networks, filters=filters):
+            try:
+                await provider.call(client.api.remove_network, network["Id"])
+                removed += 1
+            except ProviderError as exc:
+                logger.warning("removing network %s failed: %s", network["Name"], exc)
+    return removed

@@ -1,0 +1,356 @@
+"""The Docker provider: each job gets a volume, each step a container.
+
+Why a container per step rather than ``exec`` in one job container: the engine
+reports a container's exit code and OOM kill directly, a container can be
+signalled through the API (``exec`` processes cannot), and a container outlives
+the process that started it, so a restarted server can find a running step again
+by its labels and attach to it. Steps of a job share the job's volume, mounted at
+``/workspace``. See docs/design/steps.md for the measurements.
+
+Output is read from the attach stream, which carries the step's bytes unchanged;
+the engine's log drivers do not (json-file replaces invalid UTF-8, and both
+json-file and local drop the newline after a line longer than 16 KiB).
+
+Every blocking docker-py call runs in a worker thread under a per-engine limiter.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.utils.socket
+import requests.exceptions
+import trio
+
+from cicd.concurrency import single_error
+from cicd.errors import EngineUnavailable, ImagePullError, ProviderError
+from cicd.workers.base import (
+    ExitStatus,
+    JobWorker,
+    OutputSink,
+    Provider,
+    SourceArchive,
+    StepProcess,
+    StepSpec,
+    step_command,
+)
+from cicd.workers.labels import labels_for
+
+logger = logging.getLogger("cicd.workers")
+
+T = TypeVar("T")
+
+WORKSPACE = "/workspace"
+
+_START_HINT = (
+    "start Docker (for example `sudo systemctl start docker`; on a machine without a "
+    "system engine, `bash .ci/docker-setup` starts a private one), point DOCKER_HOST at "
+    "a running engine, or run with --executor local"
+)
+
+
+class DockerProvider(Provider):
+    kind = "docker"
+
+    def __init__(self, base_url: str | None = None, *, name: str = "local",
+                 max_api_threads: int = 8, stream_threads: int = 64) -> None:
+        self.name = name
+        self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self._client: docker.DockerClient | None = None
+        self.api_limiter = trio.CapacityLimiter(max_api_threads)
+        # Attach streams hold a thread for a step's whole life: separate limiter so
+        # that long steps never starve short API calls.
+        self.stream_limiter = trio.CapacityLimiter(stream_threads)
+
+    @property
+    def is_local_socket(self) -> bool:
+        return self.base_url.startswith(("unix://", "/"))
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker.DockerClient(base_url=self.base_url, timeout=120)
+        return self._client
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking docker-py call in a thread, translating its errors."""
+        try:
+            return await trio.to_thread.run_sync(
+                functools.partial(fn, *args, **kwargs), limiter=self.api_limiter
+            )
+        except docker.errors.DockerException as exc:
+            raise self._translate(exc) from exc
+        except requests.exceptions.RequestException as exc:
+            raise EngineUnavailable(
+                f"the Docker engine at {self.base_url} does not answer ({exc}); {_START_HINT}"
+            ) from exc
+
+    def _translate(self, exc: docker.errors.DockerException) -> ProviderError:
+        if isinstance(exc, docker.errors.APIError):
+            detail = exc.explanation or str(exc)
+            return ProviderError(f"Docker engine {self.base_url}: {detail}")
+        return EngineUnavailable(
+            f"cannot connect to the Docker engine at {self.base_url} ({exc}); {_START_HINT}"
+        )
+
+    async def check(self) -> None:
+        await self.call(lambda: self.client.ping())
+
+    def job_worker(self, *, run_id: str, job_id: str, image: str, cpu_millis: int | None,
+                   memory_bytes: int | None, source: SourceArchive,
+                   on_progress: Callable[[str], None]) -> JobWorker:
+        return DockerJobWorker(self, run_id=run_id, job_id=job_id, image=image,
+                               cpu_millis=cpu_millis, memory_bytes=memory_bytes,
+                               source=source, on_progress=on_progress)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await trio.to_thread.run_sync(client.close)
+
+    # --- images -----------------------------------------------------------------
+
+    async def ensure_image(self, image: str, on_progress: Callable[[str], None]) -> None:
+        """Pull ``image`` unless the engine has it; raise ImagePullError on failure."""
+        try:
+            await self.call(self.client.images.get, image)
+            return
+        except ProviderError as exc:
+            if not isinstance(exc.__cause__, docker.errors.ImageNotFound):
+                raise
+        on_progress(f"pulling image {image}")
+        try:
+            await trio.to_thread.run_sync(
+                self._thd_pull, image, on_progress, limiter=self.stream_limiter
+            )
+        except docker.errors.DockerException as exc:
+            detail = getattr(exc, "explanation", None) or str(exc)
+            raise ImagePullError(
+                f"image {image!r} is not on the Docker engine at {self.base_url} and pulling "
+                f"it failed: {detail}"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ImagePullError(f"pulling image {image!r} failed: {exc}") from exc
+
+    def _thd_pull(self, image: str, on_progress: Callable[[str], None]) -> None:
+        repository, tag = _split_image(image)
+        last: dict[str, str] = {}
+        for message in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in message:
+                raise docker.errors.APIError(message["error"], explanation=message["error"])
+            status = message.get("status", "")
+            layer = message.get("id", "")
+            progress = message.get("progress", "")
+            line = f"{image}: {layer + ': ' if layer else ''}{status} {progress}".rstrip()
+            # Report each layer's status changes, not every progress tick.
+            if last.get(layer) != status:
+                last[layer] = status
+                trio.from_thread.run_sync(on_progress, line)
+
+
+def _split_image(image: str) -> tuple[str, str | None]:
+    if "@" in image:
+        return image, None
+    name, _, tag = image.rpartition(":")
+    if name and "/" not in tag:
+        return name, tag
+    return image, "latest"
+
+
+class DockerJobWorker(JobWorker):
+    def __init__(self, provider: DockerProvider, *, run_id: str, job_id: str, image: str,
+                 cpu_millis: int | None, memory_bytes: int | None, source: SourceArchive,
+                 on_progress: Callable[[str], None]) -> None:
+        self.provider = provider
+        self.run_id = run_id
+        self.job_id = job_id
+        self.image = image
+        self.cpu_millis = cpu_millis
+        self.memory_bytes = memory_bytes
+        self.source = source
+        self.on_progress = on_progress
+        self.id = f"cicd-{run_id.lower()}-{job_id}"
+        self.workspace = WORKSPACE
+        self.volume_name = self.id
+        self._volume_path: str | None = None
+        self._workspace_filled = False
+        self._containers: list[str] = []
+        self._created: dict[int, str] = {}
+        self._closed = False
+
+    async def prepare(self) -> None:
+        provider = self.provider
+        labels = labels_for(self.run_id, self.job_id)
+        volume: dict[str, Any] = {}
+
+        async def create_volume() -> None:
+            volume.update(await provider.call(
+                provider.client.api.create_volume, name=self.volume_name, labels=labels))
+
+        with single_error():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(provider.ensure_image, self.image, self.on_progress)
+                nursery.start_soon(create_volume)
+        self._volume_path = volume.get("Mountpoint")
+
+    async def precreate(self, spec: StepSpec) -> None:
+        """Create the container of a later step now, so that starting it is quicker."""
+        if spec.index not in self._created:
+            self._created[spec.index] = await self._create(spec)
+
+    async def _create(self, spec: StepSpec) -> str:
+        provider = self.provider
+        api = provider.client.api
+        env = dict(spec.env)
+        # Docker's init (tini) forwards signals to the script's whole process group.
+        env.setdefault("TINI_KILL_PROCESS_GROUP", "1")
+        host_config = api.create_host_config(
+            binds={self.volume_name: {"bind": WORKSPACE, "mode": "rw"}},
+            init=True,
+            log_config={"type": "local", "config": {}},
+            mem_limit=self.memory_bytes,
+            memswap_limit=self.memory_bytes,
+            nano_cpus=self.cpu_millis * 1_000_000 if self.cpu_millis else None,
+        )
+        created = await provider.call(
+            api.create_container,
+            self.image,
+            step_command(spec.script),
+            name=f"{self.id}-{spec.index}",
+            environment=[f"{key}={value}" for key, value in env.items()],
+            working_dir=WORKSPACE,
+            labels=labels_for(self.run_id, self.job_id, spec.index),
+            host_config=host_config,
+            stdin_open=False,
+            tty=False,
+        )
+        container_id = str(created["Id"])
+        self._containers.append(container_id)
+        return container_id
+
+    async def _fill_workspace(self, container_id: str) -> None:
+        # Fast path: the engine is on this host and its volume directory is writable
+        # (root, or rootless Docker): copy the files straight in. Otherwise send a tar
+        # through the engine, which works for remote engines too but costs a helper
+        # process in the engine (about 60 ms per job, measured).
+        path = self._volume_path
+        if self.provider.is_local_socket and path and os.access(path, os.W_OK):
+            await trio.to_thread.run_sync(self.source.copy_into, path)
+            return
+        archive = await trio.to_thread.run_sync(self.source.tar_bytes)
+        ok = await self.provider.call(
+            self.provider.client.api.put_archive, container_id, WORKSPACE, archive)
+        if not ok:
+            raise ProviderError(f"copying the source into volume {self.volume_name} failed")
+
+    async def start_step(self, spec: StepSpec) -> StepProcess:
+        provider = self.provider
+        api = provider.client.api
+        container_id = self._created.pop(spec.index, None) or await self._create(spec)
+        try:
+            if not self._workspace_filled:
+                await self._fill_workspace(container_id)
+                self._workspace_filled = True
+            sock = await provider.call(
+                api.attach_socket, container_id, params={"stdout": 1, "stderr": 1, "stream": 1}
+            )
+            process = DockerStepProcess(provider, container_id, sock)
+            try:
+                await provider.call(api.start, container_id)
+            except BaseException:
+                await process.release()
+                raise
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _remove_quietly(provider, container_id)
+            raise
+        return process
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        provider = self.provider
+        with trio.move_on_after(60, shield=True) as scope:
+            async with trio.open_nursery() as nursery:
+                for container_id in self._containers:
+                    nursery.start_soon(_remove_quietly, provider, container_id)
+            try:
+                await provider.call(provider.client.api.remove_volume, self.volume_name, force=True)
+            except ProviderError as exc:
+                logger.debug("volume %s: %s", self.volume_name, exc)
+        if scope.cancelled_caught:
+            logger.warning("removing worker %s timed out; the next run's sweep removes it", self.id)
+
+
+async def _remove_quietly(provider: DockerProvider, container_id: str) -> None:
+    try:
+        await provider.call(provider.client.api.remove_container, container_id, force=True, v=True)
+    except ProviderError as exc:
+        if "No such container" not in str(exc) and "already in progress" not in str(exc):
+            logger.warning("removing container %s failed: %s", container_id[:12], exc)
+
+
+class DockerStepProcess(StepProcess):
+    def __init__(self, provider: DockerProvider, container_id: str, sock: Any) -> None:
+        self.provider = provider
+        self.container_id = container_id
+        self._sock = sock
+        self._released = False
+
+    async def pump_output(self, sink: OutputSink) -> None:
+        await trio.to_thread.run_sync(
+            self._thd_pump, sink, limiter=self.provider.stream_limiter, abandon_on_cancel=True
+        )
+
+    def _thd_pump(self, sink: OutputSink) -> None:
+        # Without a TTY the attach stream is framed (stream id and length, then the
+        # payload); frames_iter returns payloads unchanged, however they split bytes.
+        try:
+            for _stream, payload in docker.utils.socket.frames_iter(self._sock, tty=False):
+                if payload:
+                    trio.from_thread.run(sink, payload)
+        except OSError:
+            return
+
+    async def wait(self) -> ExitStatus:
+        provider = self.provider
+        api = provider.client.api
+        try:
+            await trio.to_thread.run_sync(
+                functools.partial(api.wait, self.container_id, timeout=None),
+                limiter=provider.stream_limiter, abandon_on_cancel=True,
+            )
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ProviderError(
+                f"waiting for container {self.container_id[:12]} failed: {exc}") from exc
+        info = await provider.call(api.inspect_container, self.container_id)
+        state = info["State"]
+        return ExitStatus(exit_code=int(state.get("ExitCode", -1)),
+                          oom_killed=bool(state.get("OOMKilled")))
+
+    async def send_signal(self, sig: signal.Signals) -> None:
+        try:
+            await self.provider.call(self.provider.client.api.kill, self.container_id,
+                                     signal=sig.name)
+        except ProviderError as exc:
+            text = str(exc)
+            if "is not running" in text or "No such container" in text:
+                return
+            raise
+
+    async def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass

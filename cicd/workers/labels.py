@@ -1,0 +1,26 @@
+"""Labels on every Docker object cicd creates, so it can always find them again."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+MANAGED = "io.cicd.managed"
+RUN = "io.cicd.run"
+JOB = "io.cicd.job"
+STEP = "io.cicd.step"
+OWNER = "io.cicd.owner"
+
+
+def owner_id() -> str:
+    """Return ``host:pid`` of this process, recorded on objects it creates."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def labels_for(run_id: str, job_id: str | None = None, step: int | None = None) -> dict[str, str]:
+    labels = {MANAGED: "1", RUN: run_id, OWNER: owner_id()}
+    if job_id is not None:
+        labels[JOB] = job_id
+    if step is not None:
+        labels[STEP] = str(step)
+    return labels
