@@ -123,8 +123,8 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
         try:
             with single_error():
                 async with trio.open_nursery() as nursery:
-                    if step.index < len(specs):
-                        nursery.start_soon(_precreate_quietly, worker, specs[step.index])
+                    next_spec = specs[step.index] if step.index < len(specs) else None
+                    nursery.start_soon(_work_ahead_quietly, worker, next_spec)
                     outcome = await run_step(
                         worker, spec, sink=sink, step_deadline=deadline_after(step.timeout),
                         job_deadline=job_deadline, grace=ctx.grace, stop=stop)
@@ -173,12 +173,12 @@ async def _fail_before_steps(ctx: JobContext, job: Job, emit: Emit, base: dict[s
     return JobResult(job_id=job.id, state=state, reason=reason)
 
 
-async def _precreate_quietly(worker: JobWorker, spec: StepSpec) -> None:
-    # Only a speed-up: when it fails, start_step creates the container and reports.
+async def _work_ahead_quietly(worker: JobWorker, next_spec: StepSpec | None) -> None:
+    # Only a speed-up: when it fails, start_step and close do the same work and report.
     try:
-        await worker.precreate(spec)
+        await worker.work_ahead(next_spec)
     except CicdError as exc:
-        logger.debug("creating step %d of %s ahead of time failed: %s", spec.index, spec.job_id, exc)
+        logger.debug("work ahead of worker %s failed: %s", worker.id, exc)
 
 
 def _reason_of(exc: CicdError) -> str:

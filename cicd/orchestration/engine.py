@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import msgspec
 import trio
-from ulid import ULID
 
 from cicd.errors import CicdError
 from cicd.events import model as ev
@@ -37,9 +37,18 @@ from cicd.workers.base import Provider, SourceArchive
 logger = logging.getLogger("cicd.orchestration")
 
 
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
 def new_run_id() -> str:
-    """Return a new run id: a ULID, unique and sortable by creation time."""
-    return str(ULID())
+    """Return a new run id: a ULID (48-bit millisecond time, 80 random bits, in
+    Crockford base32), unique and sortable by creation time.
+
+    Written here rather than imported: the ``ulid`` package's import costs 10 ms of
+    the start-up of every ``cicd run``.
+    """
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 class RunRequest(msgspec.Struct, kw_only=True):

@@ -76,8 +76,8 @@ class JobWorker(abc.ABC):
     async def start_step(self, spec: StepSpec) -> StepProcess:
         """Start one step."""
 
-    async def precreate(self, spec: StepSpec) -> None:
-        """Get a later step ready to start, while the current one runs (optional)."""
+    async def work_ahead(self, next_spec: StepSpec | None) -> None:
+        """Do housekeeping while a step runs, such as getting ``next_spec`` ready (optional)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -182,7 +182,8 @@ class DockerJobWorker(JobWorker):
         self._volume_path: str | None = None
         self._workspace_filled = False
         self._containers: list[str] = []
-        self._created: dict[int, str] = {}
+        self._created: dict[int, tuple[str, Any]] = {}
+        self._finished: list[str] = []
         self._closed = False
 
     async def prepare(self) -> None:
@@ -200,10 +201,33 @@ class DockerJobWorker(JobWorker):
                 nursery.start_soon(create_volume)
         self._volume_path = volume.get("Mountpoint")
 
-    async def precreate(self, spec: StepSpec) -> None:
-        """Create the container of a later step now, so that starting it is quicker."""
-        if spec.index not in self._created:
-            self._created[spec.index] = await self._create(spec)
+    async def work_ahead(self, next_spec: StepSpec | None) -> None:
+        # While a step runs: remove containers of finished steps, and create and
+        # attach to the next step's container so that starting it costs one call.
+        finished, self._finished = self._finished, []
+        async with trio.open_nursery() as nursery:
+            for container_id in finished:
+                nursery.start_soon(self._remove, container_id)
+            if next_spec is not None and next_spec.index not in self._created:
+                self._created[next_spec.index] = await self._create_attached(next_spec)
+
+    async def _remove(self, container_id: str) -> None:
+        if container_id in self._containers:
+            self._containers.remove(container_id)
+            await _remove_quietly(self.provider, container_id)
+
+    async def _create_attached(self, spec: StepSpec) -> tuple[str, Any]:
+        container_id = await self._create(spec)
+        try:
+            sock = await self.provider.call(
+                self.provider.client.api.attach_socket, container_id,
+                params={"stdout": 1, "stderr": 1, "stream": 1},
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _remove_quietly(self.provider, container_id)
+            raise
+        return container_id, sock
 
     async def _create(self, spec: StepSpec) -> str:
         provider = self.provider
@@ -253,15 +277,13 @@ class DockerJobWorker(JobWorker):
     async def start_step(self, spec: StepSpec) -> StepProcess:
         provider = self.provider
         api = provider.client.api
-        container_id = self._created.pop(spec.index, None) or await self._create(spec)
+        created = self._created.pop(spec.index, None) or await self._create_attached(spec)
+        container_id, sock = created
+        process = DockerStepProcess(provider, container_id, sock, on_release=self._finished.append)
         try:
             if not self._workspace_filled:
                 await self._fill_workspace(container_id)
                 self._workspace_filled = True
-            sock = await provider.call(
-                api.attach_socket, container_id, params={"stdout": 1, "stderr": 1, "stream": 1}
-            )
-            process = DockerStepProcess(provider, container_id, sock)
             try:
                 await provider.call(api.start, container_id)
             except BaseException:
@@ -279,9 +301,11 @@ class DockerJobWorker(JobWorker):
         self._closed = True
         provider = self.provider
         with trio.move_on_after(60, shield=True) as scope:
+            for _container_id, sock in self._created.values():
+                sock.close()
             async with trio.open_nursery() as nursery:
-                for container_id in self._containers:
-                    nursery.start_soon(_remove_quietly, provider, container_id)
+                for container_id in list(self._containers):
+                    nursery.start_soon(self._remove, container_id)
             try:
                 await provider.call(provider.client.api.remove_volume, self.volume_name, force=True)
             except ProviderError as exc:
@@ -299,10 +323,12 @@ async def _remove_quietly(provider: DockerProvider, container_id: str) -> None:
 
 
 class DockerStepProcess(StepProcess):
-    def __init__(self, provider: DockerProvider, container_id: str, sock: Any) -> None:
+    def __init__(self, provider: DockerProvider, container_id: str, sock: Any, *,
+                 on_release: Callable[[str], None]) -> None:
         self.provider = provider
         self.container_id = container_id
         self._sock = sock
+        self._on_release = on_release
         self._released = False
 
     async def pump_output(self, sink: OutputSink) -> None:
@@ -324,13 +350,16 @@ class DockerStepProcess(StepProcess):
         provider = self.provider
         api = provider.client.api
         try:
-            await trio.to_thread.run_sync(
+            result = await trio.to_thread.run_sync(
                 functools.partial(api.wait, self.container_id, timeout=None),
                 limiter=provider.stream_limiter, abandon_on_cancel=True,
             )
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise ProviderError(
                 f"waiting for container {self.container_id[:12]} failed: {exc}") from exc
+        if result.get("StatusCode") == 0:
+            return ExitStatus(exit_code=0)
+        # A failure may be an OOM kill of any process of the step: only inspect says.
         info = await provider.call(api.inspect_container, self.container_id)
         state = info["State"]
         return ExitStatus(exit_code=int(state.get("ExitCode", -1)),
@@ -354,3 +383,4 @@ class DockerStepProcess(StepProcess):
             self._sock.close()
         except OSError:
             pass
+        self._on_release(self.container_id)
