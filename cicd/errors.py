@@ -13,6 +13,8 @@ value that failed and what to do about it::
     │   ├── EngineUnavailable  no Docker engine answers
     │   └── ImagePullError     an image is missing and pulling it failed
     ├── CapacityError          nothing can take the work now (code SCH-CAP)
+    ├── ShuttingDown           the server is stopping and takes no new work (code SRV-STOPPING)
+    ├── NotFoundError          a run, job or step does not exist (code NOT-FOUND)
     └── IllegalTransition      a state machine was asked for a transition it forbids
 
 Lower-level errors (docker-py, sqlite3, OSError) are translated into these once, at
@@ -94,9 +96,25 @@ class ImagePullError(ProviderError):
 
 
 class CapacityError(CicdError):
-    """No node can take the work now."""
+    """No node, or no intake slot, can take the work now; retry after ``retry_after`` seconds."""
 
     code = "SCH-CAP"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(CicdError):
+    """The server is shutting down and accepts no new work."""
+
+    code = "SRV-STOPPING"
+
+
+class NotFoundError(CicdError, LookupError):
+    """A run, job or step that a request names does not exist."""
+
+    code = "NOT-FOUND"
 
 
 class IllegalTransition(CicdError):

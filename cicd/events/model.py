@@ -63,6 +63,36 @@ class RunRequested(Event, tag="RunRequested"):
     trigger: str = "cli"
     # Absent means "next number for this pipeline", assigned when the event is stored.
     number: int | None = None
+    idempotency_key: str | None = None
+    retry_of: str | None = None
+    # Jobs to run; None runs all. A retry reruns the jobs that did not succeed.
+    only_jobs: list[str] | None = None
+    source_kind: str = "dir"  # dir or git
+    source_ref: str = ""  # the git ref asked for
+
+
+class SourceResolved(Event, tag="SourceResolved"):
+    """The run's source is in its workspace: for git, cloned at ``commit``."""
+
+    commit: str = ""
+    workspace: str = ""
+
+
+class LogsPruned(Event, tag="LogsPruned"):
+    """Retention removed a finished run's step logs and workspace; the run record stays."""
+
+    bytes_removed: int = 0
+    policy: str = ""
+
+
+class TransitionRejected(Event, tag="TransitionRejected"):
+    """An event asked for a state change the state machine forbids; nothing changed."""
+
+    rejected_event: str
+    current: str
+    requested: str
+    job: str = ""
+    step: int = 0
 
 
 class RunStarted(Event, tag="RunStarted"):
@@ -177,6 +207,7 @@ class StepStarted(_StepEvent, tag="StepStarted"):
 class StepCompleted(_StepEvent, tag="StepCompleted"):
     exit_code: int = 0
     log_size: int = 0
+    truncated_bytes: int = 0
 
 
 class StepFailed(_StepEvent, tag="StepFailed"):
@@ -188,6 +219,7 @@ class StepFailed(_StepEvent, tag="StepFailed"):
     message: str = ""
     allowed: bool = False
     log_size: int = 0
+    truncated_bytes: int = 0
 
 
 class StepSkipped(_StepEvent, tag="StepSkipped"):
@@ -196,6 +228,9 @@ class StepSkipped(_StepEvent, tag="StepSkipped"):
 
 AnyEvent = Union[
     RunRequested,
+    SourceResolved,
+    LogsPruned,
+    TransitionRejected,
     RunStarted,
     RunCompleted,
     RunFailed,
@@ -232,6 +267,9 @@ def decode_event(data: bytes | str) -> Event:
 __all__ = [
     "AnyEvent",
     "RunRequested",
+    "SourceResolved",
+    "LogsPruned",
+    "TransitionRejected",
     "RunStarted",
     "RunCompleted",
     "RunFailed",

@@ -6,16 +6,19 @@ import trio
 
 
 class StopRequest:
-    """Set by the first interrupt (``graceful``) and by a second one (``immediate``).
+    """Set by the first request (``graceful``) and by a second one (``immediate``).
 
     On ``graceful`` running steps get SIGTERM and the grace period; on
-    ``immediate`` they get SIGKILL without waiting for the rest of it.
+    ``immediate`` they get SIGKILL without waiting for the rest of it. A run holds
+    one request and gives each job a child: stopping the run stops every job, and
+    stopping a job leaves the others running.
     """
 
     def __init__(self) -> None:
         self.graceful = trio.Event()
         self.immediate = trio.Event()
         self.reason = "cancelled"
+        self._children: list[StopRequest] = []
 
     def request(self, reason: str = "cancelled") -> None:
         if self.graceful.is_set():
@@ -23,6 +26,18 @@ class StopRequest:
         else:
             self.reason = reason
             self.graceful.set()
+        for child in self._children:
+            child.request(reason)
+
+    def child(self) -> StopRequest:
+        """Return a request that is set whenever this one is (and can be set alone)."""
+        child = StopRequest()
+        self._children.append(child)
+        if self.graceful.is_set():
+            child.request(self.reason)
+        if self.immediate.is_set():
+            child.request(self.reason)
+        return child
 
     @property
     def requested(self) -> bool:

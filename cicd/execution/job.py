@@ -31,6 +31,16 @@ class JobContext(msgspec.Struct, kw_only=True):
     pipeline_name: str
     tenant_id: str = "default"
     grace: float = 10.0
+    log_limit: int | None = None  # bytes kept per step; None keeps everything
+
+
+class ResumePoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a job interrupted by a server restart goes on: a step whose container lives."""
+
+    step: int
+    container_id: str
+    log_size: int
+    last_seq: int
 
 
 class JobResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,11 +77,21 @@ async def run_job(
     printer: LivePrinter | None,
     stop: StopRequest,
     node: str,
+    resume: ResumePoint | None = None,
 ) -> JobResult:
-    """Prepare ``worker``, run ``job``'s steps on it, remove it, and return the job's end state."""
+    """Prepare ``worker``, run ``job``'s steps on it, remove it, and return the job's end state.
+
+    With ``resume``, the worker and the steps before ``resume.step`` exist already
+    (a server restarted while the job ran): the job goes on from that step's
+    container. NOTE: the job's timeout then counts again from the restart.
+    """
     base = {"run_id": ctx.run_id, "tenant_id": ctx.tenant_id, "job": job.id}
     job_deadline = deadline_after(job.timeout)
     try:
+        if resume is not None:
+            await worker.adopt()
+            return await _run_steps(ctx, job, worker, emit=emit, store=store, printer=printer,
+                                    stop=stop, job_deadline=job_deadline, base=base, resume=resume)
         if stop.requested:
             await emit(ev.JobCancelled(**base, reason=stop.reason))
             return JobResult(job_id=job.id, state=State.CANCELLED, reason=stop.reason)
@@ -97,7 +117,7 @@ async def run_job(
 
 async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit, store: object,
                      printer: LivePrinter | None, stop: StopRequest, job_deadline: float,
-                     base: dict[str, str]) -> JobResult:
+                     base: dict[str, str], resume: ResumePoint | None = None) -> JobResult:
     job_state = State.SUCCEEDED
     job_reason = ""
     job_message = ""
@@ -107,6 +127,8 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
         for step in job.steps
     ]
     for step in job.steps:
+        if resume is not None and step.index < resume.step:
+            continue  # ended before the restart
         if job_state is not State.SUCCEEDED or stop.requested:
             reason = "cancelled" if stop.requested and job_state is State.SUCCEEDED else (
                 f"an earlier step {job_state.value}")
@@ -117,9 +139,14 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
             continue
         spec = specs[step.index - 1]
         sink = StepOutput(store, printer, run_id=ctx.run_id, job=job.id, step=step.index,  # type: ignore[arg-type]
-                          step_name=step.display_name)
-        await emit(ev.StepStarted(**base, step=step.index, step_name=step.display_name,
-                                  worker=worker.id))
+                          step_name=step.display_name, limit=ctx.log_limit)
+        attach_to = None
+        if resume is not None and step.index == resume.step:
+            attach_to = resume
+            sink.seq, sink.size = resume.last_seq, resume.log_size
+        else:
+            await emit(ev.StepStarted(**base, step=step.index, step_name=step.display_name,
+                                      worker=worker.id))
         try:
             with single_error():
                 async with trio.open_nursery() as nursery:
@@ -127,7 +154,9 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
                     nursery.start_soon(_work_ahead_quietly, worker, next_spec)
                     outcome = await run_step(
                         worker, spec, sink=sink, step_deadline=deadline_after(step.timeout),
-                        job_deadline=job_deadline, grace=ctx.grace, stop=stop)
+                        job_deadline=job_deadline, grace=ctx.grace, stop=stop,
+                        attach_to=None if attach_to is None else (
+                            attach_to.container_id, attach_to.log_size))
         except CicdError as exc:
             outcome = StepOutcome(state=State.FAILED, exit_code=None, reason=_reason_of(exc),
                                   message=str(exc))
@@ -135,14 +164,16 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
             sink.close()
         if outcome.state is State.SUCCEEDED:
             await emit(ev.StepCompleted(**base, step=step.index, step_name=step.display_name,
-                                        exit_code=0, log_size=sink.size))
+                                        exit_code=0, log_size=sink.size,
+                                        truncated_bytes=sink.truncated_bytes))
             continue
         allowed = step.allow_failure and outcome.state in (State.FAILED, State.TIMED_OUT) \
             and not outcome.job_deadline_hit
         await emit(ev.StepFailed(**base, step=step.index, step_name=step.display_name,
                                  state=outcome.state.value, exit_code=outcome.exit_code,
                                  reason=outcome.reason, message=outcome.message,
-                                 allowed=allowed, log_size=sink.size))
+                                 allowed=allowed, log_size=sink.size,
+                                 truncated_bytes=sink.truncated_bytes))
         if allowed:
             continue
         job_state = outcome.state

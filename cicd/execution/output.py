@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 from typing import BinaryIO, Protocol
 
-from cicd.storage.store import LogChunk
+from cicd.storage.store import DropLogChunks, LogChunk
 
 # A partial line longer than this is shown before its newline arrives, so one
 # huge line neither stalls the live view nor grows memory without bound.
@@ -16,7 +17,7 @@ _RESET = b"\x1b[0m"
 
 
 class ChunkWriter(Protocol):
-    async def append_log(self, chunk: LogChunk) -> None: ...
+    async def append_log(self, chunk: LogChunk | DropLogChunks) -> None: ...
 
 
 class LivePrinter:
@@ -80,10 +81,16 @@ class LivePrinter:
 
 
 class StepOutput:
-    """The sink of one step: numbers chunks, stores them and feeds the live printer."""
+    """The sink of one step: numbers chunks, stores them and feeds the live printer.
+
+    With a ``limit`` (bytes), the stored output keeps its first ``limit / 2`` bytes
+    and its last ``limit / 2`` bytes or a little more (whole chunks are dropped from
+    the middle); ``truncated_bytes`` counts what was dropped. Every chunk keeps its
+    true byte offset, so readers see where the gap is.
+    """
 
     def __init__(self, store: ChunkWriter, printer: LivePrinter | None, *, run_id: str,
-                 job: str, step: int, step_name: str) -> None:
+                 job: str, step: int, step_name: str, limit: int | None = None) -> None:
         self.store = store
         self.printer = printer
         self.run_id = run_id
@@ -92,13 +99,41 @@ class StepOutput:
         self.step_name = step_name
         self.seq = 0
         self.size = 0
+        self.truncated_bytes = 0
+        self._head_limit = None if limit is None else limit - limit // 2
+        self._tail_limit = 0 if limit is None else limit // 2
+        self._tail: collections.deque[tuple[int, int]] = collections.deque()  # (seq, length)
+        self._tail_size = 0
 
     async def __call__(self, data: bytes) -> None:
-        self.seq += 1
-        self.size += len(data)
-        await self.store.append_log(LogChunk(self.run_id, self.job, self.step, self.seq, data))
         if self.printer is not None:
             self.printer.feed(self.job, self.step, self.step_name, data)
+        head_limit = self._head_limit
+        if head_limit is not None and self.size < head_limit < self.size + len(data):
+            cut = head_limit - self.size
+            await self._store(data[:cut], tail=False)
+            data = data[cut:]
+        await self._store(data, tail=head_limit is not None and self.size >= head_limit)
+
+    async def _store(self, data: bytes, *, tail: bool) -> None:
+        self.seq += 1
+        await self.store.append_log(
+            LogChunk(self.run_id, self.job, self.step, self.seq, data, self.size))
+        self.size += len(data)
+        if not tail:
+            return
+        self._tail.append((self.seq, len(data)))
+        self._tail_size += len(data)
+        first_dropped = last_dropped = 0
+        while self._tail and self._tail_size - self._tail[0][1] >= self._tail_limit:
+            seq, length = self._tail.popleft()
+            self._tail_size -= length
+            self.truncated_bytes += length
+            first_dropped = first_dropped or seq
+            last_dropped = seq
+        if last_dropped:
+            await self.store.append_log(
+                DropLogChunks(self.run_id, self.job, self.step, first_dropped, last_dropped))
 
     def close(self) -> None:
         if self.printer is not None:

@@ -37,14 +37,21 @@ async def run_step(
     job_deadline: float,
     grace: float,
     stop: StopRequest,
+    attach_to: tuple[str, int] | None = None,
 ) -> StepOutcome:
     """Run ``spec`` on ``worker`` and return how it ended.
 
     Past the earlier of the two deadlines, or on a graceful stop request, the step
     gets SIGTERM, then SIGKILL after ``grace`` seconds (or at once on an immediate
     stop request). The output is read to its end before this returns.
+
+    ``attach_to`` (container id, bytes already stored) takes over a step that a
+    previous server process started, instead of starting one.
     """
-    process = await worker.start_step(spec)
+    if attach_to is None:
+        process = await worker.start_step(spec)
+    else:
+        process = await worker.reattach_step(spec, attach_to[0], skip_bytes=attach_to[1])
     why_stopped: list[str] = []
     try:
         with single_error():

@@ -58,3 +58,84 @@ class RunDocument(msgspec.Struct, kw_only=True):
 
 def encode_document(document: RunDocument) -> bytes:
     return msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
+
+
+# --- the server's API types (requests and answers around the run document) -------
+
+
+class SourceSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where a run's files come from: a directory on the server, or a git repository."""
+
+    dir: str | None = None
+    git: str | None = None
+    ref: str | None = None  # branch, tag or commit; default: the remote's HEAD
+
+
+class SubmitRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Start a run: the pipeline as YAML text or as a path inside the source."""
+
+    source: SourceSpec
+    pipeline_yaml: str | None = None
+    pipeline_path: str | None = None  # default .cicd.yml when pipeline_yaml is absent
+    run_id: str | None = None  # client-chosen id: submitting it again returns the same run
+    tenant: str = "default"
+    trigger: str = "api"
+
+
+class RunPage(msgspec.Struct, kw_only=True):
+    items: list[RunDocument]
+    next_cursor: str | None = None
+
+
+class ActionResult(msgspec.Struct, kw_only=True):
+    """The answer to cancel and retry: the run after the action, and whether it changed."""
+
+    run: RunDocument
+    changed: bool
+    message: str = ""
+
+
+class EventRecord(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    version: int
+    run_id: str
+    job_id: str | None = None
+    step_id: str | None = None
+    worker_id: str | None = None
+    correlation_id: str
+    tenant_id: str
+    ts: int
+    data: dict[str, object]
+
+
+class EventPage(msgspec.Struct, kw_only=True):
+    items: list[EventRecord]
+    next_after: int
+
+
+class NodeInfo(msgspec.Struct, kw_only=True):
+    name: str
+    kind: str
+    address: str
+    state: str  # ready, unavailable
+    slots: int
+    running_jobs: int
+    message: str = ""
+
+
+class LogSlice(msgspec.Struct, kw_only=True):
+    """Part of a step's stored output, ``data`` starting at byte ``offset``."""
+
+    data: bytes
+    offset: int
+    size: int  # bytes the step has written so far (truncated bytes included)
+    complete: bool  # the step has ended: ``size`` is final
+    truncated: bool = False  # the middle of the output was dropped to keep the step's limit
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    code: str
+    message: str
+    request_id: str
+    details: dict[str, object] | None = None

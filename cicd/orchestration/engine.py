@@ -9,8 +9,9 @@ Three contexts cooperate as tasks of one nursery, linked by bounded channels:
 - execution (:func:`~cicd.execution.job.run_job`) runs the job's steps on a
   worker from the node's provider.
 
-Both channels hold at most one entry per job of the run, so neither side can
-block the other into a deadlock, and neither grows past the pipeline's size.
+``runnable`` holds at most one entry per job, and ``finished`` at most one result
+and one wake-up per job, so neither side can block the other into a deadlock and
+neither grows past the pipeline's size.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import trio
 from cicd.errors import CicdError
 from cicd.events import model as ev
 from cicd.execution.control import StopRequest
-from cicd.execution.job import JobContext, JobResult, run_job
+from cicd.execution.job import JobContext, JobResult, ResumePoint, run_job
 from cicd.execution.output import LivePrinter
 from cicd.orchestration.plan import RunPlan
 from cicd.orchestration.states import State
@@ -35,7 +36,6 @@ from cicd.storage.store import EventStore
 from cicd.workers.base import Provider, SourceArchive
 
 logger = logging.getLogger("cicd.orchestration")
-
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -56,10 +56,23 @@ class RunRequest(msgspec.Struct, kw_only=True):
     pipeline_yaml: str
     source_dir: str
     run_id: str = msgspec.field(default_factory=new_run_id)
+    pipeline_name: str = ""
     tenant_id: str = "default"
     trigger: str = "cli"
     parallel: int = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
     grace: float = 10.0
+    only_jobs: list[str] | None = None
+    # The server writes RunRequested when it accepts the run; `cicd run` lets
+    # execute() write it.
+    requested: bool = False
+
+
+class RunResume(msgspec.Struct, kw_only=True):
+    """The state of a run that a restarted server takes over."""
+
+    ended: dict[str, State]  # jobs that had ended, with their end state
+    reattach: dict[str, ResumePoint]  # running jobs whose step container lives
+    lost: dict[str, int]  # running jobs without a live container: job -> running step (0: none)
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -70,42 +83,71 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 class RunEngine:
     def __init__(self, store: EventStore, provider: Provider, *,
-                 printer: LivePrinter | None = None, stop: StopRequest | None = None) -> None:
+                 printer: LivePrinter | None = None, stop: StopRequest | None = None,
+                 node: Node | None = None, log_limit: int | None = None) -> None:
         self.store = store
         self.provider = provider
         self.printer = printer
         self.stop = stop or StopRequest()
+        self.node = node
+        self.log_limit = log_limit
+        self.job_stops: dict[str, StopRequest] = {}
+        self._plan: RunPlan | None = None
+        self._base: dict[str, str] = {}
+        self._wake: trio.MemorySendChannel[object] | None = None
 
     def pipeline_name(self, request: RunRequest) -> str:
+        if request.pipeline_name:
+            return request.pipeline_name
         if request.pipeline.name:
             return request.pipeline.name
         return os.path.basename(os.path.abspath(request.source_dir)) or "pipeline"
 
-    async def execute(self, request: RunRequest) -> RunSummary:
+    def requested_event(self, request: RunRequest, *, executor: str) -> ev.RunRequested:
+        return ev.RunRequested(
+            run_id=request.run_id, tenant_id=request.tenant_id, correlation_id=request.run_id,
+            pipeline=self.pipeline_name(request), pipeline_yaml=request.pipeline_yaml,
+            source=os.path.abspath(request.source_dir), jobs=list(request.pipeline.jobs),
+            executor=executor, trigger=request.trigger, only_jobs=request.only_jobs,
+        )
+
+    async def execute(self, request: RunRequest, resume: RunResume | None = None) -> RunSummary:
         """Run every job of ``request`` as its needs allow and return the outcome."""
         pipeline = request.pipeline
         run_id = request.run_id
         name = self.pipeline_name(request)
         base = {"run_id": run_id, "tenant_id": request.tenant_id, "correlation_id": run_id}
+        self._base = base
 
-        await self.store.append(ev.RunRequested(
-            **base, pipeline=name, pipeline_yaml=request.pipeline_yaml,
-            source=os.path.abspath(request.source_dir), jobs=list(pipeline.jobs),
-            executor=self.provider.kind, trigger=request.trigger,
-        ), wait=True)
-        for job in pipeline.jobs.values():
-            await self.store.append(ev.JobRequested(
-                **base, job=job.id, image=job.image, needs=list(job.needs),
-                allow_failure=job.allow_failure, steps=[s.display_name for s in job.steps],
-            ))
-        await self.store.append(ev.RunStarted(**base))
-        logger.info("run %s of pipeline %s started with %d jobs", run_id, name, len(pipeline.jobs))
+        if resume is None:
+            if not request.requested:
+                await self.store.append(self.requested_event(request, executor=self.provider.kind),
+                                        wait=True)
+            for job in pipeline.jobs.values():
+                await self.store.append(ev.JobRequested(
+                    **base, job=job.id, image=job.image, needs=list(job.needs),
+                    allow_failure=job.allow_failure, steps=[s.display_name for s in job.steps],
+                ))
+            await self.store.append(ev.RunStarted(**base))
+        logger.info("run %s of pipeline %s %s with %d jobs", run_id, name,
+                    "resumed" if resume else "started", len(pipeline.jobs))
 
         ctx = JobContext(run_id=run_id, pipeline=pipeline, pipeline_name=name,
-                         tenant_id=request.tenant_id, grace=request.grace)
+                         tenant_id=request.tenant_id, grace=request.grace,
+                         log_limit=self.log_limit)
         source = SourceArchive(request.source_dir)
-        plan = RunPlan(pipeline)
-        node = Node(self.provider.name, request.parallel)
+        plan = RunPlan(pipeline, only=request.only_jobs)
+        self._plan = plan
+        node = self.node or Node(self.provider.name, request.parallel)
+        for job_id in pipeline.jobs:
+            self.job_stops[job_id] = self.stop.child()
+        if request.only_jobs is not None and resume is None:
+            for job_id in pipeline.jobs:
+                if job_id not in request.only_jobs:
+                    await self._end_unstarted(pipeline.jobs[job_id], ev.JobSkipped(
+                        **base, job=job_id, reason="succeeded in the run this one retries"))
+        if resume is not None:
+            await self._apply_resume(plan, resume)
 
         async def start_job(job_id: str, node_name: str) -> JobResult:
             job = pipeline.jobs[job_id]
@@ -114,9 +156,11 @@ class RunEngine:
                 cpu_millis=job.resources.cpu_millis, memory_bytes=job.resources.memory_bytes,
                 source=source, on_progress=self._progress,
             )
+            point = resume.reattach.get(job_id) if resume is not None else None
             try:
                 return await run_job(ctx, job, worker, emit=self._emit, store=self.store,
-                                     printer=self.printer, stop=self.stop, node=node_name)
+                                     printer=self.printer, stop=self.job_stops[job_id],
+                                     node=node_name, resume=point)
             except CicdError as exc:
                 logger.error("job %s of run %s failed: %s", job_id, run_id, exc)
                 await self._emit(ev.JobFailed(**base, job=job_id, reason=exc.code,
@@ -127,26 +171,25 @@ class RunEngine:
                                 emit=self._emit, start_job=start_job)
         size = max(1, len(pipeline.jobs))
         runnable_send, runnable_receive = trio.open_memory_channel[str](size)
-        finished_send, finished_receive = trio.open_memory_channel[object](size)
+        finished_send, finished_receive = trio.open_memory_channel[object](2 * size + 1)
+        self._wake = finished_send.clone()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(dispatcher.serve, runnable_receive, finished_send)
             async with runnable_send, finished_receive:
-                for job_id in plan.take_ready():
+                for job_id in self._first_jobs(plan, resume):
                     await runnable_send.send(job_id)
                 while not plan.done:
                     result = await finished_receive.receive()
-                    assert isinstance(result, JobResult)
                     if self.stop.requested:
                         for cancelled in plan.cancel_pending():
-                            await self._end_unstarted(base, pipeline.jobs[cancelled], ev.JobCancelled(
+                            await self._end_unstarted(pipeline.jobs[cancelled], ev.JobCancelled(
                                 **base, job=cancelled, reason=self.stop.reason))
-                    for skipped in plan.finish(result.job_id, result.state):
-                        await self._end_unstarted(base, pipeline.jobs[skipped], ev.JobSkipped(
-                            **base, job=skipped,
-                            reason=f"needs {result.job_id}, which {result.state.value}"))
+                    if isinstance(result, JobResult):
+                        await self._finish(plan, result.job_id, result.state)
                     for job_id in plan.take_ready():
                         await runnable_send.send(job_id)
+            await self._wake.aclose()
 
         state = plan.run_state(cancelled=self.stop.requested)
         if state is State.SUCCEEDED:
@@ -161,12 +204,66 @@ class RunEngine:
         logger.info("run %s ended %s", run_id, state.value)
         return RunSummary(run_id=run_id, state=state, jobs=dict(plan.states))
 
-    async def _end_unstarted(self, base: dict[str, str], job: Job, event: ev.Event) -> None:
+    def _first_jobs(self, plan: RunPlan, resume: RunResume | None) -> list[str]:
+        # Jobs to take over go first, so they get node slots before new jobs.
+        first = [] if resume is None else plan.take_released(list(resume.reattach))
+        return first + plan.take_ready()
+
+    async def _apply_resume(self, plan: RunPlan, resume: RunResume) -> None:
+        for job_id, state in resume.ended.items():
+            plan.states[job_id] = state
+            plan.mark_released(job_id)
+        pipeline = plan.pipeline
+        for job_id, running_step in resume.lost.items():
+            job = pipeline.jobs[job_id]
+            message = "the server restarted and the job's container was gone"
+            for step in job.steps:
+                if step.index == running_step:
+                    await self._emit(ev.StepFailed(**self._base, job=job_id, step=step.index,
+                                                   step_name=step.display_name,
+                                                   reason="server_restarted", message=message))
+                elif step.index > running_step:
+                    await self._emit(ev.StepSkipped(**self._base, job=job_id, step=step.index,
+                                                    step_name=step.display_name,
+                                                    reason="server_restarted"))
+            await self._emit(ev.JobFailed(**self._base, job=job_id, reason="server_restarted",
+                                          message=message, allowed=job.allow_failure))
+            plan.mark_released(job_id)
+            await self._finish(plan, job_id, State.FAILED)
+
+    async def _finish(self, plan: RunPlan, job_id: str, state: State) -> None:
+        for skipped in plan.finish(job_id, state):
+            await self._end_unstarted(plan.pipeline.jobs[skipped], ev.JobSkipped(
+                **self._base, job=skipped, reason=f"needs {job_id}, which {state.value}"))
+
+    async def cancel_job(self, job_id: str, reason: str = "cancelled") -> bool:
+        """Stop one job: a running one gets the stop sequence, a waiting one ends now.
+
+        Returns False when the job had already ended (nothing to do).
+        """
+        plan = self._plan
+        if plan is None or job_id not in plan.states or plan.states[job_id].terminal:
+            return False
+        if plan.cancel_one(job_id):
+            await self._end_unstarted(plan.pipeline.jobs[job_id], ev.JobCancelled(
+                **self._base, job=job_id, reason=reason))
+            await self._finish(plan, job_id, State.CANCELLED)
+            if self._wake is not None:
+                try:
+                    self._wake.send_nowait(None)  # let the driver see that the plan changed
+                except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                    pass
+            return True
+        self.job_stops[job_id].request(reason)
+        return True
+
+    async def _end_unstarted(self, job: Job, event: ev.Event) -> None:
         """Record the end of a job that never started: its steps first, then the job."""
+        what = type(event).__name__.removeprefix("Job").lower()
         for step in job.steps:
-            await self._emit(ev.StepSkipped(**base, job=job.id, step=step.index,
+            await self._emit(ev.StepSkipped(**self._base, job=job.id, step=step.index,
                                             step_name=step.display_name,
-                                            reason=f"the job was {type(event).__name__[3:].lower()}"))
+                                            reason=f"the job was {what}"))
         await self._emit(event)
 
     async def _emit(self, event: ev.Event) -> None:

@@ -62,6 +62,25 @@ class RunPlan:
                     changed = True
         return skipped
 
+    def mark_released(self, job_id: str) -> None:
+        """Record that ``job_id`` was handed out (or ended) outside :meth:`take_ready`."""
+        self._released.add(job_id)
+
+    def take_released(self, job_ids: list[str]) -> list[str]:
+        """Hand out ``job_ids`` now, whatever their needs (jobs already running)."""
+        for job_id in job_ids:
+            self._released.add(job_id)
+            self.states[job_id] = State.RUNNING
+        return list(job_ids)
+
+    def cancel_one(self, job_id: str) -> bool:
+        """Cancel ``job_id`` if it was never handed out; return whether it was."""
+        if job_id in self._released or self.states[job_id] is not State.PENDING:
+            return False
+        self._released.add(job_id)
+        self.states[job_id] = State.CANCELLED
+        return True
+
     def cancel_pending(self) -> list[str]:
         """Mark every job that has not been released as cancelled and return them."""
         cancelled = []

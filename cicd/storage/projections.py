@@ -11,15 +11,64 @@ import json
 import sqlite3
 
 from cicd.events import model as ev
+from cicd.orchestration.states import JOB_TRANSITIONS, RUN_TRANSITIONS, STEP_TRANSITIONS, State
 
 
-def apply_event(conn: sqlite3.Connection, event_id: int, event: ev.Event) -> None:
-    """Update the projections for one event already inserted with ``event_id``."""
+def apply_event(conn: sqlite3.Connection, event_id: int, event: ev.Event) -> ev.TransitionRejected | None:
+    """Update the projections for one event already inserted with ``event_id``.
+
+    An event that asks for a transition the state machines forbid changes nothing;
+    the returned TransitionRejected records it (the caller appends it to the log).
+    """
+    rejected = _check_transition(conn, event)
+    if rejected is not None:
+        return rejected
     handler = _HANDLERS.get(type(event))
     if handler is not None:
         handler(conn, event_id, event)
     if not isinstance(event, ev.RunRequested):
         conn.execute("UPDATE runs SET last_event_id = ? WHERE id = ?", (event_id, event.run_id))
+    return None
+
+
+_JOB_TARGETS: dict[type, str] = {
+    ev.AssignmentCreated: "scheduled", ev.JobStarted: "running", ev.JobCompleted: "succeeded",
+    ev.JobCancelled: "cancelled", ev.JobSkipped: "skipped",
+}
+_STEP_TARGETS: dict[type, str] = {
+    ev.StepStarted: "running", ev.StepCompleted: "succeeded", ev.StepSkipped: "skipped",
+}
+_RUN_TARGETS: dict[type, str] = {
+    ev.RunStarted: "running", ev.RunCompleted: "succeeded", ev.RunFailed: "failed",
+    ev.RunCancelled: "cancelled",
+}
+
+
+def _check_transition(conn: sqlite3.Connection, e: ev.Event) -> ev.TransitionRejected | None:
+    kind = type(e)
+    if kind in _JOB_TARGETS or kind is ev.JobFailed:
+        assert isinstance(e, ev._JobEvent)
+        target = e.state if isinstance(e, ev.JobFailed) else _JOB_TARGETS[kind]
+        row = conn.execute("SELECT state FROM jobs WHERE run_id = ? AND job_id = ?",
+                           (e.run_id, e.job)).fetchone()
+        table, job, step = JOB_TRANSITIONS, e.job, 0
+    elif kind in _STEP_TARGETS or kind is ev.StepFailed:
+        assert isinstance(e, ev._StepEvent)
+        target = e.state if isinstance(e, ev.StepFailed) else _STEP_TARGETS[kind]
+        row = conn.execute("SELECT state FROM steps WHERE run_id = ? AND job_id = ? AND step = ?",
+                           (e.run_id, e.job, e.step)).fetchone()
+        table, job, step = STEP_TRANSITIONS, e.job, e.step
+    elif kind in _RUN_TARGETS:
+        target = _RUN_TARGETS[kind]
+        row = conn.execute("SELECT state FROM runs WHERE id = ?", (e.run_id,)).fetchone()
+        table, job, step = RUN_TRANSITIONS, "", 0
+    else:
+        return None
+    current = row[0] if row else "missing"
+    if row is not None and State(target) in table.get(State(current), frozenset()):
+        return None
+    return ev.TransitionRejected(run_id=e.run_id, tenant_id=e.tenant_id, rejected_event=e.name,
+                                 job=job, step=step, current=current, requested=target)
 
 
 def _run_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
@@ -33,12 +82,22 @@ def _run_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None
         number = int(row[0])
     conn.execute(
         "INSERT INTO runs (id, number, pipeline, tenant_id, state, source, executor, trigger,"
-        " pipeline_yaml, created_at, last_event_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " pipeline_yaml, created_at, last_event_id, idempotency_key, retry_of)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             e.run_id, number, e.pipeline, e.tenant_id, "pending", e.source, e.executor,
-            e.trigger, e.pipeline_yaml, e.ts, event_id,
+            e.trigger, e.pipeline_yaml, e.ts, event_id, e.idempotency_key, e.retry_of,
         ),
     )
+
+
+def _source_resolved(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+    assert isinstance(e, ev.SourceResolved)
+    conn.execute("UPDATE runs SET source_commit = ? WHERE id = ?", (e.commit, e.run_id))
+
+
+def _logs_pruned(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+    conn.execute("UPDATE runs SET logs_pruned = 1 WHERE id = ?", (e.run_id,))
 
 
 def _run_state(state: str) -> object:
@@ -124,23 +183,28 @@ def _step_started(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
 
 
 def _step_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+    values: tuple[object, ...]
     if isinstance(e, ev.StepCompleted):
-        values = ("succeeded", e.exit_code, "", "", 0, e.log_size)
+        values = ("succeeded", e.exit_code, "", "", 0, e.log_size, e.truncated_bytes)
     elif isinstance(e, ev.StepFailed):
-        values = (e.state, e.exit_code, e.reason, e.message, int(e.allowed), e.log_size)
+        values = (e.state, e.exit_code, e.reason, e.message, int(e.allowed), e.log_size,
+                  e.truncated_bytes)
     else:
         assert isinstance(e, ev.StepSkipped)
-        values = ("skipped", None, e.reason, "", 0, 0)
+        values = ("skipped", None, e.reason, "", 0, 0, 0)
     assert isinstance(e, ev._StepEvent)
     conn.execute(
         "UPDATE steps SET state = ?, exit_code = ?, reason = ?, message = ?, allowed = ?,"
-        " log_size = ?, finished_at = ? WHERE run_id = ? AND job_id = ? AND step = ?",
+        " log_size = ?, truncated_bytes = ?, finished_at = ?"
+        " WHERE run_id = ? AND job_id = ? AND step = ?",
         (*values, e.ts, e.run_id, e.job, e.step),
     )
 
 
 _HANDLERS = {
     ev.RunRequested: _run_requested,
+    ev.SourceResolved: _source_resolved,
+    ev.LogsPruned: _logs_pruned,
     ev.RunStarted: _run_state("running"),
     ev.RunCompleted: _run_state("succeeded"),
     ev.RunFailed: _run_state("failed"),
@@ -168,6 +232,8 @@ def rebuild_projections(conn: sqlite3.Connection) -> int:
             conn.execute(f"DELETE FROM {table}")
         count = 0
         for event_id, body in conn.execute("SELECT id, body FROM events ORDER BY id").fetchall():
+            # A rejected transition was rejected the first time too, and its
+            # TransitionRejected event is already in the log: nothing to append.
             apply_event(conn, event_id, ev.decode_event(body))
             count += 1
         conn.execute("COMMIT")

@@ -35,16 +35,29 @@ class LogChunk(msgspec.Struct, frozen=True):
     step: int
     seq: int
     data: bytes
+    byte_offset: int = 0
+
+
+class DropLogChunks(msgspec.Struct, frozen=True):
+    """Delete a step's chunks with ``seq`` in ``[first_seq, last_seq]`` (log truncation)."""
+
+    run_id: str
+    job_id: str
+    step: int
+    first_seq: int
+    last_seq: int
 
 
 class _Append:
-    __slots__ = ("event", "done", "event_id", "error")
+    __slots__ = ("event", "done", "event_id", "error", "existing_run_id")
 
     def __init__(self, event: ev.Event, wait: bool) -> None:
         self.event = event
         self.done: trio.Event | None = trio.Event() if wait else None
         self.event_id = 0
         self.error: BaseException | None = None
+        # For a RunRequested whose run id or idempotency key exists: that run's id.
+        self.existing_run_id: str | None = None
 
 
 class EventStore:
@@ -54,6 +67,7 @@ class EventStore:
         self._conn: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
         self.events_written = 0
+        self._committed = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the database, report ready, and write until :meth:`close`."""
@@ -92,6 +106,8 @@ class EventStore:
                     item.done.set()
                 elif isinstance(item, _Barrier):
                     item.done.set()
+            committed, self._committed = self._committed, trio.Event()
+            committed.set()
 
     def _thd_commit(self, batch: list[Any]) -> None:
         conn = self._conn
@@ -108,6 +124,12 @@ class EventStore:
                 if chunks:
                     self._thd_insert_chunks(conn, chunks)
                     chunks = []
+                if isinstance(item, DropLogChunks):
+                    conn.execute(
+                        "DELETE FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?"
+                        " AND seq BETWEEN ? AND ?",
+                        (item.run_id, item.job_id, item.step, item.first_seq, item.last_seq))
+                    continue
                 self._thd_insert_event(conn, item)
             if chunks:
                 self._thd_insert_chunks(conn, chunks)
@@ -121,8 +143,9 @@ class EventStore:
     @staticmethod
     def _thd_insert_chunks(conn: sqlite3.Connection, chunks: list[LogChunk]) -> None:
         conn.executemany(
-            "INSERT INTO step_logs (run_id, job_id, step, seq, data) VALUES (?,?,?,?,?)",
-            [(c.run_id, c.job_id, c.step, c.seq, c.data) for c in chunks],
+            "INSERT INTO step_logs (run_id, job_id, step, seq, data, byte_offset)"
+            " VALUES (?,?,?,?,?,?)",
+            [(c.run_id, c.job_id, c.step, c.seq, c.data, c.byte_offset) for c in chunks],
         )
         totals: dict[tuple[str, str, int], int] = {}
         for c in chunks:
@@ -136,6 +159,17 @@ class EventStore:
     @staticmethod
     def _thd_insert_event(conn: sqlite3.Connection, item: _Append) -> None:
         event = item.event
+        if isinstance(event, ev.RunRequested):
+            # Submitting the same run id or idempotency key twice gives the first run:
+            # checked here, in the one writer, so concurrent retries cannot race.
+            row = conn.execute("SELECT id FROM runs WHERE id = ?", (event.run_id,)).fetchone()
+            if row is None and event.idempotency_key is not None:
+                row = conn.execute(
+                    "SELECT id FROM runs WHERE tenant_id = ? AND idempotency_key = ?",
+                    (event.tenant_id, event.idempotency_key)).fetchone()
+            if row is not None:
+                item.existing_run_id = str(row[0])
+                return
         if isinstance(event, ev.RunRequested) and event.number is None:
             row = conn.execute(
                 "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE tenant_id = ? AND pipeline = ?",
@@ -156,7 +190,11 @@ class EventStore:
             ),
         )
         item.event_id = int(cursor.lastrowid or 0)
-        apply_event(conn, item.event_id, event)
+        rejected = apply_event(conn, item.event_id, event)
+        if rejected is not None:
+            logger.warning("run %s: %s rejected: %s -> %s", rejected.run_id,
+                           rejected.rejected_event, rejected.current, rejected.requested)
+            EventStore._thd_insert_event(conn, _Append(rejected, False))
 
     async def append(self, event: ev.Event, *, wait: bool = False) -> int:
         """Queue ``event``; with ``wait``, return its id once it is durable, else 0."""
@@ -169,8 +207,27 @@ class EventStore:
             raise StorageError(f"event {event.name} of run {event.run_id} was not stored") from item.error
         return item.event_id
 
-    async def append_log(self, chunk: LogChunk) -> None:
+    async def submit_run(self, event: ev.RunRequested) -> tuple[str, bool]:
+        """Append ``event`` unless its run id or idempotency key exists.
+
+        Returns the run id and whether this call created the run; durable either way.
+        """
+        item = _Append(event, True)
+        await self._send.send(item)
+        assert item.done is not None
+        await item.done.wait()
+        if item.error is not None:
+            raise StorageError(f"run {event.run_id} was not stored") from item.error
+        if item.existing_run_id is not None:
+            return item.existing_run_id, False
+        return event.run_id, True
+
+    async def append_log(self, chunk: LogChunk | DropLogChunks) -> None:
         await self._send.send(chunk)
+
+    def changed(self) -> trio.Event:
+        """Return an event that is set at the next commit (take it before reading)."""
+        return self._committed
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is durable."""

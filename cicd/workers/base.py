@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from cicd.errors import ProviderError
+
 OutputSink = Callable[[bytes], Awaitable[None]]
 
 # Prepended to every step script, on the script's first line so that the shell's
@@ -75,6 +77,14 @@ class JobWorker(abc.ABC):
     @abc.abstractmethod
     async def start_step(self, spec: StepSpec) -> StepProcess:
         """Start one step."""
+
+    async def adopt(self) -> None:
+        """Take over the worker a previous process prepared (after a restart)."""
+        raise ProviderError(f"{type(self).__name__} cannot take over a running job")
+
+    async def reattach_step(self, spec: StepSpec, handle: str, *, skip_bytes: int) -> StepProcess:
+        """Take over a step a previous process started; its output resumes after ``skip_bytes``."""
+        raise ProviderError(f"{type(self).__name__} cannot take over a running step")
 
     async def work_ahead(self, next_spec: StepSpec | None) -> None:
         """Do housekeeping while a step runs, such as getting ``next_spec`` ready (optional)."""

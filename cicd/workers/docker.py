@@ -211,6 +211,15 @@ class DockerJobWorker(JobWorker):
             if next_spec is not None and next_spec.index not in self._created:
                 self._created[next_spec.index] = await self._create_attached(next_spec)
 
+    async def adopt(self) -> None:
+        # The volume and its workspace exist: a previous process made them.
+        self._workspace_filled = True
+
+    async def reattach_step(self, spec: StepSpec, handle: str, *, skip_bytes: int) -> StepProcess:
+        self._containers.append(handle)
+        return DockerStepProcess(self.provider, handle, None, on_release=self._finished.append,
+                                 skip_logged_bytes=skip_bytes)
+
     async def _remove(self, container_id: str) -> None:
         if container_id in self._containers:
             self._containers.remove(container_id)
@@ -323,12 +332,21 @@ async def _remove_quietly(provider: DockerProvider, container_id: str) -> None:
 
 
 class DockerStepProcess(StepProcess):
+    """A step's container, read through its attach socket.
+
+    Without a socket (``sock`` None) the output comes from the engine's log driver
+    instead, skipping ``skip_logged_bytes``: how a restarted server reads a step it
+    did not start. NOTE: the log driver, unlike the attach stream, loses the newline
+    after a line over 16 KiB, so such a line shifts the resumed offset.
+    """
+
     def __init__(self, provider: DockerProvider, container_id: str, sock: Any, *,
-                 on_release: Callable[[str], None]) -> None:
+                 on_release: Callable[[str], None], skip_logged_bytes: int = 0) -> None:
         self.provider = provider
         self.container_id = container_id
         self._sock = sock
         self._on_release = on_release
+        self._skip = skip_logged_bytes
         self._released = False
 
     async def pump_output(self, sink: OutputSink) -> None:
@@ -337,6 +355,9 @@ class DockerStepProcess(StepProcess):
         )
 
     def _thd_pump(self, sink: OutputSink) -> None:
+        if self._sock is None:
+            self._thd_pump_logs(sink)
+            return
         # Without a TTY the attach stream is framed (stream id and length, then the
         # payload); frames_iter returns payloads unchanged, however they split bytes.
         try:
@@ -345,6 +366,20 @@ class DockerStepProcess(StepProcess):
                     trio.from_thread.run(sink, payload)
         except OSError:
             return
+
+    def _thd_pump_logs(self, sink: OutputSink) -> None:
+        api = self.provider.client.api
+        skip = self._skip
+        try:
+            for payload in api.logs(self.container_id, stdout=True, stderr=True, stream=True,
+                                    follow=True):
+                if skip:
+                    dropped = min(skip, len(payload))
+                    payload, skip = payload[dropped:], skip - dropped
+                if payload:
+                    trio.from_thread.run(sink, payload)
+        except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+            logger.warning("reading the log of container %s failed: %s", self.container_id[:12], exc)
 
     async def wait(self) -> ExitStatus:
         provider = self.provider
@@ -379,8 +414,9 @@ class DockerStepProcess(StepProcess):
         if self._released:
             return
         self._released = True
-        try:
-            self._sock.close()
-        except OSError:
-            pass
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
         self._on_release(self.container_id)

@@ -1,0 +1,148 @@
+"""`cicd run` of a one-step and a ten-step pipeline on busybox.
+
+For each pipeline the benchmark records:
+
+- the wall time of the whole ``python3 -m cicd run`` process;
+- the engine time, from the run's RunStarted event to its RunCompleted event in the
+  SQLite event log (the events carry millisecond timestamps);
+- the per-step overhead, ``(ten-step - one-step) / 9``, for both times.
+
+It also times interpreter start-up, ``python3 -c pass`` and ``python3 -c "import
+cicd.cli.run_command"``, which the process wall time includes and the engine time does
+not. The interpreter is the one running the benchmarks (``sys.executable``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.measure import (
+    IMAGE,
+    REPO_ROOT,
+    BenchmarkError,
+    BenchmarkResult,
+    Case,
+    docker_api,
+    run_cases,
+    run_checked,
+)
+
+NAME = "cicd"
+TITLE = "cicd run: one-step and ten-step jobs"
+
+PYTHON_PASS = "python3 -c pass"
+PYTHON_IMPORT = 'python3 -c "import cicd.cli.run_command"'
+PYTHON_PASS_PATH = "python3 -c pass, python3 found on PATH"
+
+
+def wall_label(steps: int) -> str:
+    return f"cicd run, {steps_text(steps)}: process wall time"
+
+
+def engine_label(steps: int) -> str:
+    return f"cicd run, {steps_text(steps)}: engine time (RunStarted to RunCompleted)"
+
+
+def steps_text(steps: int) -> str:
+    return "1 step" if steps == 1 else f"{steps} steps"
+
+
+def pipeline_yaml(steps: int) -> str:
+    """Return a pipeline of one job that runs ``true`` ``steps`` times on busybox."""
+    lines = ["version: 1", f"name: bench-{steps}", "jobs:", "  bench:", f"    image: {IMAGE}",
+             "    steps:"]
+    lines += ['      - run: "true"'] * steps
+    return "\n".join(lines) + "\n"
+
+
+def engine_seconds(db_path: Path) -> float:
+    """Return RunStarted to RunCompleted of the newest run in ``db_path``, in seconds."""
+    conn = sqlite3.connect(db_path)
+    try:
+        row = conn.execute(
+            "SELECT run_id FROM events WHERE name = 'RunStarted' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise BenchmarkError(f"{db_path} has no RunStarted event")
+        times = dict(conn.execute(
+            "SELECT name, ts FROM events WHERE run_id = ? AND name IN ('RunStarted', 'RunCompleted')",
+            (row[0],),
+        ).fetchall())
+    finally:
+        conn.close()
+    if "RunCompleted" not in times:
+        raise BenchmarkError(f"run {row[0]} in {db_path} has no RunCompleted event")
+    return (times["RunCompleted"] - times["RunStarted"]) / 1000
+
+
+def cicd_environment() -> dict[str, str]:
+    """Return this environment with the work tree first on PYTHONPATH.
+
+    The benchmark measures the cicd of this work tree even where the package is not
+    installed, or is installed from another checkout.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part)
+    return env
+
+
+def run(repetitions: int) -> BenchmarkResult:
+    docker_api().close()  # fails early when the engine or the image is missing
+    env = cicd_environment()
+    python = sys.executable
+
+    with tempfile.TemporaryDirectory(prefix="cicd-bench-") as tmp:
+        cases: list[Case] = []
+        for steps in (1, 10):
+            source = Path(tmp, f"source-{steps}")
+            source.mkdir()
+            (source / ".cicd.yml").write_text(pipeline_yaml(steps), encoding="utf-8")
+            # One database per pipeline, created by the warm-up run, as on a machine
+            # that has run cicd before.
+            db_path = Path(tmp, f"events-{steps}.db")
+            argv = [python, "-m", "cicd", "run", str(source), "--db", str(db_path),
+                    "--executor", "docker", "-q"]
+            cases.append(_cicd_case(argv, db_path, steps, env, tmp))
+
+        def startup() -> dict[str, float]:
+            return {
+                PYTHON_PASS: run_checked([python, "-c", "pass"], cwd=tmp, env=env),
+                PYTHON_IMPORT: run_checked([python, "-c", "import cicd.cli.run_command"],
+                                           cwd=tmp, env=env),
+            }
+
+        cases.append(startup)
+        path_python = shutil.which("python3")
+        if path_python and Path(path_python).resolve() != Path(python).resolve():
+            # A version manager's shim (pyenv here) adds its own start-up to `python3 ...`.
+            cases.append(lambda: {PYTHON_PASS_PATH: run_checked([path_python, "-c", "pass"],
+                                                                 cwd=tmp, env=env)})
+        series = run_cases(cases, repetitions)
+
+    result = BenchmarkResult(NAME, TITLE, series)
+    result.add_difference("cicd run, per step ((10 - 1) / 9): process wall time",
+                          wall_label(10), wall_label(1), 9)
+    result.add_difference("cicd run, per step ((10 - 1) / 9): engine time",
+                          engine_label(10), engine_label(1), 9)
+    result.add_difference("start-up: import cicd.cli.run_command minus python3 -c pass",
+                          PYTHON_IMPORT, PYTHON_PASS, 1)
+    result.notes.append(f"Interpreter: {python} (Python {sys.version.split()[0]}).")
+    if path_python and Path(path_python).resolve() != Path(python).resolve():
+        result.notes.append(f"`python3` on PATH is {path_python}, which is not the interpreter "
+                            "itself; its row shows what that indirection adds to start-up.")
+    result.notes.append("Engine times come from millisecond event timestamps.")
+    return result
+
+
+def _cicd_case(argv: list[str], db_path: Path, steps: int, env: dict[str, str],
+               cwd: str) -> Case:
+    def case() -> dict[str, float]:
+        wall = run_checked(argv, cwd=cwd, env=env)
+        return {wall_label(steps): wall, engine_label(steps): engine_seconds(db_path)}
+    return case

@@ -1,0 +1,176 @@
+"""Timing, statistics and Docker helpers that the benchmark modules share."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "busybox:latest"
+
+# Every case returns {series label: seconds} for one repetition.
+Case = Callable[[], dict[str, float]]
+
+
+class BenchmarkError(Exception):
+    """A benchmark cannot run or produced a wrong result; the message says why."""
+
+
+@dataclass
+class Series:
+    """The timed samples of one measured quantity, in seconds."""
+
+    label: str
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p90(self) -> float:
+        """Return the 90th percentile, interpolated between samples."""
+        if len(self.samples) < 2:
+            return self.samples[0]
+        return statistics.quantiles(self.samples, n=10, method="inclusive")[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "median_s": self.median,
+            "p90_s": self.p90,
+            "min_s": min(self.samples),
+            "max_s": max(self.samples),
+            "samples_s": self.samples,
+        }
+
+
+@dataclass
+class Observation:
+    """What one behaviour check saw (for checks that are not timings)."""
+
+    case: str
+    observed: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BenchmarkResult:
+    """Everything one benchmark measured or observed, in the order it reports it."""
+
+    name: str
+    title: str
+    series: list[Series] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, label: str) -> Series:
+        for series in self.series:
+            if series.label == label:
+                return series
+        raise KeyError(f"benchmark {self.name} has no series {label!r}")
+
+    def add_difference(self, label: str, minuend: str, subtrahend: str, divisor: int) -> None:
+        """Add ``(minuend - subtrahend) / divisor``, computed per repetition."""
+        pairs = zip(self.get(minuend).samples, self.get(subtrahend).samples, strict=True)
+        self.series.append(Series(label, [(a - b) / divisor for a, b in pairs]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "series": [series.to_json() for series in self.series],
+            "observations": [vars(observation) for observation in self.observations],
+            "notes": self.notes,
+        }
+
+
+def run_cases(cases: Sequence[Case], repetitions: int) -> list[Series]:
+    """Run every case once as a warm-up, then ``repetitions`` times, interleaved.
+
+    Interleaving (case A, case B, case A, ...) spreads any drift of the machine over
+    all cases instead of loading it onto the one that happens to run last.
+    """
+    for case in cases:
+        case()
+    samples: dict[str, list[float]] = {}
+    for _ in range(repetitions):
+        for case in cases:
+            for label, seconds in case().items():
+                samples.setdefault(label, []).append(seconds)
+    return [Series(label, values) for label, values in samples.items()]
+
+
+def time_call(fn: Callable[[], object]) -> float:
+    """Return the wall time of ``fn()`` in seconds."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_checked(argv: Sequence[str], *, cwd: str | Path | None = None,
+                env: dict[str, str] | None = None, timeout: float = 300) -> float:
+    """Run ``argv`` to completion, raise BenchmarkError unless it exits 0, return wall seconds."""
+    return run_output(argv, cwd=cwd, env=env, timeout=timeout)[0]
+
+
+def run_output(argv: Sequence[str], *, cwd: str | Path | None = None,
+               env: dict[str, str] | None = None, timeout: float = 300) -> tuple[float, str]:
+    """Run ``argv`` like run_checked; return wall seconds and stdout plus stderr."""
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise BenchmarkError(f"{argv[0]} is not installed or not on PATH: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise BenchmarkError(f"{' '.join(argv)} timed out after {timeout:g} s") from exc
+    elapsed = time.perf_counter() - start
+    output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    if proc.returncode != 0:
+        raise BenchmarkError(
+            f"{' '.join(argv)} exited with code {proc.returncode}:\n{output.strip()[-2000:]}")
+    return elapsed, output
+
+
+def docker_base_url() -> str:
+    """Return the engine address that cicd itself would use."""
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def docker_api() -> docker.APIClient:
+    """Connect to the engine and check that it has the benchmark image (nothing is pulled)."""
+    api = docker.APIClient(base_url=docker_base_url(), timeout=120)
+    try:
+        api.inspect_image(IMAGE)
+    except docker.errors.ImageNotFound as exc:
+        raise BenchmarkError(
+            f"image {IMAGE} is not on the Docker engine at {docker_base_url()}; "
+            "`bash .ci/docker-setup` builds it without a registry") from exc
+    except docker.errors.DockerException as exc:
+        raise BenchmarkError(f"the Docker engine at {docker_base_url()} failed: {exc}") from exc
+    return api
+
+
+def run_container(api: docker.APIClient, command: Sequence[str], **host_options: Any) -> int:
+    """Create, start, wait for and remove one container; return its exit code."""
+    host_config = api.create_host_config(**host_options) if host_options else None
+    container = api.create_container(IMAGE, list(command), host_config=host_config)["Id"]
+    try:
+        api.start(container)
+        return int(api.wait(container)["StatusCode"])
+    finally:
+        api.remove_container(container, force=True)
+
+
+def milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}" if seconds >= 0.1 else f"{seconds * 1000:.1f}"
