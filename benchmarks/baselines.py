@@ -12,14 +12,14 @@ The cicd and gitlab-ci-local benchmarks are compared with these medians.
 from __future__ import annotations
 
 import shutil
+from contextlib import ExitStack
 
 from benchmarks.measure import (
     IMAGE,
     BenchmarkError,
-    BenchmarkResult,
-    Case,
+    Difference,
+    Plan,
     docker_api,
-    run_cases,
     run_checked,
     run_container,
     time_call,
@@ -36,11 +36,12 @@ CLI_PER_CONTAINER = "docker run --rm, per container ((10 - 1) / 9)"
 PY_PER_CONTAINER = "docker-py, per container ((10 - 1) / 9)"
 
 
-def run(repetitions: int) -> BenchmarkResult:
+def plan(stack: ExitStack) -> Plan:
     docker_cli = shutil.which("docker")
     if docker_cli is None:
         raise BenchmarkError("the docker CLI is not on PATH; install Docker's client")
     api = docker_api()
+    stack.callback(api.close)
     cli_argv = [docker_cli, "run", "--rm", IMAGE, "true"]
 
     def cli_containers(count: int) -> float:
@@ -54,19 +55,18 @@ def run(repetitions: int) -> BenchmarkResult:
                     raise BenchmarkError(f"`true` in {IMAGE} exited with code {code}")
         return time_call(run_all)
 
-    cases: list[Case] = [
-        lambda: {CLI_ONE: cli_containers(1)},
-        lambda: {CLI_TEN: cli_containers(10)},
-        lambda: {PY_ONE: py_containers(1)},
-        lambda: {PY_TEN: py_containers(10)},
-    ]
-    try:
-        result = BenchmarkResult(NAME, TITLE, run_cases(cases, repetitions))
-    finally:
-        api.close()
-    result.add_difference(CLI_PER_CONTAINER, CLI_TEN, CLI_ONE, 9)
-    result.add_difference(PY_PER_CONTAINER, PY_TEN, PY_ONE, 9)
-    result.notes.append(
-        f"`docker run` is the Docker CLI at {docker_cli}; docker-py runs in the benchmark "
-        "process, so its times exclude interpreter start-up.")
-    return result
+    return Plan(
+        NAME, TITLE,
+        cases=[
+            lambda: {CLI_ONE: cli_containers(1)},
+            lambda: {CLI_TEN: cli_containers(10)},
+            lambda: {PY_ONE: py_containers(1)},
+            lambda: {PY_TEN: py_containers(10)},
+        ],
+        differences=[
+            Difference(CLI_PER_CONTAINER, CLI_TEN, CLI_ONE, 9),
+            Difference(PY_PER_CONTAINER, PY_TEN, PY_ONE, 9),
+        ],
+        notes=[(f"`docker run` is the Docker CLI at {docker_cli}; docker-py runs in the "
+                "benchmark process, so its times exclude interpreter start-up.")],
+    )

@@ -19,16 +19,17 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from benchmarks.measure import (
     IMAGE,
     REPO_ROOT,
     BenchmarkError,
-    BenchmarkResult,
     Case,
+    Difference,
+    Plan,
     docker_api,
-    run_cases,
     run_checked,
 )
 
@@ -80,68 +81,78 @@ def engine_seconds(db_path: Path) -> float:
     return (times["RunCompleted"] - times["RunStarted"]) / 1000
 
 
-def cicd_environment() -> dict[str, str]:
-    """Return this environment with the work tree first on PYTHONPATH.
+def cicd_environment(pycache: Path) -> dict[str, str]:
+    """Return this environment with the work tree first on PYTHONPATH and bytecode cached.
 
     The benchmark measures the cicd of this work tree even where the package is not
-    installed, or is installed from another checkout.
+    installed, or is installed from another checkout. Bytecode goes to ``pycache``,
+    outside the work tree, even where PYTHONDONTWRITEBYTECODE is set, so that start-up
+    is that of an installed package, which has its bytecode compiled.
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         part for part in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if part)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 
-def run(repetitions: int) -> BenchmarkResult:
+def plan(stack: ExitStack) -> Plan:
     docker_api().close()  # fails early when the engine or the image is missing
-    env = cicd_environment()
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cicd-bench-")))
+    env = cicd_environment(tmp / "pycache")
     python = sys.executable
 
-    with tempfile.TemporaryDirectory(prefix="cicd-bench-") as tmp:
-        cases: list[Case] = []
-        for steps in (1, 10):
-            source = Path(tmp, f"source-{steps}")
-            source.mkdir()
-            (source / ".cicd.yml").write_text(pipeline_yaml(steps), encoding="utf-8")
-            # One database per pipeline, created by the warm-up run, as on a machine
-            # that has run cicd before.
-            db_path = Path(tmp, f"events-{steps}.db")
-            argv = [python, "-m", "cicd", "run", str(source), "--db", str(db_path),
-                    "--executor", "docker", "-q"]
-            cases.append(_cicd_case(argv, db_path, steps, env, tmp))
+    cases: list[Case] = []
+    for steps in (1, 10):
+        source = tmp / f"source-{steps}"
+        source.mkdir()
+        (source / ".cicd.yml").write_text(pipeline_yaml(steps), encoding="utf-8")
+        # One database per pipeline, created by the warm-up run, as on a machine that
+        # has run cicd before.
+        db_path = tmp / f"events-{steps}.db"
+        argv = [python, "-m", "cicd", "run", str(source), "--db", str(db_path),
+                "--executor", "docker", "-q"]
+        cases.append(_cicd_case(argv, db_path, steps, env, tmp))
 
-        def startup() -> dict[str, float]:
-            return {
-                PYTHON_PASS: run_checked([python, "-c", "pass"], cwd=tmp, env=env),
-                PYTHON_IMPORT: run_checked([python, "-c", "import cicd.cli.run_command"],
-                                           cwd=tmp, env=env),
-            }
+    def startup() -> dict[str, float]:
+        return {
+            PYTHON_PASS: run_checked([python, "-c", "pass"], cwd=tmp, env=env),
+            PYTHON_IMPORT: run_checked([python, "-c", "import cicd.cli.run_command"],
+                                       cwd=tmp, env=env),
+        }
 
-        cases.append(startup)
-        path_python = shutil.which("python3")
-        if path_python and Path(path_python).resolve() != Path(python).resolve():
-            # A version manager's shim (pyenv here) adds its own start-up to `python3 ...`.
-            cases.append(lambda: {PYTHON_PASS_PATH: run_checked([path_python, "-c", "pass"],
-                                                                 cwd=tmp, env=env)})
-        series = run_cases(cases, repetitions)
-
-    result = BenchmarkResult(NAME, TITLE, series)
-    result.add_difference("cicd run, per step ((10 - 1) / 9): process wall time",
-                          wall_label(10), wall_label(1), 9)
-    result.add_difference("cicd run, per step ((10 - 1) / 9): engine time",
-                          engine_label(10), engine_label(1), 9)
-    result.add_difference("start-up: import cicd.cli.run_command minus python3 -c pass",
-                          PYTHON_IMPORT, PYTHON_PASS, 1)
-    result.notes.append(f"Interpreter: {python} (Python {sys.version.split()[0]}).")
+    cases.append(startup)
+    notes = [
+        (f"Interpreter: {python} (Python {sys.version.split()[0]}), with bytecode cached "
+         "outside the work tree after the warm-up round."),
+        "Engine times come from millisecond event timestamps.",
+    ]
+    path_python = shutil.which("python3")
     if path_python and Path(path_python).resolve() != Path(python).resolve():
-        result.notes.append(f"`python3` on PATH is {path_python}, which is not the interpreter "
-                            "itself; its row shows what that indirection adds to start-up.")
-    result.notes.append("Engine times come from millisecond event timestamps.")
-    return result
+        # A version manager's shim (pyenv here) adds its own start-up to `python3 ...`.
+        shim = path_python
+        cases.append(lambda: {PYTHON_PASS_PATH: run_checked([shim, "-c", "pass"],
+                                                             cwd=tmp, env=env)})
+        notes.append(f"`python3` on PATH is {path_python}, which is not the interpreter "
+                     "itself; its row shows what that indirection adds to start-up.")
+
+    return Plan(
+        NAME, TITLE, cases,
+        differences=[
+            Difference("cicd run, per step ((10 - 1) / 9): process wall time",
+                       wall_label(10), wall_label(1), 9),
+            Difference("cicd run, per step ((10 - 1) / 9): engine time",
+                       engine_label(10), engine_label(1), 9),
+            Difference("start-up: import cicd.cli.run_command minus python3 -c pass",
+                       PYTHON_IMPORT, PYTHON_PASS),
+        ],
+        notes=notes,
+    )
 
 
 def _cicd_case(argv: list[str], db_path: Path, steps: int, env: dict[str, str],
-               cwd: str) -> Case:
+               cwd: Path) -> Case:
     def case() -> dict[str, float]:
         wall = run_checked(argv, cwd=cwd, env=env)
         return {wall_label(steps): wall, engine_label(steps): engine_seconds(db_path)}

@@ -63,6 +63,16 @@ class Observation:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Difference:
+    """A derived series: ``(minuend - subtrahend) / divisor``, computed per repetition."""
+
+    label: str
+    minuend: str
+    subtrahend: str
+    divisor: int = 1
+
+
 @dataclass
 class BenchmarkResult:
     """Everything one benchmark measured or observed, in the order it reports it."""
@@ -79,10 +89,11 @@ class BenchmarkResult:
                 return series
         raise KeyError(f"benchmark {self.name} has no series {label!r}")
 
-    def add_difference(self, label: str, minuend: str, subtrahend: str, divisor: int) -> None:
-        """Add ``(minuend - subtrahend) / divisor``, computed per repetition."""
-        pairs = zip(self.get(minuend).samples, self.get(subtrahend).samples, strict=True)
-        self.series.append(Series(label, [(a - b) / divisor for a, b in pairs]))
+    def add_difference(self, difference: Difference) -> None:
+        minuend = self.get(difference.minuend).samples
+        subtrahend = self.get(difference.subtrahend).samples
+        values = [(a - b) / difference.divisor for a, b in zip(minuend, subtrahend, strict=True)]
+        self.series.append(Series(difference.label, values))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,20 +105,59 @@ class BenchmarkResult:
         }
 
 
-def run_cases(cases: Sequence[Case], repetitions: int) -> list[Series]:
-    """Run every case once as a warm-up, then ``repetitions`` times, interleaved.
+@dataclass
+class Plan:
+    """The cases of one timed benchmark, set up and ready to run.
 
-    Interleaving (case A, case B, case A, ...) spreads any drift of the machine over
-    all cases instead of loading it onto the one that happens to run last.
+    Each case runs one variant once and returns {series label: seconds}.
     """
-    for case in cases:
-        case()
-    samples: dict[str, list[float]] = {}
-    for _ in range(repetitions):
-        for case in cases:
-            for label, seconds in case().items():
-                samples.setdefault(label, []).append(seconds)
-    return [Series(label, values) for label, values in samples.items()]
+
+    name: str
+    title: str
+    cases: list[Case]
+    differences: list[Difference] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# Errors that end one benchmark but not the others.
+RECOVERABLE_ERRORS = (BenchmarkError, docker.errors.DockerException, OSError)
+
+
+def run_plans(plans: Sequence[Plan], repetitions: int,
+              progress: Callable[[str], None]) -> tuple[list[BenchmarkResult], dict[str, str]]:
+    """Run one warm-up round, then ``repetitions`` rounds of every case of every plan.
+
+    A round runs each case once, so all cases share any drift of the machine (other
+    containers, CPU frequency) instead of one benchmark taking all of it. A plan
+    whose case fails is dropped from later rounds and reported in the errors.
+    """
+    samples: dict[str, dict[str, list[float]]] = {plan.name: {} for plan in plans}
+    errors: dict[str, str] = {}
+    for round_number in range(repetitions + 1):
+        progress("warm-up round" if round_number == 0 else
+                 f"round {round_number} of {repetitions}")
+        for plan in plans:
+            if plan.name in errors:
+                continue
+            try:
+                for case in plan.cases:
+                    for label, seconds in case().items():
+                        if round_number > 0:
+                            samples[plan.name].setdefault(label, []).append(seconds)
+            except RECOVERABLE_ERRORS as exc:
+                errors[plan.name] = f"{type(exc).__name__}: {exc}"
+                progress(f"{plan.name} failed: {exc}")
+
+    results = []
+    for plan in plans:
+        if plan.name in errors:
+            continue
+        series = [Series(label, values) for label, values in samples[plan.name].items()]
+        result = BenchmarkResult(plan.name, plan.title, series, notes=list(plan.notes))
+        for difference in plan.differences:
+            result.add_difference(difference)
+        results.append(result)
+    return results, errors
 
 
 def time_call(fn: Callable[[], object]) -> float:

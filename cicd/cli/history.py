@@ -10,7 +10,7 @@ from pathlib import Path
 import msgspec
 
 from cicd.errors import UsageError
-from cicd.orchestration.documents import encode_document
+from cicd.orchestration.documents import RunDocument, encode_document
 from cicd.storage import default_db_path, open_database
 from cicd.storage.queries import (
     RunNotFound,
@@ -66,6 +66,11 @@ def show_command(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.buffer.write(encode_document(document))
         return 0
+    print_document(document)
+    return 0
+
+
+def print_document(document: RunDocument) -> None:
     print(f"run {document.id} ({document.pipeline}#{document.number}): {document.state}"
           f" in {format_duration_ms(document.duration_ms)}"
           + (f" ({document.reason})" if document.reason else ""))
@@ -77,7 +82,6 @@ def show_command(args: argparse.Namespace) -> int:
             print(f"    {step.index:>2}. {step.name[:40]:<40} {step.state:<10} {code:<8}"
                   f" {format_duration_ms(step.duration_ms):>8}"
                   + (f"  {step.reason}" if step.reason else ""))
-    return 0
 
 
 def logs_command(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from cicd import __version__
-from cicd.errors import CicdError
+from cicd.errors import CicdError, UsageError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -50,20 +50,55 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a pipeline file without running it")
     validate.add_argument("file", nargs="?", default=".cicd.yml", help="default: .cicd.yml")
 
+    server_help = "URL of a cicd server (default: $CICD_SERVER); without one, read --db"
+
+    serve = sub.add_parser("serve", help="run the cicd server (REST API and WebSocket)")
+    serve.add_argument("--config", help="TOML configuration file (see docs/configuration.md)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8470; 0: any free)")
+    serve.add_argument("--db", help=db_help)
+    serve.add_argument("--executor", choices=["docker", "local"],
+                       help="where steps run (default docker)")
+
+    submit = sub.add_parser("submit", help="submit a pipeline run to a server")
+    submit.add_argument("file", nargs="?", default=".cicd.yml",
+                        help="pipeline file here, or a path inside a git source (default .cicd.yml)")
+    submit.add_argument("--source", help="directory on the server (default: .) or git URL")
+    submit.add_argument("--ref", help="git branch, tag or commit (with a git --source)")
+    submit.add_argument("--tenant", default="default", help="tenant of the run (default: default)")
+    submit.add_argument("--idempotency-key", help="submitting the same key again returns the same run")
+    submit.add_argument("--wait", action="store_true", help="wait for the run to end; exit 1 if it failed")
+    submit.add_argument("--server", help=server_help)
+    submit.add_argument("--json", action="store_true", help="print the run document as JSON")
+
+    cancel = sub.add_parser("cancel", help="cancel a run (or one job) on a server")
+    cancel.add_argument("run", help="run id")
+    cancel.add_argument("--job", help="cancel only this job")
+    cancel.add_argument("--server", help=server_help)
+
+    retry = sub.add_parser("retry", help="rerun the jobs of a run that did not succeed")
+    retry.add_argument("run", help="run id")
+    retry.add_argument("--server", help=server_help)
+
     runs = sub.add_parser("runs", help="list past runs")
     runs.add_argument("--db", help=db_help)
+    runs.add_argument("--server", help=server_help)
     runs.add_argument("-n", "--limit", type=_positive_int, default=20, help="runs to show")
     runs.add_argument("--json", action="store_true", help="print JSON")
 
     show = sub.add_parser("show", help="show one run with its jobs and steps")
     show.add_argument("run", help="run id, id prefix, PIPELINE#NUMBER or 'last'")
     show.add_argument("--db", help=db_help)
+    show.add_argument("--server", help=server_help)
     show.add_argument("--json", action="store_true", help="print the run document as JSON")
 
     logs = sub.add_parser("logs", help="print the stored output of a run, a job or a step")
     logs.add_argument("run", help="run id, id prefix, PIPELINE#NUMBER or 'last'")
     logs.add_argument("target", nargs="?", help="JOB or JOB/STEP (step name or 1-based index)")
     logs.add_argument("--db", help=db_help)
+    logs.add_argument("--server", help=server_help)
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing output as it arrives (needs a server)")
     return parser
 
 
@@ -101,8 +136,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cicd.cli.validate_command import validate_command
 
             return validate_command(args)
-        from cicd.cli import history
+        if args.command == "serve":
+            from cicd.cli.serve_command import serve_command
 
+            return serve_command(args)
+        if args.command in ("submit", "cancel", "retry"):
+            from cicd.cli import client
+
+            return int(getattr(client, f"{args.command}_command")(args))
+        from cicd.cli import client, history
+
+        url = client.server_url(args)
+        if url:
+            return int(getattr(client, f"remote_{args.command}")(args, url))
+        if getattr(args, "follow", False):
+            raise UsageError("logs -f follows a live run on a server: pass --server or set "
+                             "CICD_SERVER")
         return int(getattr(history, f"{args.command}_command")(args))
     except CicdError as exc:
         print(f"cicd: error: {exc}", file=sys.stderr)

@@ -69,6 +69,9 @@ class RunRequested(Event, tag="RunRequested"):
     only_jobs: list[str] | None = None
     source_kind: str = "dir"  # dir or git
     source_ref: str = ""  # the git ref asked for
+    # A pipeline file inside a git source, read once the source is cloned
+    # (``pipeline_yaml`` is empty then).
+    pipeline_path: str = ""
 
 
 class SourceResolved(Event, tag="SourceResolved"):

@@ -109,3 +109,81 @@ def iter_step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: int)
     )
     for (data,) in cursor:
         yield bytes(data)
+
+
+def list_run_documents(
+    conn: sqlite3.Connection, *, state: str | None, tenant: str | None, pipeline: str | None,
+    since_ms: int | None, cursor: str | None, limit: int,
+) -> tuple[list[RunDocument], str | None]:
+    """Return one page of runs, newest first, and the cursor of the next page (or None).
+
+    The cursor is the last run id of the page: run ids sort by creation time.
+    """
+    clauses, params = [], []
+    for column, value in (("state", state), ("tenant_id", tenant), ("pipeline", pipeline)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if since_ms is not None:
+        clauses.append("created_at >= ?")
+        params.append(since_ms)
+    if cursor:
+        clauses.append("id < ?")
+        params.append(cursor)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(f"SELECT id FROM runs {where} ORDER BY id DESC LIMIT ?",
+                        (*params, limit + 1)).fetchall()
+    ids = [str(row[0]) for row in rows]
+    next_cursor = ids[limit - 1] if len(ids) > limit else None
+    return [run_document(conn, run_id) for run_id in ids[:limit]], next_cursor
+
+
+def read_step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: int, offset: int,
+                  limit: int | None) -> tuple[bytes, int]:
+    """Return stored output of one step from ``offset`` (at most ``limit`` bytes) and the
+    offset where the returned bytes start (later than ``offset`` inside a truncation gap)."""
+    rows = conn.execute(
+        "SELECT byte_offset, data FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?"
+        " AND byte_offset + length(data) > ? ORDER BY seq",
+        (run_id, job_id, step, offset),
+    ).fetchall()
+    parts: list[bytes] = []
+    start: int | None = None
+    taken = 0
+    for chunk_offset, data in rows:
+        data = bytes(data)
+        if start is not None and chunk_offset != start + taken:
+            break  # a truncation gap: stop at it, the next read starts after it
+        skip = max(0, offset - chunk_offset)
+        piece = data[skip:]
+        if start is None:
+            start = chunk_offset + skip
+        if limit is not None and taken + len(piece) > limit:
+            piece = piece[: limit - taken]
+        parts.append(piece)
+        taken += len(piece)
+        if limit is not None and taken >= limit:
+            break
+    return b"".join(parts), offset if start is None else start
+
+
+def step_log_state(conn: sqlite3.Connection, run_id: str, job_id: str,
+                   step: int) -> tuple[int, bool, int, str]:
+    """Return (bytes written, whether the step ended, bytes truncated, step state)."""
+    row = conn.execute(
+        "SELECT state, truncated_bytes FROM steps WHERE run_id = ? AND job_id = ? AND step = ?",
+        (run_id, job_id, step)).fetchone()
+    end = conn.execute(
+        "SELECT MAX(byte_offset + length(data)) FROM step_logs WHERE run_id = ? AND job_id = ?"
+        " AND step = ?", (run_id, job_id, step)).fetchone()
+    size = int(end[0] or 0)
+    state = str(row[0]) if row else "missing"
+    complete = state not in ("pending", "running", "missing")
+    return size, complete, int(row[1]) if row else 0, state
+
+
+def events_after(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[object, ...]]:
+    return conn.execute(
+        "SELECT id, name, version, run_id, job_id, step_id, worker_id, correlation_id,"
+        " tenant_id, ts, body FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit),
+    ).fetchall()

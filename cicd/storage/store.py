@@ -48,6 +48,13 @@ class DropLogChunks(msgspec.Struct, frozen=True):
     last_seq: int
 
 
+class Write(msgspec.Struct, frozen=True):
+    """One SQL statement for the writer's next transaction (outbox cursors, dead letters)."""
+
+    sql: str
+    params: tuple[object, ...] = ()
+
+
 class _Append:
     __slots__ = ("event", "done", "event_id", "error", "existing_run_id")
 
@@ -124,6 +131,9 @@ class EventStore:
                 if chunks:
                     self._thd_insert_chunks(conn, chunks)
                     chunks = []
+                if isinstance(item, Write):
+                    conn.execute(item.sql, item.params)
+                    continue
                 if isinstance(item, DropLogChunks):
                     conn.execute(
                         "DELETE FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?"
@@ -224,6 +234,12 @@ class EventStore:
 
     async def append_log(self, chunk: LogChunk | DropLogChunks) -> None:
         await self._send.send(chunk)
+
+    async def write(self, statement: Write, *, wait: bool = True) -> None:
+        """Run ``statement`` in the writer's next transaction; with ``wait``, until durable."""
+        await self._send.send(statement)
+        if wait:
+            await self.flush()
 
     def changed(self) -> trio.Event:
         """Return an event that is set at the next commit (take it before reading)."""

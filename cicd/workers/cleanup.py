@@ -74,3 +74,20 @@ async def _remove_matching(provider: DockerProvider, label_filters: list[str]) -
             except ProviderError as exc:
                 logger.warning("removing network %s failed: %s", network["Name"], exc)
     return removed
+
+
+async def reap(provider: DockerProvider, owner: str, active_runs: set[str]) -> int:
+    """Remove objects labelled with ``owner`` whose run is not in ``active_runs``."""
+    client = provider.client
+    filters = {"label": [f"{OWNER}={owner}"]}
+    runs: set[str] = set()
+    for info in await provider.call(client.api.containers, all=True, filters=filters):
+        runs.add((info.get("Labels") or {}).get(RUN, ""))
+    volumes = (await provider.call(client.api.volumes, filters=filters)) or {}
+    for volume in volumes.get("Volumes") or []:
+        runs.add((volume.get("Labels") or {}).get(RUN, ""))
+    removed = 0
+    for run_id in sorted(runs - active_runs - {""}):
+        logger.info("reaper: removing leftover objects of run %s", run_id)
+        removed += await remove_run_objects(provider, run_id)
+    return removed

@@ -41,7 +41,7 @@ from cicd.workers.base import (
     StepSpec,
     step_command,
 )
-from cicd.workers.labels import labels_for
+from cicd.workers.labels import labels_for, owner_id
 
 logger = logging.getLogger("cicd.workers")
 
@@ -60,8 +60,11 @@ class DockerProvider(Provider):
     kind = "docker"
 
     def __init__(self, base_url: str | None = None, *, name: str = "local",
-                 max_api_threads: int = 8, stream_threads: int = 64) -> None:
+                 max_api_threads: int = 8, stream_threads: int = 64,
+                 owner: str | None = None) -> None:
         self.name = name
+        # Recorded on every object; `cicd run` uses host:pid, a server a stable id.
+        self.owner = owner or owner_id()
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._client: docker.DockerClient | None = None
         self.api_limiter = trio.CapacityLimiter(max_api_threads)
@@ -188,7 +191,7 @@ class DockerJobWorker(JobWorker):
 
     async def prepare(self) -> None:
         provider = self.provider
-        labels = labels_for(self.run_id, self.job_id)
+        labels = labels_for(self.run_id, self.job_id, owner=self.provider.owner)
         volume: dict[str, Any] = {}
 
         async def create_volume() -> None:
@@ -252,14 +255,30 @@ class DockerJobWorker(JobWorker):
             memswap_limit=self.memory_bytes,
             nano_cpus=self.cpu_millis * 1_000_000 if self.cpu_millis else None,
         )
+        name = f"{self.id}-{spec.index}"
+        try:
+            return await self._create_named(spec, name, env, host_config)
+        except ProviderError as exc:
+            if "is already in use" not in str(exc):
+                raise
+        # A container of this step exists already: a previous server process created it
+        # ahead of time and never started it. Names contain the run id, so it is ours.
+        logger.info("removing container %s left by a previous process", name)
+        await _remove_quietly(provider, name)
+        return await self._create_named(spec, name, env, host_config)
+
+    async def _create_named(self, spec: StepSpec, name: str, env: dict[str, str],
+                            host_config: dict[str, Any]) -> str:
+        provider = self.provider
+        api = provider.client.api
         created = await provider.call(
             api.create_container,
             self.image,
             step_command(spec.script),
-            name=f"{self.id}-{spec.index}",
+            name=name,
             environment=[f"{key}={value}" for key, value in env.items()],
             working_dir=WORKSPACE,
-            labels=labels_for(self.run_id, self.job_id, spec.index),
+            labels=labels_for(self.run_id, self.job_id, spec.index, owner=provider.owner),
             host_config=host_config,
             stdin_open=False,
             tty=False,

@@ -17,8 +17,9 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def labels_for(run_id: str, job_id: str | None = None, step: int | None = None) -> dict[str, str]:
-    labels = {MANAGED: "1", RUN: run_id, OWNER: owner_id()}
+def labels_for(run_id: str, job_id: str | None = None, step: int | None = None, *,
+               owner: str | None = None) -> dict[str, str]:
+    labels = {MANAGED: "1", RUN: run_id, OWNER: owner or owner_id()}
     if job_id is not None:
         labels[JOB] = job_id
     if step is not None:

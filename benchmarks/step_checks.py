@@ -1,0 +1,231 @@
+"""Checks of what the Docker engine offers a step run as a container or as an exec.
+
+Each check runs once on busybox through docker-py and records what the engine
+reported, for docs/design/steps.md:
+
+- OOM: a memory-limited container whose step reads 200 MB into ``tail``, run as
+  the container's command and as an exec in a long-lived container;
+- signals: SIGTERM to a step through the kill API, and to an exec'd step, which has
+  no kill endpoint, through its PID and a second exec of ``kill``;
+- reattaching: a second client attaches to a running step container, and a second
+  client calls exec_start again on a running exec;
+- log drivers: lines of 16383, 16384 and 20000 bytes and a line of invalid UTF-8,
+  read back through the ``json-file`` and ``local`` log drivers and through attach.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import docker.utils.socket
+
+from benchmarks.measure import IMAGE, BenchmarkResult, Observation, docker_api, docker_base_url
+
+NAME = "step-checks"
+TITLE = "Step design: what the engine reports for containers and exec processes"
+
+MEMORY_LIMIT = 64 * 1024 * 1024
+# `tail` keeps the last line, and /dev/zero has no newline: tail grows to 200 MB.
+MEMORY_HOG = "head -c 200000000 /dev/zero | tail"
+LATE_OUTPUT = "sleep 1; echo late-output"
+LINE_LENGTHS = (16383, 16384, 20000)
+INVALID_UTF8_LINE = b"x\xff\xfey\n"
+
+
+def _start(api: docker.APIClient, command: list[str], **host_options: Any) -> str:
+    host_config = api.create_host_config(init=True, **host_options)
+    container = str(api.create_container(IMAGE, command, host_config=host_config)["Id"])
+    api.start(container)
+    return container
+
+
+def _read_frames(sock: Any) -> bytes:
+    chunks = [payload for _stream, payload in docker.utils.socket.frames_iter(sock, tty=False)]
+    return b"".join(chunks)
+
+
+def check_oom(api: docker.APIClient) -> list[Observation]:
+    limits = {"mem_limit": MEMORY_LIMIT, "memswap_limit": MEMORY_LIMIT}
+    container = _start(api, ["sh", "-c", MEMORY_HOG], **limits)
+    try:
+        code = api.wait(container)["StatusCode"]
+        state = api.inspect_container(container)["State"]
+    finally:
+        api.remove_container(container, force=True)
+    as_container = Observation(
+        "OOM kill of a step container (64 MiB limit)",
+        f"exit code {code}, State.OOMKilled = {state['OOMKilled']}",
+        {"exit_code": code, "oom_killed": state["OOMKilled"]})
+
+    since = int(time.time()) - 1
+    container = _start(api, ["sleep", "3600"], **limits)
+    try:
+        exec_id = api.exec_create(container, ["sh", "-c", MEMORY_HOG])["Id"]
+        api.exec_start(exec_id)
+        exec_code = api.exec_inspect(exec_id)["ExitCode"]
+        while_running = api.inspect_container(container)["State"]["OOMKilled"]
+        api.stop(container, timeout=1)
+        after_stop = api.inspect_container(container)["State"]
+        # The events API returns once `until` has passed, about a second from now.
+        events = list(api.events(since=since, until=int(time.time()) + 1, decode=True,
+                                 filters={"container": container, "event": "oom"}))
+    finally:
+        api.remove_container(container, force=True)
+    as_exec = Observation(
+        "OOM kill of an exec'd step (64 MiB limit on the job container)",
+        f"exec_inspect ExitCode {exec_code} (the same as any SIGKILL); State.OOMKilled of the "
+        f"running job container = {while_running}; after `docker stop` State.OOMKilled = "
+        f"{after_stop['OOMKilled']} with ExitCode {after_stop['ExitCode']}; {len(events)} "
+        "`oom` events name the container, none names the exec",
+        {"exec_exit_code": exec_code, "oom_killed_while_running": while_running,
+         "oom_killed_after_stop": after_stop["OOMKilled"],
+         "exit_code_after_stop": after_stop["ExitCode"], "oom_events": len(events)})
+    return [as_container, as_exec]
+
+
+def check_signals(api: docker.APIClient) -> list[Observation]:
+    container = _start(api, ["sleep", "30"])
+    try:
+        api.kill(container, signal="SIGTERM")
+        code = api.wait(container)["StatusCode"]
+    finally:
+        api.remove_container(container, force=True)
+    as_container = Observation("SIGTERM to a step container", f"kill API; exit code {code}",
+                               {"exit_code": code})
+
+    container = _start(api, ["sleep", "3600"])
+    try:
+        exec_id = api.exec_create(container, ["sh", "-c", "echo $$; exec sleep 30"])["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+        frames = docker.utils.socket.frames_iter(sock, tty=False)
+        pid_in_container = int(next(frames)[1].strip())
+        host_pid, zero_answers = _exec_host_pid(api, exec_id)
+        kill_id = api.exec_create(container, ["kill", "-TERM", str(pid_in_container)])["Id"]
+        api.exec_start(kill_id)
+        for _frame in frames:
+            pass
+        sock.close()
+        code = api.exec_inspect(exec_id)["ExitCode"]
+    finally:
+        api.remove_container(container, force=True)
+    as_exec = Observation(
+        "SIGTERM to an exec'd step",
+        f"no kill endpoint for exec; exec_inspect gives the host PID {host_pid}"
+        f"{f' after {zero_answers} answers of 0' if zero_answers else ''}, the step printed "
+        f"its PID {pid_in_container} in the container, and an exec of `kill -TERM` ended it "
+        f"with exit code {code}",
+        {"exit_code": code, "host_pid": host_pid, "pid_in_container": pid_in_container,
+         "inspections_with_pid_0": zero_answers})
+    return [as_container, as_exec]
+
+
+def _exec_host_pid(api: docker.APIClient, exec_id: str) -> tuple[int, int]:
+    """Poll exec_inspect for up to 2 s; return the host PID and how often it was still 0.
+
+    Docker 20.10 answers Pid 0 for some milliseconds after the process has started.
+    """
+    zero_answers = 0
+    deadline = time.monotonic() + 2
+    while True:
+        pid = int(api.exec_inspect(exec_id)["Pid"])
+        if pid or time.monotonic() > deadline:
+            return pid, zero_answers
+        zero_answers += 1
+        time.sleep(0.01)
+
+
+def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observation]:
+    first = new_client()
+    container = _start(first, ["sh", "-c", LATE_OUTPUT])
+    first.close()
+    second = new_client()
+    try:
+        sock = second.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1,
+                                                       "logs": 1})
+        output = _read_frames(sock)
+        sock.close()
+        code = second.wait(container)["StatusCode"]
+    finally:
+        second.remove_container(container, force=True)
+        second.close()
+    as_container = Observation(
+        "second client attaches to a running step container",
+        f"output {output.decode('utf-8', 'replace')!r}, exit code {code}", {"output": output.decode(), "exit_code": code})
+
+    first = new_client()
+    container = _start(first, ["sleep", "3600"])
+    exec_id = first.exec_create(container, ["sh", "-c", LATE_OUTPUT])["Id"]
+    first.exec_start(exec_id, socket=True).close()
+    first.close()
+    second = new_client()
+    try:
+        answer = second.exec_start(exec_id)
+        time.sleep(1.5)
+        code = second.exec_inspect(exec_id)["ExitCode"]
+        container_logs = second.logs(container)
+    finally:
+        second.remove_container(container, force=True)
+        second.close()
+    as_exec = Observation(
+        "second client calls exec_start on a running exec",
+        f"answer {answer.decode('utf-8', 'replace').strip()!r}; the step's output reaches no "
+        f"client ({len(container_logs)} bytes in the container's logs); exec_inspect still "
+        f"gives exit code {code}",
+        {"answer": answer.decode("utf-8", "replace"), "exit_code": code})
+    return [as_container, as_exec]
+
+
+def check_log_drivers(api: docker.APIClient) -> list[Observation]:
+    lines = [bytes([ord("a") + i]) * length + b"\n" for i, length in enumerate(LINE_LENGTHS)]
+    script = "".join(f"head -c {length} /dev/zero | tr '\\000' {chr(ord('a') + i)}; echo; "
+                     for i, length in enumerate(LINE_LENGTHS))
+    script += "printf 'x\\377\\376y\\n'"
+    expected = b"".join(lines) + INVALID_UTF8_LINE
+    observations = []
+    for driver in ("json-file", "local"):
+        host_config = api.create_host_config(log_config={"type": driver, "config": {}})
+        container = api.create_container(IMAGE, ["sh", "-c", script],
+                                         host_config=host_config)["Id"]
+        try:
+            sock = api.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1})
+            api.start(container)
+            attached = _read_frames(sock)
+            sock.close()
+            api.wait(container)
+            logged = api.logs(container, stdout=True, stderr=True)
+        finally:
+            api.remove_container(container, force=True)
+        kept = {length: line in logged for length, line in zip(LINE_LENGTHS, lines, strict=True)}
+        newlines = ", ".join(f"{length} B: {'kept' if ok else 'lost'}" for length, ok in kept.items())
+        utf8 = ("kept" if INVALID_UTF8_LINE in logged else
+                "replaced by U+FFFD" if b"\xef\xbf\xbd" in logged else "changed")
+        observations.append(Observation(
+            f"log driver {driver}",
+            f"newline after a line of {newlines}; invalid UTF-8 {utf8}; "
+            f"{len(logged)} bytes read back for {len(expected)} written",
+            {"newline_kept": kept, "invalid_utf8": utf8, "bytes": len(logged)}))
+        observations.append(Observation(
+            f"attach stream, container with log driver {driver}",
+            "identical to the bytes written" if attached == expected
+            else f"differs: {len(attached)} bytes read for {len(expected)} written",
+            {"identical": attached == expected}))
+    return observations
+
+
+def run(repetitions: int) -> BenchmarkResult:
+    """Run every check once; ``repetitions`` is ignored because nothing here is timed."""
+    api = docker_api()
+    try:
+        version = api.version()
+        observations = check_oom(api) + check_signals(api)
+        observations += check_reattach(
+            lambda: docker.APIClient(base_url=docker_base_url(), timeout=120))
+        observations += check_log_drivers(api)
+    finally:
+        api.close()
+    result = BenchmarkResult(NAME, TITLE, observations=observations)
+    result.notes.append(f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')}).")
+    return result

@@ -1,0 +1,100 @@
+"""The HTTP and WebSocket API of the cicd server, as a Quart-Trio application.
+
+:func:`create_app` wires the routes (see :mod:`cicd.api.openapi` for the list) to a
+run service. Before routing, every request and WebSocket handshake gets a request id
+and passes the Host and Origin checks of :mod:`cicd.api.guard`; every error becomes
+an ``ErrorBody`` (see :mod:`cicd.api.responses`). The API exposes runs, logs, events
+and nodes, never operations on single workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from quart import Response, g, request, websocket
+from quart.typing import ResponseTypes
+from quart_trio import QuartTrio
+
+from cicd.api.contract import RunServiceProtocol
+from cicd.api.events import events
+from cicd.api.guard import DEFAULT_SERVER_NAMES, REQUEST_ID_HEADER, HostGuard, request_id_from
+from cicd.api.logs import logs
+from cicd.api.openapi import openapi_json
+from cicd.api.responses import response_for_error
+from cicd.api.runs import runs
+from cicd.api.state import EXTENSION, ApiState, current_request_id, current_state
+from cicd.api.system import system
+
+logger = logging.getLogger("cicd.api")
+
+API_PREFIX = "/api/v1"
+
+# A submitted pipeline travels as YAML text inside the JSON body.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def create_app(
+    service: RunServiceProtocol, *, server_names: Iterable[str] = DEFAULT_SERVER_NAMES
+) -> QuartTrio:
+    """Build the application for ``service``, answering only to the host names in ``server_names``.
+
+    Raises ``UsageError`` when ``server_names`` is empty or has an empty name.
+    """
+    app = QuartTrio("cicd.api")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions[EXTENSION] = ApiState(service, HostGuard(server_names), openapi_json())
+
+    app.before_request(_check_request)
+    app.after_request(_finish_request)
+    app.before_websocket(_check_websocket)
+    app.after_websocket(_finish_websocket)
+    app.register_error_handler(Exception, _handle_error)
+
+    app.register_blueprint(system)
+    app.register_blueprint(runs, url_prefix=API_PREFIX)
+    app.register_blueprint(logs, url_prefix=API_PREFIX)
+    app.register_blueprint(events, url_prefix=API_PREFIX)
+    return app
+
+
+async def _check_request() -> None:
+    g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    g.started = time.monotonic()
+    current_state().guard.check(request.headers.get("Host"), request.headers.get("Origin"))
+
+
+async def _finish_request(response: Response) -> Response:
+    request_id = current_request_id()
+    response.headers[REQUEST_ID_HEADER] = request_id
+    started = g.get("started")
+    elapsed_ms = (time.monotonic() - started) * 1000 if isinstance(started, float) else 0.0
+    logger.info(
+        "%s %s -> %d in %.1f ms (request %s)",
+        request.method, request.path, response.status_code, elapsed_ms, request_id,
+    )
+    return response
+
+
+async def _check_websocket() -> None:
+    g.request_id = request_id_from(websocket.headers.get(REQUEST_ID_HEADER))
+    current_state().guard.check(websocket.headers.get("Host"), websocket.headers.get("Origin"))
+
+
+async def _finish_websocket(response: ResponseTypes | None) -> ResponseTypes | None:
+    # A response here rejects the handshake; an accepted WebSocket returns None.
+    request_id = current_request_id()
+    if response is None:
+        logger.info("WebSocket %s ended (request %s)", websocket.path, request_id)
+        return None
+    response.headers[REQUEST_ID_HEADER] = request_id
+    logger.info(
+        "WebSocket %s rejected with %d (request %s)",
+        websocket.path, response.status_code, request_id,
+    )
+    return response
+
+
+async def _handle_error(error: Exception) -> Response:
+    return response_for_error(error, current_request_id())

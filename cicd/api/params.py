@@ -1,0 +1,142 @@
+"""Parsing of query parameters and the Range header; each bad value raises ApiError (400)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Collection
+from typing import TypeVar
+
+import msgspec
+from werkzeug.datastructures import MultiDict
+
+from cicd.api.responses import ApiError
+from cicd.orchestration.states import State
+
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+# The largest integer a JavaScript client can hold exactly; bounds offsets and event ids.
+MAX_INTEGER = 2**53 - 1
+RUN_STATES = tuple(state.value for state in State)
+
+_TRUE = {"1", "true"}
+_FALSE = {"0", "false"}
+
+
+class Query:
+    """The query parameters of one request, checked against the names a route accepts."""
+
+    def __init__(self, args: MultiDict[str, str], allowed: Collection[str]) -> None:
+        unknown = sorted(set(args) - set(allowed))
+        if unknown:
+            accepted = ", ".join(sorted(allowed)) or "none"
+            raise ApiError(f"unknown query parameter {unknown[0]!r}; this route accepts: {accepted}")
+        for name in args:
+            if len(args.getlist(name)) > 1:
+                raise ApiError(f"query parameter {name!r} is given more than once")
+        self._args = args
+
+    def text(self, name: str) -> str | None:
+        value = self._args.get(name)
+        if value == "":
+            raise ApiError(f"query parameter {name!r} is empty; give a value or leave it out")
+        return value
+
+    def integer(self, name: str, *, default: int, minimum: int, maximum: int | None = None) -> int:
+        value = self.optional_integer(name, minimum=minimum, maximum=maximum)
+        return default if value is None else value
+
+    def optional_integer(
+        self, name: str, *, minimum: int, maximum: int | None = None
+    ) -> int | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        maximum = MAX_INTEGER if maximum is None else maximum
+        bounds = f"from {minimum} to {maximum}"
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+            raise ApiError(f"query parameter {name}={raw!r} is not an integer {bounds}")
+        value = int(raw)
+        if not minimum <= value <= maximum:
+            raise ApiError(f"query parameter {name}={value} is out of range; give an integer {bounds}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return False
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ApiError(f"query parameter {name}={raw!r} is not a flag; give 1 or 0")
+
+    def choice(self, name: str, choices: Collection[str]) -> str | None:
+        raw = self.text(name)
+        if raw is not None and raw not in choices:
+            raise ApiError(f"query parameter {name}={raw!r} is not one of: {', '.join(choices)}")
+        return raw
+
+    def timestamp_ms(self, name: str) -> int | None:
+        """Parse milliseconds since the epoch, or an ISO 8601 time (UTC when it has no offset)."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        if raw.isascii() and raw.isdigit() and len(raw) <= 15:
+            return int(raw)
+        try:
+            moment = datetime.datetime.fromisoformat(raw)
+        except ValueError:
+            raise ApiError(
+                f"query parameter {name}={raw!r} is neither milliseconds since the epoch nor an "
+                "ISO 8601 time such as 2024-05-01T12:00:00Z"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        since_ms = int(moment.timestamp() * 1000)
+        if since_ms < 0:
+            raise ApiError(f"query parameter {name}={raw!r} is before 1970")
+        return since_ms
+
+
+T = TypeVar("T")
+
+
+def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
+    """Decode a JSON request body, turning msgspec's error (with its ``$`` path) into ApiError."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ApiError(f"invalid request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(f"the request body is not valid JSON: {exc}") from None
+
+
+class ByteRange(msgspec.Struct, frozen=True):
+    """One range of a ``Range: bytes=...`` header: ``first-last``, ``first-`` or ``-suffix``."""
+
+    first: int | None
+    last: int | None
+    suffix: int | None = None
+
+
+def parse_range(header: str) -> ByteRange | None:
+    """Parse a Range header; None when its unit is not ``bytes`` (RFC 9110 says to ignore it)."""
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes":
+        return None
+    spec = spec.strip()
+    if "," in spec:
+        raise ApiError(f"Range {header!r} asks for several ranges; this server sends one at a time")
+    first, dash, last = spec.partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not all(part.isascii() and part.isdigit() for part in (first or "0", last or "0")):
+        raise ApiError(f"invalid Range {header!r}; use bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT")
+    if not first:
+        if not last:
+            raise ApiError(f"invalid Range {header!r}; use bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT")
+        return ByteRange(first=None, last=None, suffix=int(last))
+    start = int(first)
+    end = int(last) if last else None
+    if end is not None and end < start:
+        raise ApiError(f"invalid Range {header!r}: the last byte is before the first")
+    return ByteRange(first=start, last=end)

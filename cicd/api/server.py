@@ -1,0 +1,71 @@
+"""Serving the API with hypercorn inside the current Trio run."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+from quart_trio import QuartTrio
+
+from cicd.api.state import EXTENSION, ApiState
+
+logger = logging.getLogger("cicd.api")
+
+# Idle WebSockets (an event stream with no new events) get a ping this often, so proxies
+# keep them open and a vanished client is noticed when the ping cannot be sent.
+WEBSOCKET_PING_SECONDS = 20.0
+
+# How long open requests and WebSockets may take to finish after shutdown begins.
+GRACEFUL_TIMEOUT_SECONDS = 5.0
+
+
+async def serve(
+    app: QuartTrio,
+    *,
+    host: str,
+    port: int,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    websocket_ping_interval: float = WEBSOCKET_PING_SECONDS,
+    graceful_timeout: float = GRACEFUL_TIMEOUT_SECONDS,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` until ``shutdown_trigger`` returns.
+
+    Calls ``task_status.started(port)`` with the bound port once the socket listens,
+    so ``port=0`` picks a free one. When ``shutdown_trigger`` returns, WebSocket
+    streams close with code 1001 at once; other requests get ``graceful_timeout``
+    seconds to finish before they are cancelled.
+
+    Raises ``OSError`` when the address cannot be bound.
+    """
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.websocket_ping_interval = websocket_ping_interval
+    config.graceful_timeout = graceful_timeout
+    config.include_server_header = False
+    # One request log line comes from cicd.api; hypercorn's own errors go to a named
+    # logger so that only the composition root configures handlers.
+    config.accesslog = None
+    config.errorlog = logging.getLogger("cicd.api.server")
+
+    state = app.extensions.get(EXTENSION)
+
+    async def trigger() -> None:
+        await shutdown_trigger()
+        logger.info("API server on port %d is shutting down", bound_port)
+        if isinstance(state, ApiState):
+            state.drain.start()
+
+    bound_port = port
+    async with trio.open_nursery() as nursery:
+        binds: list[str] = await nursery.start(
+            functools.partial(hypercorn_serve, app, config, shutdown_trigger=trigger)
+        )
+        bound_port = int(binds[0].rsplit(":", 1)[1])
+        logger.info("API server listening on %s", ", ".join(binds))
+        task_status.started(bound_port)
+    logger.info("API server on port %d stopped", bound_port)

@@ -1,0 +1,193 @@
+"""The command-line client of a cicd server: submit, runs, show, logs, cancel, retry.
+
+The server's URL comes from ``--server`` or ``CICD_SERVER``. Output is a readable
+table by default and the API's JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from cicd.errors import CicdError, UsageError
+from cicd.orchestration.documents import ActionResult, RunDocument, RunPage
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class ServerError(CicdError):
+    """The server answered with an error (its code and message are kept)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"server answered {status} {code}: {message}")
+        self.code = code
+        self.status = status
+
+
+def server_url(args: argparse.Namespace) -> str | None:
+    return getattr(args, "server", None) or os.environ.get("CICD_SERVER") or None
+
+
+class Client:
+    def __init__(self, base_url: str, *, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url + "/api/v1", timeout=timeout)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise UsageError(f"cannot reach the cicd server at {self.base_url}: {exc}; start it "
+                             "with `cicd serve` or fix --server / CICD_SERVER") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise ServerError(response.status_code, body.get("code", "?"),
+                                  body.get("message", response.text))
+            except ValueError:
+                raise ServerError(response.status_code, "HTTP", response.text[:200]) from None
+        return response
+
+    def submit(self, body: dict[str, Any], key: str | None) -> RunDocument:
+        headers = {"Idempotency-Key": key} if key else {}
+        response = self.request("POST", "/runs", json=body, headers=headers)
+        return msgspec.json.decode(response.content, type=RunDocument)
+
+    def run(self, run_id: str) -> RunDocument:
+        return msgspec.json.decode(self.request("GET", f"/runs/{run_id}").content, type=RunDocument)
+
+    def runs(self, limit: int) -> RunPage:
+        response = self.request("GET", "/runs", params={"limit": limit})
+        return msgspec.json.decode(response.content, type=RunPage)
+
+    def action(self, path: str) -> ActionResult:
+        return msgspec.json.decode(self.request("POST", path).content, type=ActionResult)
+
+    def follow_log(self, run_id: str, job: str, step: str, out: Any) -> None:
+        path = f"/runs/{run_id}/jobs/{job}/steps/{step}/log"
+        offset = 0
+        while True:
+            try:
+                with self.http.stream("GET", path, params={"offset": offset, "follow": 1},
+                                      timeout=httpx.Timeout(30.0, read=None)) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        self.request("GET", path)  # raises the server's error
+                    for chunk in response.iter_bytes():
+                        out.write(chunk)
+                        out.flush()
+                        offset += len(chunk)
+                return
+            except httpx.TransportError:
+                # The server restarted or the connection dropped: resume from the offset.
+                time.sleep(1.0)
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    url = _require_server(args)
+    client = Client(url)
+    body: dict[str, Any] = {"tenant": args.tenant}
+    if args.source and "://" in args.source or (args.source or "").endswith(".git"):
+        body["source"] = {"git": args.source, "ref": args.ref}
+    else:
+        body["source"] = {"dir": os.path.abspath(args.source or ".")}
+    pipeline = Path(args.file)
+    if pipeline.is_file():
+        body["pipeline_yaml"] = pipeline.read_text(encoding="utf-8")
+    else:
+        body["pipeline_path"] = args.file
+    document = client.submit(body, args.idempotency_key)
+    print(f"run {document.id} ({document.pipeline}#{document.number}) {document.state}",
+          file=sys.stderr)
+    if args.wait:
+        while document.state not in TERMINAL:
+            time.sleep(0.5)
+            document = client.run(document.id)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
+    else:
+        print(document.id)
+    if args.wait:
+        print(f"run {document.id} ended {document.state}", file=sys.stderr)
+        return 0 if document.state == "succeeded" else 1
+    return 0
+
+
+def _require_server(args: argparse.Namespace) -> str:
+    url = server_url(args)
+    if not url:
+        raise UsageError("no server: pass --server URL or set CICD_SERVER (for example "
+                         "http://127.0.0.1:8470)")
+    return url
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    client = Client(_require_server(args))
+    path = f"/runs/{args.run}/jobs/{args.job}/cancel" if args.job else f"/runs/{args.run}/cancel"
+    result = client.action(path)
+    print(result.message or ("cancelled" if result.changed else "nothing to cancel"))
+    return 0
+
+
+def retry_command(args: argparse.Namespace) -> int:
+    client = Client(_require_server(args))
+    result = client.action(f"/runs/{args.run}/retry")
+    print(f"{result.run.id} ({result.message})")
+    return 0
+
+
+def remote_runs(args: argparse.Namespace, url: str) -> int:
+    page = Client(url).runs(args.limit)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(page.items).decode() + "\n")
+        return 0
+    from cicd.cli.history import format_duration_ms
+
+    print(f"{'RUN':<26}  {'PIPELINE':<24} {'STATE':<10} DURATION")
+    for run in page.items:
+        print(f"{run.id:<26}  {run.pipeline + '#' + str(run.number):<24} {run.state:<10} "
+              f"{format_duration_ms(run.duration_ms)}")
+    return 0
+
+
+def remote_show(args: argparse.Namespace, url: str) -> int:
+    document = Client(url).run(args.run)
+    if args.json:
+        from cicd.orchestration.documents import encode_document
+
+        sys.stdout.buffer.write(encode_document(document))
+        return 0
+    from cicd.cli.history import print_document
+
+    print_document(document)
+    return 0
+
+
+def remote_logs(args: argparse.Namespace, url: str) -> int:
+    client = Client(url)
+    document = client.run(args.run)
+    job_ref, _, step_ref = (args.target or "").partition("/")
+    jobs = [job for job in document.jobs if not job_ref or job.id == job_ref]
+    if not jobs:
+        raise UsageError(f"run {document.id} has no job {job_ref!r}")
+    out = sys.stdout.buffer
+    for job in jobs:
+        for step in job.steps:
+            if step_ref and step_ref not in (step.name, str(step.index)):
+                continue
+            if not step_ref:
+                out.write(f"==> {job.id}/{step.name} <==\n".encode())
+            if args.follow:
+                client.follow_log(document.id, job.id, str(step.index), out)
+            else:
+                out.write(client.request(
+                    "GET", f"/runs/{document.id}/jobs/{job.id}/steps/{step.index}/log").content)
+    out.flush()
+    return 0

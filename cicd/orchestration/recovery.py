@@ -1,0 +1,99 @@
+"""Start-up recovery: what happens to runs a previous server process left unfinished.
+
+- A run accepted but not started (``pending``) is queued again; it has no
+  containers yet, so it cannot run twice.
+- A running run is taken over. Each of its running jobs whose current step's
+  container still exists (running, or exited while no server watched) is
+  reattached: the step's output continues from the stored offset and the job goes
+  on with its next steps. A running job without such a container ends ``failed``
+  with reason ``server_restarted``, and the jobs that need it are skipped.
+- Labelled Docker objects of runs that are not active are left to the reaper.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import TYPE_CHECKING
+
+from cicd.errors import CicdError
+from cicd.execution.job import ResumePoint
+from cicd.orchestration.engine import RunResume
+from cicd.orchestration.states import State
+from cicd.workers.docker import DockerProvider
+from cicd.workers.labels import JOB, RUN, STEP
+
+if TYPE_CHECKING:
+    from cicd.orchestration.service import RunService
+
+logger = logging.getLogger("cicd.orchestration")
+
+
+def _thd_unfinished(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    return [(str(r[0]), str(r[1])) for r in conn.execute(
+        "SELECT id, state FROM runs WHERE state IN ('pending', 'running') ORDER BY id")]
+
+
+def _thd_jobs(conn: sqlite3.Connection, run_id: str) -> list[tuple[str, str, int, int, int]]:
+    """Return (job, state, running step, stored log bytes of it, its last chunk seq)."""
+    jobs = []
+    for job_id, state in conn.execute(
+            "SELECT job_id, state FROM jobs WHERE run_id = ? ORDER BY position", (run_id,)):
+        row = conn.execute(
+            "SELECT step FROM steps WHERE run_id = ? AND job_id = ? AND state = 'running'",
+            (run_id, job_id)).fetchone()
+        step = int(row[0]) if row else 0
+        size = seq = 0
+        if step:
+            size, seq = conn.execute(
+                "SELECT COALESCE(MAX(byte_offset + length(data)), 0), COALESCE(MAX(seq), 0)"
+                " FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?",
+                (run_id, job_id, step)).fetchone()
+        jobs.append((str(job_id), str(state), step, int(size), int(seq)))
+    return jobs
+
+
+async def _step_containers(provider: object, run_id: str) -> dict[tuple[str, int], str]:
+    if not isinstance(provider, DockerProvider):
+        return {}
+    containers = await provider.call(provider.client.api.containers, all=True,
+                                     filters={"label": f"{RUN}={run_id}"})
+    found = {}
+    for info in containers:
+        labels = info.get("Labels") or {}
+        if STEP in labels and JOB in labels:
+            found[(labels[JOB], int(labels[STEP]))] = str(info["Id"])
+    return found
+
+
+async def recover(service: RunService) -> list[str]:
+    """Prepare the takeover of unfinished runs; return the run ids to start, in order."""
+    unfinished = await service.readers.run(_thd_unfinished)
+    to_start = []
+    for run_id, state in unfinished:
+        to_start.append(run_id)
+        if state == "pending":
+            logger.info("run %s was accepted before the restart; starting it", run_id)
+            continue
+        try:
+            containers = await _step_containers(service.provider, run_id)
+        except CicdError as exc:
+            logger.warning("cannot list the containers of run %s (%s); its running jobs "
+                           "end server_restarted", run_id, exc)
+            containers = {}
+        jobs = await service.readers.run(lambda conn, r=run_id: _thd_jobs(conn, r))
+        resume = RunResume(ended={}, reattach={}, lost={})
+        for job_id, job_state, step, size, seq in jobs:
+            if State(job_state).terminal:
+                resume.ended[job_id] = State(job_state)
+            elif job_state == "running":
+                container = containers.get((job_id, step)) if step else None
+                if container is not None:
+                    resume.reattach[job_id] = ResumePoint(step=step, container_id=container,
+                                                          log_size=size, last_seq=seq)
+                else:
+                    resume.lost[job_id] = step
+        logger.info("run %s was running before the restart: %d jobs reattached, %d lost",
+                    run_id, len(resume.reattach), len(resume.lost))
+        service._resume[run_id] = resume
+    return to_start

@@ -1,0 +1,443 @@
+"""The server's orchestration context: accepting runs, running them, answering about them.
+
+:class:`RunService` is what the HTTP API calls. Submitted runs are written to the
+event log first (the API answers only once the RunRequested event is durable),
+then queued on the bounded intake channel; the intake task starts each run when
+its tenant has a free slot. Runs execute with :class:`RunEngine` on a node shared
+by every run of the server. See ``cicd.orchestration.recovery`` for what happens
+at start-up to runs a previous process left unfinished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import trio
+
+from cicd.config import Settings
+from cicd.errors import (
+    CapacityError,
+    CicdError,
+    NotFoundError,
+    PipelineError,
+    ShuttingDown,
+    UsageError,
+)
+from cicd.events import model as ev
+from cicd.execution.control import StopRequest
+from cicd.orchestration import sources
+from cicd.orchestration.documents import (
+    ActionResult,
+    EventPage,
+    EventRecord,
+    LogSlice,
+    NodeInfo,
+    RunDocument,
+    RunPage,
+    SubmitRequest,
+)
+from cicd.orchestration.engine import RunEngine, RunRequest, RunResume, new_run_id
+from cicd.pipeline import Pipeline, parse_pipeline
+from cicd.scheduling.dispatcher import Node
+from cicd.storage import queries
+from cicd.storage.readers import ReaderPool
+from cicd.storage.store import EventStore
+from cicd.telemetry.metrics import Metrics
+from cicd.workers.base import Provider
+from cicd.workers.docker import DockerProvider
+
+logger = logging.getLogger("cicd.orchestration")
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ACTIVE = ("pending", "running")
+
+
+class RunService:
+    def __init__(self, settings: Settings, store: EventStore, readers: ReaderPool,
+                 provider: Provider, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.readers = readers
+        self.provider = provider
+        self.metrics = metrics
+        slots = settings.runs.max_parallel_jobs or os.cpu_count() or 1
+        self.node = Node(provider.name, slots)
+        self.grace = settings.seconds(settings.runs.grace)
+        self.log_limit = settings.log_limit_bytes
+        data_dir = settings.storage.data_dir or str(Path(store.path).parent / "workspaces")
+        self.workspaces = Path(data_dir)
+        self.accepting = False
+        self.node_state = "unknown"
+        self.node_message = ""
+        self.engines: dict[str, RunEngine] = {}
+        self.components: dict[str, str] = {"orchestration": "starting"}
+        capacity = settings.runs.intake_size
+        self._intake_send, self._intake_receive = trio.open_memory_channel[str](capacity)
+        self._reserved = 0  # intake slots promised to submits whose event is being written
+        self._resume: dict[str, RunResume] = {}
+        self._tenant_slots: dict[str, trio.CapacityLimiter] = {}
+        self._runs_nursery: trio.Nursery | None = None
+        self._cancel_pending: set[str] = set()
+        metrics.watch_queue("intake", self.intake_depth)
+
+    # --- the service's own tasks ------------------------------------------------------
+
+    def intake_depth(self) -> int:
+        return self._intake_send.statistics().current_buffer_used
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Take over unfinished runs, then start accepted runs until cancelled."""
+        from cicd.orchestration.recovery import recover
+
+        async with trio.open_nursery() as runs:
+            self._runs_nursery = runs
+            pending = await recover(self)
+            self.accepting = True
+            self.components["orchestration"] = "ok"
+            task_status.started()
+            for run_id in pending:
+                runs.start_soon(self._run, run_id)
+            async for run_id in self._intake_receive:
+                runs.start_soon(self._run, run_id)
+
+    async def shutdown(self, grace: float, *, second_signal: trio.Event) -> None:
+        """Stop intake, let running steps finish for ``grace`` seconds, then stop them.
+
+        Runs accepted but not started stay pending in the log and start after the
+        next start-up. A second signal skips what is left of the grace period.
+        """
+        self.accepting = False
+        self.components["orchestration"] = "shutting down"
+        logger.info("shutting down: %d runs active, waiting up to %gs", len(self.engines), grace)
+        with trio.move_on_after(grace):
+            while self.engines and not second_signal.is_set():
+                await trio.sleep(0.1)
+        for engine in list(self.engines.values()):
+            engine.stop.request("server_shutdown")
+        while self.engines:
+            if second_signal.is_set():
+                for engine in list(self.engines.values()):
+                    engine.stop.immediate.set()
+                    for job_stop in engine.job_stops.values():
+                        job_stop.immediate.set()
+            await trio.sleep(0.05)
+
+    async def _run(self, run_id: str) -> None:
+        event = await self._requested_event(run_id)
+        limiter = self._tenant_slots.setdefault(
+            event.tenant_id, trio.CapacityLimiter(self.settings.runs.per_tenant_runs))
+        async with limiter:
+            if run_id not in self._resume:
+                self._reserved = max(0, self._reserved - 1)
+            state = await self.readers.run(
+                lambda conn: conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone())
+            resume = self._resume.pop(run_id, None)
+            if state is None or (state[0] not in _ACTIVE) or (resume is None and state[0] != "pending"):
+                return  # cancelled while it waited, or already ended
+            engine = RunEngine(self.store, self.provider, node=self.node, log_limit=self.log_limit,
+                               stop=StopRequest())
+            self.engines[run_id] = engine
+            try:
+                await self._execute(engine, event, resume)
+            except CicdError as exc:
+                logger.error("run %s failed before its jobs: %s", run_id, exc)
+                await self.store.append(ev.RunFailed(run_id=run_id, tenant_id=event.tenant_id,
+                                                     reason=str(exc)), wait=True)
+            finally:
+                del self.engines[run_id]
+                with trio.CancelScope(shield=True):
+                    await self._remove_run_objects(run_id)
+
+    async def _execute(self, engine: RunEngine, event: ev.RunRequested,
+                       resume: RunResume | None) -> None:
+        run_id = event.run_id
+        if event.source_kind == "git":
+            workspace = self.workspaces / run_id / "source"
+            if resume is None or not workspace.is_dir():
+                await trio.to_thread.run_sync(lambda: shutil.rmtree(workspace, ignore_errors=True))
+                workspace.parent.mkdir(parents=True, exist_ok=True)
+                commit = await sources.clone_at(event.source, event.source_ref or None, str(workspace))
+                await self.store.append(ev.SourceResolved(run_id=run_id, tenant_id=event.tenant_id,
+                                                          commit=commit, workspace=str(workspace)))
+            source_dir = str(workspace)
+        else:
+            source_dir = event.source
+        pipeline = await self._pipeline_for(event, source_dir)
+        request = RunRequest(pipeline=pipeline, pipeline_yaml=event.pipeline_yaml,
+                             source_dir=source_dir, run_id=run_id, pipeline_name=event.pipeline,
+                             tenant_id=event.tenant_id, trigger=event.trigger, grace=self.grace,
+                             only_jobs=event.only_jobs, requested=True)
+        await engine.execute(request, resume)
+
+    async def _pipeline_for(self, event: ev.RunRequested, source_dir: str) -> Pipeline:
+        text = event.pipeline_yaml
+        file = "<pipeline_yaml>"
+        if not text:
+            path = os.path.join(source_dir, event.pipeline_path or ".cicd.yml")
+            file = event.pipeline_path or ".cicd.yml"
+            try:
+                text = await trio.to_thread.run_sync(Path(path).read_text, "utf-8")
+            except OSError as exc:
+                raise UsageError(f"pipeline file {file} not found in the source: {exc}") from None
+        return await trio.to_thread.run_sync(lambda: parse_pipeline(text, file=file))
+
+    async def _requested_event(self, run_id: str) -> ev.RunRequested:
+        row = await self.readers.run(lambda conn: conn.execute(
+            "SELECT body FROM events WHERE run_id = ? AND name = 'RunRequested'",
+            (run_id,)).fetchone())
+        if row is None:
+            raise NotFoundError(f"run {run_id} has no RunRequested event")
+        event = ev.decode_event(row[0])
+        assert isinstance(event, ev.RunRequested)
+        return event
+
+    async def _remove_run_objects(self, run_id: str) -> None:
+        if isinstance(self.provider, DockerProvider):
+            from cicd.workers.cleanup import remove_run_objects
+
+            with trio.move_on_after(120):
+                try:
+                    await remove_run_objects(self.provider, run_id)
+                except CicdError as exc:
+                    logger.warning("removing the objects of run %s failed: %s; the reaper "
+                                   "retries", run_id, exc)
+
+    # --- the API's calls --------------------------------------------------------------
+
+    def readiness(self) -> dict[str, str]:
+        states = dict(self.components)
+        states["docker" if self.provider.kind == "docker" else "executor"] = (
+            "ok" if self.node_state == "ready" else self.node_message or self.node_state)
+        return states
+
+    async def submit(self, request: SubmitRequest, *,
+                     idempotency_key: str | None) -> tuple[RunDocument, bool]:
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down and accepts no new runs; retry "
+                               "against the restarted server")
+        source = request.source
+        if (source.dir is None) == (source.git is None):
+            raise UsageError("source needs exactly one of 'dir' (a directory on the server) "
+                             "or 'git' (a repository URL)")
+        if source.dir is not None:
+            sources.check_directory(source.dir)
+        else:
+            assert source.git is not None
+            sources.check_git_url(source.git)
+            if source.ref:
+                sources.check_git_ref(source.ref)
+        if request.run_id is not None and not _RUN_ID.match(request.run_id):
+            raise UsageError(f"run_id {request.run_id!r} must be 1 to 64 letters, digits, "
+                             "'-' or '_'")
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+            raise UsageError("the Idempotency-Key header must be 1 to 255 characters")
+        pipeline_yaml, pipeline_path, name = await self._check_pipeline(request)
+        if self._reserved + self.intake_depth() >= self.settings.runs.intake_size:
+            raise CapacityError(
+                f"the intake queue is full ({self.settings.runs.intake_size} runs waiting); "
+                "retry later", retry_after=2.0)
+        self._reserved += 1
+        created = False
+        try:
+            run_id = request.run_id or new_run_id()
+            event = ev.RunRequested(
+                run_id=run_id, tenant_id=request.tenant, correlation_id=run_id, pipeline=name,
+                pipeline_yaml=pipeline_yaml, source=source.dir or source.git or "",
+                jobs=[], executor=self.provider.kind, trigger=request.trigger,
+                idempotency_key=idempotency_key, source_kind="dir" if source.dir else "git",
+                source_ref=source.ref or "", pipeline_path=pipeline_path,
+            )
+            run_id, created = await self.store.submit_run(event)
+            if created:
+                self._intake_send.send_nowait(run_id)
+        finally:
+            if not created:
+                self._reserved -= 1
+        return await self.get_run(run_id), created
+
+    async def _check_pipeline(self, request: SubmitRequest) -> tuple[str, str, str]:
+        """Validate the pipeline where it can be read now; return (yaml, path, run name)."""
+        source = request.source
+        name = ""
+        if request.pipeline_yaml is not None:
+            pipeline = await trio.to_thread.run_sync(
+                lambda: parse_pipeline(request.pipeline_yaml or "", file="pipeline_yaml"))
+            name = pipeline.name or ""
+            yaml_text, path = request.pipeline_yaml, ""
+        else:
+            path = request.pipeline_path or ".cicd.yml"
+            if path.startswith("/") or ".." in Path(path).parts:
+                raise UsageError(f"pipeline_path {path!r} must be a relative path inside the "
+                                 "source, without '..'")
+            yaml_text = ""
+            if source.dir is not None:
+                file = os.path.join(source.dir, path)
+                try:
+                    text = await trio.to_thread.run_sync(Path(file).read_text, "utf-8")
+                except OSError as exc:
+                    raise UsageError(f"pipeline file {file} cannot be read: {exc}") from None
+                pipeline = await trio.to_thread.run_sync(lambda: parse_pipeline(text, file=path))
+                name, yaml_text, path = pipeline.name or "", text, ""
+        if not name:
+            origin = (source.dir or source.git or "pipeline").rstrip("/")
+            name = os.path.basename(origin).removesuffix(".git") or "pipeline"
+        return yaml_text, path, name
+
+    async def get_run(self, run_id: str) -> RunDocument:
+        def read(conn):  # type: ignore[no-untyped-def]
+            try:
+                return queries.run_document(conn, run_id)
+            except queries.RunNotFound:
+                return None
+
+        document = await self.readers.run(read)
+        if document is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        return document
+
+    async def list_runs(self, *, state: str | None, tenant: str | None, pipeline: str | None,
+                        since_ms: int | None, cursor: str | None, limit: int) -> RunPage:
+        items, next_cursor = await self.readers.run(lambda conn: queries.list_run_documents(
+            conn, state=state, tenant=tenant, pipeline=pipeline, since_ms=since_ms,
+            cursor=cursor, limit=limit))
+        return RunPage(items=items, next_cursor=next_cursor)
+
+    async def cancel_run(self, run_id: str) -> ActionResult:
+        document = await self.get_run(run_id)
+        if document.state not in _ACTIVE:
+            return ActionResult(run=document, changed=False,
+                                message=f"run {run_id} already ended {document.state}; "
+                                        "nothing to cancel")
+        engine = self.engines.get(run_id)
+        if engine is not None:
+            already = engine.stop.requested
+            if not already:
+                engine.stop.request("cancelled")
+            return ActionResult(run=await self.get_run(run_id), changed=not already,
+                                message="cancelling: running steps get SIGTERM, then SIGKILL "
+                                        f"after {self.grace:g}s")
+        await self.store.append(ev.RunCancelled(run_id=run_id, tenant_id=document.tenant_id,
+                                                reason="cancelled before it started"), wait=True)
+        return ActionResult(run=await self.get_run(run_id), changed=True,
+                            message="cancelled before it started")
+
+    async def cancel_job(self, run_id: str, job_id: str) -> ActionResult:
+        document = await self.get_run(run_id)
+        job = next((j for j in document.jobs if j.id == job_id), None)
+        engine = self.engines.get(run_id)
+        if job is None and engine is None:
+            raise NotFoundError(f"run {run_id} has no job {job_id!r}")
+        if job is not None and job.state not in ("pending", "scheduled", "running"):
+            return ActionResult(run=document, changed=False,
+                                message=f"job {job_id} already ended {job.state}; nothing to cancel")
+        if engine is None:
+            return ActionResult(run=document, changed=False,
+                                message=f"run {run_id} has not started; cancel the run instead")
+        changed = await engine.cancel_job(job_id)
+        return ActionResult(run=await self.get_run(run_id), changed=changed,
+                            message=f"cancelling job {job_id}" if changed else
+                            f"job {job_id} already ended; nothing to cancel")
+
+    async def retry_run(self, run_id: str) -> ActionResult:
+        from cicd.orchestration.retry import retry_event
+
+        document = await self.get_run(run_id)
+        original = await self._requested_event(run_id)
+        commit = await self.readers.run(lambda conn: conn.execute(
+            "SELECT source_commit FROM runs WHERE id = ?", (run_id,)).fetchone()[0])
+        event = retry_event(document, original, commit, new_run_id())
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down and accepts no new runs")
+        if self._reserved + self.intake_depth() >= self.settings.runs.intake_size:
+            raise CapacityError("the intake queue is full; retry later", retry_after=2.0)
+        self._reserved += 1
+        new_id, created = await self.store.submit_run(event)
+        self._intake_send.send_nowait(new_id)
+        return ActionResult(run=await self.get_run(new_id), changed=created,
+                            message=f"retrying jobs {', '.join(event.only_jobs or [])} of run "
+                                    f"{run_id}")
+
+    async def _step_index(self, run_id: str, job_id: str, step: str) -> int:
+        def find(conn):  # type: ignore[no-untyped-def]
+            rows = conn.execute("SELECT step, name FROM steps WHERE run_id = ? AND job_id = ?"
+                                " ORDER BY step", (run_id, job_id)).fetchall()
+            return [(int(index), str(name)) for index, name in rows]
+
+        steps = await self.readers.run(find)
+        if not steps:
+            await self.get_run(run_id)  # NotFoundError for an unknown run
+            raise NotFoundError(f"run {run_id} has no job {job_id!r}")
+        for index, name in steps:
+            if name == step:
+                return index
+        if step.isdigit() and 1 <= int(step) <= len(steps):
+            return int(step)
+        listing = ", ".join(f"{index} ({name})" for index, name in steps)
+        raise NotFoundError(f"job {job_id} of run {run_id} has no step {step!r}; steps: {listing}")
+
+    async def read_log(self, run_id: str, job_id: str, step: str, *, offset: int,
+                       limit: int | None) -> LogSlice:
+        index = await self._step_index(run_id, job_id, step)
+
+        def read(conn):  # type: ignore[no-untyped-def]
+            size, complete, truncated, _state = queries.step_log_state(conn, run_id, job_id, index)
+            data, start = queries.read_step_log(conn, run_id, job_id, index, offset, limit)
+            return LogSlice(data=data, offset=start, size=size, complete=complete,
+                            truncated=truncated > 0)
+
+        return await self.readers.run(read)
+
+    async def follow_log(self, run_id: str, job_id: str, step: str, *,
+                         offset: int) -> AsyncIterator[bytes]:
+        """Yield the step's output from ``offset`` as it is stored, until the step ended."""
+        index = await self._step_index(run_id, job_id, step)
+        while True:
+            changed = self.store.changed()
+            part = await self.read_log(run_id, job_id, str(index), offset=offset, limit=1 << 20)
+            if part.data:
+                offset = part.offset + len(part.data)
+                yield part.data
+                continue
+            if part.complete and offset >= part.size:
+                return
+            await changed.wait()
+
+    async def events_after(self, after: int, limit: int) -> EventPage:
+        rows = await self.readers.run(lambda conn: queries.events_after(conn, after, limit))
+        items = [_record(row) for row in rows]
+        return EventPage(items=items, next_after=items[-1].id if items else after)
+
+    async def follow_events(self, after: int) -> AsyncIterator[EventRecord]:
+        while True:
+            changed = self.store.changed()
+            page = await self.events_after(after, 500)
+            for record in page.items:
+                yield record
+            after = page.next_after
+            if not page.items:
+                await changed.wait()
+
+    def nodes(self) -> list[NodeInfo]:
+        address = getattr(self.provider, "base_url", "local processes")
+        total = int(self.node.slots.total_tokens)
+        return [NodeInfo(name=self.provider.name, kind=self.provider.kind, address=address,
+                         state=self.node_state, slots=total,
+                         running_jobs=int(self.node.slots.borrowed_tokens),
+                         message=self.node_message)]
+
+    def metrics_text(self) -> str:
+        return self.metrics.prometheus_text()
+
+
+def _record(row: tuple[object, ...]) -> EventRecord:
+    data = msgspec.json.decode(row[10])  # type: ignore[arg-type]
+    return EventRecord(id=int(row[0]), name=str(row[1]), version=int(row[2]),  # type: ignore[call-overload]
+                       run_id=str(row[3]), job_id=row[4], step_id=row[5],  # type: ignore[arg-type]
+                       worker_id=row[6], correlation_id=str(row[7]),  # type: ignore[arg-type]
+                       tenant_id=str(row[8]), ts=int(row[9]), data=data)  # type: ignore[call-overload]

@@ -1,0 +1,67 @@
+"""A run's source: a directory on the server, or a git repository cloned at one commit."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import trio
+
+from cicd.errors import UsageError
+
+_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+_REF = re.compile(r"^[\w./@{}^~+-]+$")
+
+
+def check_git_url(url: str) -> None:
+    """Raise UsageError unless ``url`` is a git URL git would take as a repository."""
+    if url.startswith("-") or not (url.startswith(_SCHEMES) or _SCP_LIKE.match(url)):
+        raise UsageError(
+            f"source.git {url!r} is not a git URL; use https://, ssh://, git://, file:// "
+            "or user@host:path")
+
+
+def check_git_ref(ref: str) -> None:
+    if ref.startswith("-") or not _REF.match(ref) or ".." in ref:
+        raise UsageError(f"source.ref {ref!r} is not a branch, tag or commit name")
+
+
+def check_directory(path: str) -> None:
+    if not os.path.isdir(path):
+        raise UsageError(f"source.dir {path!r} is not a directory on the server")
+
+
+async def _git(*args: str, cwd: str | None = None) -> str:
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true")
+    try:
+        result = await trio.run_process(["git", *args], cwd=cwd, env=env, capture_stdout=True,
+                                        capture_stderr=True, check=False,
+                                        stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise UsageError("git is not installed on the server; install it to build git sources") from None
+    if result.returncode != 0:
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise UsageError(f"git {args[0]} failed: {detail[-1] if detail else result.returncode}")
+    return result.stdout.decode().strip()
+
+
+async def clone_at(url: str, ref: str | None, destination: str) -> str:
+    """Clone ``url`` into ``destination``, check out ``ref`` (default HEAD); return the commit."""
+    check_git_url(url)
+    if ref:
+        check_git_ref(ref)
+    await _git("clone", "--quiet", "--no-checkout", "--", url, destination)
+    commit = ""
+    for candidate in ([ref, f"origin/{ref}", f"refs/tags/{ref}"] if ref else ["HEAD"]):
+        try:
+            commit = await _git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}",
+                                cwd=destination)
+            break
+        except UsageError:
+            continue
+    if not commit:
+        raise UsageError(f"ref {ref!r} is not a branch, tag or commit of {url}")
+    await _git("checkout", "--quiet", "--detach", commit, cwd=destination)
+    return commit

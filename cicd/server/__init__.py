@@ -1,0 +1,1 @@
+"""The server process: the composition root that starts every context in order."""

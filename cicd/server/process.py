@@ -1,0 +1,180 @@
+"""The composition root of ``cicd serve``: every context, started in order, in one Trio run.
+
+Start order, each step ready before the next:
+
+1. storage: the event store's writer (migrations applied) and the reader pool;
+2. telemetry: the metrics subscriber of the event log;
+3. workers: the node probe, which keeps the engine's state for ``/readyz``;
+4. orchestration: recovery of unfinished runs, then the intake of new ones;
+5. the reaper of leftover Docker objects and the retention policy;
+6. the HTTP server, last, so nothing is accepted before the rest is ready.
+
+Shutdown on SIGTERM or SIGINT runs the other way: intake closes (``/readyz``
+turns 503 and new runs get 503), running steps get the shutdown grace period and
+are then stopped, the HTTP server closes its connections (WebSocket clients are
+told to reconnect), the background tasks stop, and the store commits what is
+queued. A second signal skips the rest of the grace period.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+from pathlib import Path
+
+import trio
+
+from cicd.config import Settings
+from cicd.errors import CicdError
+from cicd.events import model as ev
+from cicd.orchestration.service import RunService
+from cicd.pipeline import parse_memory
+from cicd.server.supervisor import periodic, supervise
+from cicd.storage import EventStore, default_db_path
+from cicd.storage.outbox import Subscriber
+from cicd.storage.readers import ReaderPool
+from cicd.storage.retention import apply_retention
+from cicd.telemetry.metrics import Metrics
+from cicd.workers.base import Provider
+from cicd.workers.docker import DockerProvider
+from cicd.workers.local import LocalProvider
+
+logger = logging.getLogger("cicd.server")
+
+PROBE_INTERVAL = 5.0
+
+
+def server_owner(db_path: Path) -> str:
+    """Return the owner label of this server's Docker objects: stable across restarts."""
+    digest = hashlib.sha256(str(db_path.resolve()).encode()).hexdigest()[:12]
+    return f"server-{digest}"
+
+
+def make_provider(settings: Settings, db_path: Path) -> Provider:
+    if settings.runs.executor == "local":
+        return LocalProvider()
+    return DockerProvider(settings.docker.host or None, owner=server_owner(db_path))
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db_path = Path(settings.storage.db) if settings.storage.db else default_db_path()
+        self.store = EventStore(self.db_path)
+        self.readers = ReaderPool(self.db_path)
+        self.metrics = Metrics()
+        self.provider = make_provider(settings, self.db_path)
+        self.service = RunService(settings, self.store, self.readers, self.provider, self.metrics)
+        self.port: int | None = None
+        self._stop_http = trio.Event()
+        self._http_done = trio.Event()
+
+    async def run(self, *, install_signal_handlers: bool = True,
+                  task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until a signal (or :meth:`request_stop`); report the bound port when ready."""
+        from cicd.api.app import create_app
+        from cicd.api.server import serve
+
+        settings = self.settings
+        health = self.service.components
+        self._first_signal = trio.Event()
+        self._second_signal = trio.Event()
+        try:
+            async with trio.open_nursery() as root:
+                await root.start(self.store.run)
+                async with trio.open_nursery() as background:
+                    subscriber = Subscriber("telemetry.metrics", self._observe)
+                    await background.start(supervise, "telemetry", self._bind(
+                        subscriber.run, self.store, self.readers), health)
+                    await background.start(supervise, "workers", periodic(
+                        PROBE_INTERVAL, self._probe_node), health)
+                    async with trio.open_nursery() as orchestration:
+                        await orchestration.start(self.service.run)
+                        background.start_soon(supervise, "reaper", periodic(
+                            settings.seconds(settings.retention.reaper_interval), self._reap),
+                            health)
+                        background.start_soon(supervise, "retention", periodic(
+                            settings.seconds(settings.retention.interval), self._retain), health)
+                        app = create_app(self.service, server_names=settings.server.server_names)
+                        self.port = await orchestration.start(self._serve_http, serve, app)
+                        logger.info("cicd serving on http://%s:%d (database %s)",
+                                    settings.server.host, self.port, self.db_path)
+                        task_status.started(self.port)
+                        if install_signal_handlers:
+                            orchestration.start_soon(self._watch_signals)
+                        await self._first_signal.wait()
+                        await self.service.shutdown(settings.seconds(settings.runs.shutdown_grace),
+                                                    second_signal=self._second_signal)
+                        self._stop_http.set()
+                        with trio.move_on_after(15):
+                            await self._http_done.wait()
+                        orchestration.cancel_scope.cancel()
+                    background.cancel_scope.cancel()
+                await self.store.close()
+        finally:
+            self.readers.close()
+            await self.provider.aclose()
+        logger.info("cicd server stopped")
+
+    def request_stop(self) -> None:
+        """Begin the shutdown, as the first signal does; a second call skips the grace."""
+        if self._first_signal.is_set():
+            self._second_signal.set()
+        self._first_signal.set()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                logger.warning("%s: %s", signal.Signals(signum).name,
+                               "stopping now" if self._first_signal.is_set()
+                               else "shutting down (send it again to skip the grace period)")
+                self.request_stop()
+
+    async def _serve_http(self, serve, app, *,  # type: ignore[no-untyped-def]
+                          task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await serve(app, host=self.settings.server.host, port=self.settings.server.port,
+                        shutdown_trigger=self._stop_http.wait, task_status=task_status)
+        finally:
+            self._http_done.set()
+
+    @staticmethod
+    def _bind(start, *args):  # type: ignore[no-untyped-def]
+        async def bound(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await start(*args, task_status=task_status)
+
+        return bound
+
+    async def _observe(self, event_id: int, event: ev.Event) -> None:
+        self.metrics.observe_event(event)
+
+    async def _probe_node(self) -> None:
+        try:
+            await self.provider.check()
+        except CicdError as exc:
+            if self.service.node_state != "unavailable":
+                logger.error("node %s is unavailable: %s", self.provider.name, exc)
+            self.service.node_state, self.service.node_message = "unavailable", str(exc)
+            return
+        if self.service.node_state != "ready":
+            logger.info("node %s is ready", self.provider.name)
+        self.service.node_state, self.service.node_message = "ready", ""
+
+    async def _reap(self) -> None:
+        if not isinstance(self.provider, DockerProvider) or self.service.node_state != "ready":
+            return
+        from cicd.workers.cleanup import reap
+
+        active = set(self.service.engines) | set(self.service._resume)
+        await reap(self.provider, self.provider.owner, active)
+
+    async def _retain(self) -> None:
+        retention = self.settings.retention
+        await apply_retention(
+            self.store, self.readers, self.service.workspaces,
+            max_age=self.settings.seconds(retention.max_age),
+            max_runs=retention.max_runs_per_pipeline,
+            max_total_bytes=parse_memory(retention.max_total_log_size),
+        )
+

@@ -1,0 +1,1 @@
+"""Telemetry: metrics (OpenTelemetry SDK, Prometheus text) and logging set-up."""

@@ -1,0 +1,246 @@
+"""An in-memory run service with the contract of RunService, for testing the API alone.
+
+Tests drive it directly: ``add_run`` and ``write_log`` put data in, ``end_step`` ends
+a step's output, ``add_event`` appends an event, and ``failures[method]`` makes the
+next call of that method raise the given error.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+
+import trio
+
+from cicd.errors import CicdError, IllegalTransition, NotFoundError, ShuttingDown, UsageError
+from cicd.orchestration.documents import (
+    ActionResult,
+    EventPage,
+    EventRecord,
+    JobDocument,
+    LogSlice,
+    NodeInfo,
+    RunDocument,
+    RunPage,
+    StepDocument,
+    SubmitRequest,
+)
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class StepLog:
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.complete = False
+        self.changed = trio.Event()
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+class FakeRunService:
+    def __init__(self) -> None:
+        self.accepting = True
+        self.components = {"store": "ok", "docker": "ok"}
+        self.runs: dict[str, RunDocument] = {}
+        self.keys: dict[str, str] = {}
+        self.logs: dict[tuple[str, str, str], StepLog] = {}
+        self.events: list[EventRecord] = []
+        self.events_changed = trio.Event()
+        self.failures: dict[str, CicdError | Exception] = {}
+        self.submitted: list[tuple[SubmitRequest, str | None]] = []
+        self.followers = 0
+        self._numbers = itertools.count(1)
+
+    # --- test controls ---------------------------------------------------------
+
+    def add_run(self, run_id: str, *, state: str = "running", pipeline: str = "build",
+                tenant: str = "default", created_ms: int = 1_700_000_000_000) -> RunDocument:
+        number = next(self._numbers)
+        step = StepDocument(index=1, name="compile", state=state)
+        job = JobDocument(id="unit", state=state, image="busybox", steps=[step])
+        document = RunDocument(
+            id=run_id, number=number, pipeline=pipeline, tenant_id=tenant, state=state,
+            created_at=str(created_ms), jobs=[job],
+        )
+        self.runs[run_id] = document
+        self.logs.setdefault((run_id, "unit", "1"), StepLog())
+        return document
+
+    def write_log(self, run_id: str, job_id: str, step: str, data: bytes) -> None:
+        log = self._log(run_id, job_id, step)
+        log.data += data
+        log.notify()
+
+    def end_step(self, run_id: str, job_id: str, step: str) -> None:
+        log = self._log(run_id, job_id, step)
+        log.complete = True
+        log.notify()
+
+    def add_event(self, run_id: str, name: str = "RunStarted") -> EventRecord:
+        record = EventRecord(
+            id=len(self.events) + 1, name=name, version=1, run_id=run_id,
+            correlation_id=run_id, tenant_id="default", ts=1_700_000_000_000, data={"n": 1},
+        )
+        self.events.append(record)
+        self.events_changed.set()
+        self.events_changed = trio.Event()
+        return record
+
+    def _fail(self, method: str) -> None:
+        error = self.failures.pop(method, None)
+        if error is not None:
+            raise error
+
+    def _log(self, run_id: str, job_id: str, step: str) -> StepLog:
+        run = self._run(run_id)
+        if step == "compile":
+            step = "1"
+        key = (run_id, job_id, step)
+        if key not in self.logs or job_id not in {job.id for job in run.jobs}:
+            raise NotFoundError(f"step {job_id}/{step} of run {run_id} not found")
+        return self.logs[key]
+
+    def _run(self, run_id: str) -> RunDocument:
+        try:
+            return self.runs[run_id]
+        except KeyError:
+            raise NotFoundError(f"run {run_id!r} not found") from None
+
+    # --- the contract ----------------------------------------------------------
+
+    def readiness(self) -> dict[str, str]:
+        return dict(self.components)
+
+    async def submit(
+        self, request: SubmitRequest, *, idempotency_key: str | None
+    ) -> tuple[RunDocument, bool]:
+        await trio.lowlevel.checkpoint()
+        self._fail("submit")
+        if not self.accepting:
+            raise ShuttingDown("the server is shutting down and accepts no new runs")
+        if request.source.dir is None and request.source.git is None:
+            raise UsageError("the source needs dir or git")
+        existing = self.keys.get(idempotency_key or "") or request.run_id
+        if existing is not None and existing in self.runs:
+            return self.runs[existing], False
+        self.submitted.append((request, idempotency_key))
+        run_id = request.run_id or f"run-{len(self.runs) + 1}"
+        document = self.add_run(run_id, state="pending", tenant=request.tenant)
+        if idempotency_key is not None:
+            self.keys[idempotency_key] = run_id
+        return document, True
+
+    async def get_run(self, run_id: str) -> RunDocument:
+        await trio.lowlevel.checkpoint()
+        self._fail("get_run")
+        return self._run(run_id)
+
+    async def list_runs(self, *, state: str | None, tenant: str | None, pipeline: str | None,
+                        since_ms: int | None, cursor: str | None, limit: int) -> RunPage:
+        await trio.lowlevel.checkpoint()
+        self._fail("list_runs")
+        self.last_list = dict(state=state, tenant=tenant, pipeline=pipeline, since_ms=since_ms,
+                              cursor=cursor, limit=limit)
+        items = [
+            run for run in reversed(self.runs.values())
+            if (state is None or run.state == state)
+            and (tenant is None or run.tenant_id == tenant)
+            and (pipeline is None or run.pipeline == pipeline)
+            and (since_ms is None or int(run.created_at or 0) >= since_ms)
+        ]
+        start = 0
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise UsageError(f"invalid cursor {cursor!r}; pass next_cursor unchanged")
+            start = int(cursor)
+        page = items[start : start + limit]
+        more = start + limit < len(items)
+        return RunPage(items=page, next_cursor=str(start + limit) if more else None)
+
+    async def cancel_run(self, run_id: str) -> ActionResult:
+        await trio.lowlevel.checkpoint()
+        self._fail("cancel_run")
+        run = self._run(run_id)
+        if run.state in TERMINAL:
+            return ActionResult(run=run, changed=False, message=f"run already {run.state}")
+        run.state = "cancelled"
+        return ActionResult(run=run, changed=True)
+
+    async def cancel_job(self, run_id: str, job_id: str) -> ActionResult:
+        await trio.lowlevel.checkpoint()
+        self._fail("cancel_job")
+        run = self._run(run_id)
+        for job in run.jobs:
+            if job.id == job_id:
+                changed = job.state not in TERMINAL
+                job.state = "cancelled"
+                return ActionResult(run=run, changed=changed)
+        raise NotFoundError(f"job {job_id!r} not found in run {run_id!r}")
+
+    async def retry_run(self, run_id: str) -> ActionResult:
+        await trio.lowlevel.checkpoint()
+        self._fail("retry_run")
+        run = self._run(run_id)
+        if run.state not in TERMINAL:
+            raise IllegalTransition(f"run {run_id} is {run.state}; only an ended run can be retried")
+        new = self.add_run(f"{run_id}-retry", state="pending", pipeline=run.pipeline)
+        return ActionResult(run=new, changed=True)
+
+    async def read_log(self, run_id: str, job_id: str, step: str, *, offset: int,
+                       limit: int | None) -> LogSlice:
+        await trio.lowlevel.checkpoint()
+        self._fail("read_log")
+        log = self._log(run_id, job_id, step)
+        end = len(log.data) if limit is None else offset + limit
+        return LogSlice(data=bytes(log.data[offset:end]), offset=offset, size=len(log.data),
+                        complete=log.complete)
+
+    async def follow_log(self, run_id: str, job_id: str, step: str, *,
+                         offset: int) -> AsyncIterator[bytes]:
+        log = self._log(run_id, job_id, step)
+        self.followers += 1
+        try:
+            position = offset
+            while True:
+                self._fail("follow_log")
+                if position < len(log.data):
+                    chunk = bytes(log.data[position:])
+                    position += len(chunk)
+                    yield chunk
+                elif log.complete:
+                    return
+                else:
+                    await log.changed.wait()
+        finally:
+            self.followers -= 1
+
+    async def events_after(self, after: int, limit: int) -> EventPage:
+        await trio.lowlevel.checkpoint()
+        self._fail("events_after")
+        items = [record for record in self.events if record.id > after][:limit]
+        return EventPage(items=items, next_after=items[-1].id if items else after)
+
+    async def follow_events(self, after: int) -> AsyncIterator[EventRecord]:
+        self.followers += 1
+        try:
+            position = after
+            while True:
+                self._fail("follow_events")
+                pending = [record for record in self.events if record.id > position]
+                if not pending:
+                    await self.events_changed.wait()
+                for record in pending:
+                    position = record.id
+                    yield record
+        finally:
+            self.followers -= 1
+
+    def nodes(self) -> list[NodeInfo]:
+        return [NodeInfo(name="local", kind="docker", address="unix:///var/run/docker.sock",
+                         state="ready", slots=4, running_jobs=1)]
+
+    def metrics_text(self) -> str:
+        return "# TYPE cicd_runs_total counter\ncicd_runs_total 3\n"
