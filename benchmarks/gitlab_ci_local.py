@@ -23,16 +23,17 @@ import json
 import shutil
 import subprocess
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from benchmarks.measure import (
     IMAGE,
     REPO_ROOT,
     BenchmarkError,
-    BenchmarkResult,
     Case,
+    Difference,
+    Plan,
     docker_api,
-    run_cases,
     run_checked,
     run_output,
 )
@@ -92,7 +93,7 @@ def make_repository(path: Path, steps: int, git: str) -> None:
     run_checked([git, "commit", "-q", "-m", "Add the benchmark pipeline"], cwd=path)
 
 
-def run(repetitions: int) -> BenchmarkResult:
+def plan(stack: ExitStack) -> Plan:
     missing = [tool for tool in ("node", "git", "rsync") if shutil.which(tool) is None]
     if missing:
         raise BenchmarkError(f"gitlab-ci-local needs {', '.join(missing)} on PATH "
@@ -101,24 +102,27 @@ def run(repetitions: int) -> BenchmarkResult:
     docker_api().close()  # fails early when the engine or the image is missing
     ensure_installed()
 
-    with tempfile.TemporaryDirectory(prefix="gitlab-ci-local-bench-") as tmp:
-        cases: list[Case] = []
-        for steps in (1, 10):
-            repository = Path(tmp, f"repo-{steps}")
-            make_repository(repository, steps, git)
-            argv = [node, str(ENTRY_POINT), "--pull-policy", "if-not-present",
-                    "--helper-image", IMAGE, "--no-color"]
-            cases.append(_gitlab_ci_local_case(argv, repository, steps))
-        series = run_cases(cases, repetitions)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gitlab-ci-local-bench-")))
+    cases: list[Case] = []
+    for steps in (1, 10):
+        repository = tmp / f"repo-{steps}"
+        make_repository(repository, steps, git)
+        argv = [node, str(ENTRY_POINT), "--pull-policy", "if-not-present",
+                "--helper-image", IMAGE, "--no-color"]
+        cases.append(_gitlab_ci_local_case(argv, repository, steps))
 
-    result = BenchmarkResult(NAME, TITLE, series)
-    result.add_difference("gitlab-ci-local, per script line ((10 - 1) / 9): process wall time",
-                          wall_label(10), wall_label(1), 9)
-    result.notes.append(
-        f"gitlab-ci-local {VERSION} on Node.js {_node_version(node)}, run as `gitlab-ci-local "
-        f"--pull-policy if-not-present --helper-image {IMAGE}` in a temporary git repository.")
-    result.notes.append("Its ten-step job is ten `script:` lines in one container.")
-    return result
+    return Plan(
+        NAME, TITLE, cases,
+        differences=[Difference(
+            "gitlab-ci-local, per script line ((10 - 1) / 9): process wall time",
+            wall_label(10), wall_label(1), 9)],
+        notes=[
+            (f"gitlab-ci-local {VERSION} on Node.js {_node_version(node)}, run as "
+             f"`gitlab-ci-local --pull-policy if-not-present --helper-image {IMAGE} --no-color` "
+             "in a temporary git repository."),
+            "Its ten-step job is ten `script:` lines in one container.",
+        ],
+    )
 
 
 def _gitlab_ci_local_case(argv: list[str], repository: Path, steps: int) -> Case:

@@ -215,8 +215,8 @@ def check_log_drivers(api: docker.APIClient) -> list[Observation]:
     return observations
 
 
-def run(repetitions: int) -> BenchmarkResult:
-    """Run every check once; ``repetitions`` is ignored because nothing here is timed."""
+def run() -> BenchmarkResult:
+    """Run every check once: they observe behaviour and time nothing."""
     api = docker_api()
     try:
         version = api.version()

@@ -16,6 +16,7 @@ What each design allows beyond speed is checked by the step-checks benchmark.
 from __future__ import annotations
 
 import uuid
+from contextlib import ExitStack
 from typing import Any
 
 import docker
@@ -23,10 +24,10 @@ import docker
 from benchmarks.measure import (
     IMAGE,
     BenchmarkError,
-    BenchmarkResult,
     Case,
+    Difference,
+    Plan,
     docker_api,
-    run_cases,
     time_call,
 )
 
@@ -88,28 +89,27 @@ def exec_in_job_container(api: docker.APIClient, volume: str, steps: int) -> Non
         api.remove_container(container, force=True)
 
 
-def run(repetitions: int) -> BenchmarkResult:
+def plan(stack: ExitStack) -> Plan:
     api = docker_api()
+    stack.callback(api.close)
     volume = f"cicd-bench-steps-{uuid.uuid4().hex[:12]}"
     api.create_volume(name=volume)
-    try:
-        cases: list[Case] = []
-        for steps in (1, 10):
-            cases.append(_case(containers_label(steps), containers_per_step, api, volume, steps))
-            cases.append(_case(exec_label(steps), exec_in_job_container, api, volume, steps))
-        series = run_cases(cases, repetitions)
-    finally:
-        api.remove_volume(volume, force=True)
-        api.close()
+    stack.callback(api.remove_volume, volume, force=True)
 
-    result = BenchmarkResult(NAME, TITLE, series)
-    result.add_difference("container per step, per step ((10 - 1) / 9)",
-                          containers_label(10), containers_label(1), 9)
-    result.add_difference("exec in one job container, per step ((10 - 1) / 9)",
-                          exec_label(10), exec_label(1), 9)
-    result.notes.append("docker-py in the benchmark process; times include removing the "
-                        "containers.")
-    return result
+    cases: list[Case] = []
+    for steps in (1, 10):
+        cases.append(_case(containers_label(steps), containers_per_step, api, volume, steps))
+        cases.append(_case(exec_label(steps), exec_in_job_container, api, volume, steps))
+    return Plan(
+        NAME, TITLE, cases,
+        differences=[
+            Difference("container per step, per step ((10 - 1) / 9)",
+                       containers_label(10), containers_label(1), 9),
+            Difference("exec in one job container, per step ((10 - 1) / 9)",
+                       exec_label(10), exec_label(1), 9),
+        ],
+        notes=["docker-py in the benchmark process; times include removing the containers."],
+    )
 
 
 def _case(label: str, variant: Any, api: docker.APIClient, volume: str, steps: int) -> Case:

@@ -17,6 +17,9 @@ logger = logging.getLogger("cicd.api")
 
 # Idle WebSockets (an event stream with no new events) get a ping this often, so proxies
 # keep them open and a vanished client is noticed when the ping cannot be sent.
+# NOTE: hypercorn 0.18's ping task sleeps a whole interval before it sees that its
+# WebSocket closed, so a shutdown soon after a WebSocket closed waits up to the
+# graceful timeout.
 WEBSOCKET_PING_SECONDS = 20.0
 
 # How long open requests and WebSockets may take to finish after shutdown begins.
@@ -29,16 +32,17 @@ async def serve(
     host: str,
     port: int,
     shutdown_trigger: Callable[[], Awaitable[None]],
-    websocket_ping_interval: float = WEBSOCKET_PING_SECONDS,
+    websocket_ping_interval: float | None = WEBSOCKET_PING_SECONDS,
     graceful_timeout: float = GRACEFUL_TIMEOUT_SECONDS,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``host:port`` until ``shutdown_trigger`` returns.
 
     Calls ``task_status.started(port)`` with the bound port once the socket listens,
-    so ``port=0`` picks a free one. When ``shutdown_trigger`` returns, WebSocket
-    streams close with code 1001 at once; other requests get ``graceful_timeout``
-    seconds to finish before they are cancelled.
+    so ``port=0`` picks a free one. WebSockets get a ping every
+    ``websocket_ping_interval`` seconds (None: no pings). When ``shutdown_trigger``
+    returns, WebSocket streams close with code 1001 at once; other requests get
+    ``graceful_timeout`` seconds to finish before they are cancelled.
 
     Raises ``OSError`` when the address cannot be bound.
     """

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from cicd.errors import CicdError
+from cicd.errors import IllegalTransition
 from cicd.events import model as ev
 from cicd.orchestration.documents import RunDocument
 
 
-class RetryConflict(CicdError):
+class RetryConflict(IllegalTransition):
     """The run cannot be retried now (still running, or nothing to rerun)."""
-
-    code = "ORC-CONFLICT"
 
 
 def retry_event(document: RunDocument, original: ev.RunRequested, commit: str,

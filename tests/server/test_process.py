@@ -1,0 +1,187 @@
+"""The server as a process: signals, crashes and restarts, the command-line client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from tests.conftest import BUSYBOX, ROOT, labelled_objects, run_cli
+from tests.server.conftest import ServerProcess
+
+pytestmark = pytest.mark.docker
+
+SLOW = f"""
+name: slow
+jobs:
+  count:
+    image: {BUSYBOX}
+    steps:
+      - name: counting
+        run: for i in 1 2 3 4 5 6 7 8; do echo "tick $i"; sleep 0.5; done
+      - run: echo after counting
+  after:
+    needs: [count]
+    image: {BUSYBOX}
+    steps: [{{run: echo after}}]
+"""
+
+HELLO = str(ROOT / "examples" / "hello")
+
+
+def _submit(url: str, pipeline: str = SLOW) -> str:
+    response = httpx.post(f"{url}/api/v1/runs", json={"source": {"dir": HELLO},
+                                                      "pipeline_yaml": pipeline}, timeout=30)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _run(url: str, run_id: str) -> dict[str, object]:
+    return httpx.get(f"{url}/api/v1/runs/{run_id}", timeout=30).json()  # type: ignore[no-any-return]
+
+
+def _wait(url: str, run_id: str, predicate, timeout: float = 60) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        document = _run(url, run_id)
+        if predicate(document):
+            return document
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} never reached the state asked for: {document}")
+
+
+def _step_running(document: dict[str, object]) -> bool:
+    jobs = document["jobs"]
+    return bool(jobs) and jobs[0]["steps"][0]["state"] == "running"  # type: ignore[index]
+
+
+def _ended(document: dict[str, object]) -> bool:
+    return document["state"] in ("succeeded", "failed", "cancelled")
+
+
+def test_sigkill_then_restart_reattaches(server_process: ServerProcess) -> None:
+    server_process.start()
+    run_id = _submit(server_process.url)
+    _wait(server_process.url, run_id, _step_running)
+    time.sleep(1.2)
+    server_process.kill()  # SIGKILL: no cleanup at all
+    time.sleep(1.0)  # the step keeps writing while no server watches
+    server_process.start()
+    document = _wait(server_process.url, run_id, _ended)
+    assert document["state"] == "succeeded", document
+    log = httpx.get(f"{server_process.url}/api/v1/runs/{run_id}/jobs/count/steps/1/log").content
+    assert log == b"".join(f"tick {i}\n".encode() for i in range(1, 9))
+    conn = sqlite3.connect(server_process.db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    starts = conn.execute("SELECT COUNT(*) FROM events WHERE run_id = ? AND name = 'StepStarted'"
+                          " AND step_id = 'count/1'", (run_id,)).fetchone()[0]
+    assert starts == 1  # the step ran once, never twice
+    assert labelled_objects(docker.from_env(), run_id) == []
+
+
+def test_sigkill_with_lost_container_fails_run(server_process: ServerProcess) -> None:
+    server_process.start()
+    run_id = _submit(server_process.url)
+    pending_id = None
+    _wait(server_process.url, run_id, _step_running)
+    server_process.kill()
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": f"io.cicd.run={run_id}"}):
+        container.remove(force=True)
+    server_process.start()
+    document = _wait(server_process.url, run_id, _ended)
+    assert document["state"] == "failed"
+    count, after = document["jobs"]  # type: ignore[misc]
+    assert count["state"] == "failed"
+    assert count["reason"] == "server_restarted"
+    assert count["steps"][0]["reason"] == "server_restarted"
+    assert after["state"] == "skipped"
+    assert labelled_objects(client, run_id) == []
+    assert pending_id is None
+
+
+def test_pending_runs_start_after_restart(tmp_path: Path, docker_engine: object) -> None:
+    server = ServerProcess(tmp_path / "db", tmp_path / "log", "--config",
+                           str(_config(tmp_path, "[runs]\nper_tenant_runs = 1\n")))
+    try:
+        server.start()
+        first = _submit(server.url)
+        second = _submit(server.url, f"jobs:\n  q:\n    image: {BUSYBOX}\n    steps: [{{run: echo queued}}]\n")
+        assert _run(server.url, second)["state"] == "pending"
+        server.kill()
+        server.start()
+        assert _wait(server.url, second, _ended)["state"] == "succeeded"
+        assert _wait(server.url, first, _ended)["state"] == "succeeded"
+    finally:
+        server.kill()
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cicd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_intake_full_answers_429(tmp_path: Path, docker_engine: object) -> None:
+    config = _config(tmp_path, "[runs]\nintake_size = 1\nper_tenant_runs = 1\n")
+    server = ServerProcess(tmp_path / "db", tmp_path / "log", "--config", str(config))
+    try:
+        server.start()
+        running = _submit(server.url)
+        _wait(server.url, running, lambda d: d["state"] == "running")
+        waiting = _submit(server.url)
+        rejected = httpx.post(f"{server.url}/api/v1/runs", timeout=30,
+                              json={"source": {"dir": HELLO}, "pipeline_yaml": SLOW})
+        assert rejected.status_code == 429
+        assert int(rejected.headers["retry-after"]) >= 1
+        assert rejected.json()["code"] == "SCH-CAP"
+        httpx.post(f"{server.url}/api/v1/runs/{running}/cancel", timeout=30)
+        assert _wait(server.url, waiting, lambda d: d["state"] == "running")
+    finally:
+        server.kill()
+
+
+def test_sigterm_drains_and_exits_zero(server_process: ServerProcess) -> None:
+    server_process.start()
+    run_id = _submit(server_process.url, f"jobs:\n  forever:\n    image: {BUSYBOX}\n"
+                                         "    steps: [{run: 'echo up; sleep 600'}]\n")
+    _wait(server_process.url, run_id, _step_running)
+    server_process.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    during = httpx.post(f"{server_process.url}/api/v1/runs", timeout=30,
+                        json={"source": {"dir": HELLO}, "pipeline_yaml": SLOW})
+    assert during.status_code == 503
+    assert during.json()["code"] == "SRV-STOPPING"
+    assert server_process.wait(timeout=60) == 0
+    conn = sqlite3.connect(server_process.db)
+    state, reason = conn.execute("SELECT state, reason FROM runs WHERE id = ?",
+                                 (run_id,)).fetchone()
+    assert (state, reason) == ("cancelled", "server_shutdown")
+    assert labelled_objects(docker.from_env(), run_id) == []
+
+
+def test_cli_client_submit_logs_cancel_retry(server_process: ServerProcess, tmp_path: Path) -> None:
+    server_process.start()
+    env = {"CICD_SERVER": server_process.url}
+    pipeline = tmp_path / "p.yml"
+    pipeline.write_text(SLOW)
+    submitted = run_cli("submit", str(pipeline), "--source", HELLO, "--wait", "--json", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = json.loads(submitted.stdout)["id"]
+    logs = run_cli("logs", run_id, "count/counting", "-f", env=env)
+    assert logs.stdout == b"".join(f"tick {i}\n".encode() for i in range(1, 9))
+    shown = run_cli("show", run_id, "--json", env=env)
+    assert json.loads(shown.stdout)["state"] == "succeeded"
+    listed = run_cli("runs", "--json", env=env)
+    assert json.loads(listed.stdout)[0]["id"] == run_id
+    cancel = run_cli("cancel", run_id, env=env)
+    assert b"already ended" in cancel.stdout
+    retry = run_cli("retry", run_id, env=env)
+    assert retry.returncode == 2
+    assert b"nothing to retry" in retry.stderr
