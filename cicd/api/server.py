@@ -12,6 +12,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from quart_trio import QuartTrio
 
 from cicd.api.state import EXTENSION, ApiState
+from cicd.concurrency import single_error
 
 logger = logging.getLogger("cicd.api")
 
@@ -65,11 +66,14 @@ async def serve(
             state.drain.start()
 
     bound_port = port
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            functools.partial(hypercorn_serve, app, config, shutdown_trigger=trigger)
-        )
-        bound_port = int(binds[0].rsplit(":", 1)[1])
-        logger.info("API server listening on %s", ", ".join(binds))
-        task_status.started(bound_port)
+    # hypercorn nests its errors in exception groups; callers want the OSError of a
+    # failed bind itself.
+    with single_error():
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                functools.partial(hypercorn_serve, app, config, shutdown_trigger=trigger)
+            )
+            bound_port = int(binds[0].rsplit(":", 1)[1])
+            logger.info("API server listening on %s", ", ".join(binds))
+            task_status.started(bound_port)
     logger.info("API server on port %d stopped", bound_port)

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from cicd.concurrency import single_error
+
 logger = logging.getLogger("cicd.server")
 
 Startable = Callable[..., Awaitable[None]]
@@ -39,12 +41,13 @@ async def supervise(
     health.setdefault(name, "starting")
     while True:
         try:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(start)
-                health[name] = "ok"
-                if not reported:
-                    reported = True
-                    task_status.started()
+            with single_error():
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(start)
+                    health[name] = "ok"
+                    if not reported:
+                        reported = True
+                        task_status.started()
             return  # the task ended by itself
         except Exception as exc:  # noqa: BLE001 - every task error is restarted or escalated
             now = trio.current_time()

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cicd.config import load_settings
+from cicd.errors import UsageError
+
+
+def test_defaults_bind_loopback() -> None:
+    settings = load_settings(environ={})
+    assert settings.server.host == "127.0.0.1"
+    assert settings.server.port == 8470
+    assert settings.log_limit_bytes == 100_000_000
+    assert settings.seconds(settings.retention.max_age) == 30 * 86400
+
+
+def test_file_then_env_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "cicd.toml"
+    path.write_text('[server]\nport = 9000\nserver_names = ["ci.example.test"]\n'
+                    '[runs]\ngrace = "3s"\n')
+    settings = load_settings(str(path), environ={"CICD_RUNS_GRACE": "5s",
+                                                 "CICD_SERVER_PORT": "9100"},
+                             overrides={"server.port": 9200, "storage.db": None})
+    assert settings.server.port == 9200
+    assert settings.server.server_names == ["ci.example.test"]
+    assert settings.seconds(settings.runs.grace) == 5.0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[server]\nprot = 1\n", "Object contains unknown field `prot` - at `$.server`"),
+    ("[runs]\ngrace = \"soon\"\n", "runs.grace = 'soon': expected a duration"),
+    ("[storage]\nlog_limit = \"lots\"\n", "storage.log_limit = 'lots': expected a size"),
+    ("[runs]\nexecutor = \"k8s\"\n", "runs.executor = 'k8s': expected docker or local"),
+    ("[server\n", "is not valid TOML"),
+])
+def test_invalid_configuration_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as caught:
+        load_settings(str(path), environ={})
+    assert message in str(caught.value)
+
+
+def test_invalid_environment_value() -> None:
+    with pytest.raises(UsageError, match="CICD_SERVER_PORT='http': expected a whole number"):
+        load_settings(environ={"CICD_SERVER_PORT": "http"})
