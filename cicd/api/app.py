@@ -42,7 +42,7 @@ def create_app(
 
     Raises ``UsageError`` when ``server_names`` is empty or has an empty name.
     """
-    app = QuartTrio("cicd.api")
+    app = QuartTrio("cicd.api", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions[EXTENSION] = ApiState(service, HostGuard(server_names), openapi_json())
 

@@ -67,12 +67,10 @@ async def read_log(run_id: str, job_id: str, step: str) -> Response:
     byte_range = parse_range(range_header) if range_header else None
     if byte_range is not None and (offset is not None or limit is not None or follow):
         raise ApiError("give either a Range header or the offset, limit and follow parameters")
-    if follow and limit is not None:
-        raise ApiError("limit does not apply with follow=1; the stream ends when the step ends")
 
     service = current_service()
     if follow:
-        return await _follow(service, run_id, job_id, step, offset or 0)
+        return await _follow(service, run_id, job_id, step, offset or 0, limit)
     if byte_range is not None:
         return await _read_range(service, run_id, job_id, step, byte_range)
     first = offset or 0
@@ -105,7 +103,8 @@ async def _read_range(
 
 
 async def _follow(
-    service: RunServiceProtocol, run_id: str, job_id: str, step: str, offset: int
+    service: RunServiceProtocol, run_id: str, job_id: str, step: str, offset: int,
+    limit: int | None,
 ) -> Response:
     # Read nothing first: a missing run, job or step, or an offset past the end, must
     # become an error status before the streamed response has started.
@@ -116,7 +115,8 @@ async def _follow(
     headers = _log_headers(probe)
     headers["X-Log-Offset"] = str(offset)
     response = Response(
-        _forward(chunks, current_request_id()), status=200, headers=headers, content_type=OCTETS
+        _forward(chunks, limit, current_request_id()), status=200, headers=headers,
+        content_type=OCTETS,
     )
     # NOTE: a followed log has no drain signal. At shutdown it runs until the step ends or
     # the server's graceful timeout cuts the connection, which the client sees as an
@@ -125,11 +125,20 @@ async def _follow(
     return response
 
 
-async def _forward(chunks: AsyncIterator[bytes], request_id: str) -> AsyncIterator[bytes]:
+async def _forward(
+    chunks: AsyncIterator[bytes], limit: int | None, request_id: str
+) -> AsyncIterator[bytes]:
+    """Pass on the followed output, ending after ``limit`` bytes when a limit is given."""
+    remaining = limit
     try:
         async for chunk in chunks:
+            if remaining is not None:
+                chunk = chunk[:remaining]
+                remaining -= len(chunk)
             if chunk:
                 yield chunk
+            if remaining == 0:
+                return
     except CicdError as exc:
         # Raising aborts the response, so the client can tell a failure from the end.
         logger.warning("request %s: following the log failed with %s: %s", request_id, exc.code, exc)

@@ -130,8 +130,10 @@ def _shared_parameters() -> Schema:
         "Step": _path("step", "The step's 1-based index within the job, or its name."),
         "RequestId": {
             "name": "X-Request-Id", "in": "header", "required": False,
-            "description": "An id for this request, echoed in the response and the server log.",
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"},
+            "description": "An id for this request, echoed in the response and the server "
+                           "log. An id that does not match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$ "
+                           "is replaced by a new one.",
+            "schema": {"type": "string"},
         },
     }
 
@@ -273,7 +275,8 @@ def _log_paths() -> Schema:
     read_parameters = [
         *step,
         _query("offset", "First byte to send.", _integer(0, default=0)),
-        _query("limit", "Bytes to send at most; all when absent.", _integer(0)),
+        _query("limit", "Bytes to send at most; all when absent. With follow=1 the stream "
+               "ends after this many bytes, or when the step ends.", _integer(0)),
         _query("follow", "1: stream the output as it is written until the step ends.",
                {"type": "string", "enum": ["0", "1", "true", "false"]}),
         {"name": "Range", "in": "header", "required": False,

@@ -61,6 +61,11 @@ class Client:
         return msgspec.json.decode(response.content, type=RunDocument)
 
     def run(self, run_id: str) -> RunDocument:
+        if run_id == "last":
+            page = self.runs(1)
+            if not page.items:
+                raise UsageError(f"the server at {self.base_url} has no runs yet")
+            return page.items[0]
         return msgspec.json.decode(self.request("GET", f"/runs/{run_id}").content, type=RunDocument)
 
     def runs(self, limit: int) -> RunPage:
@@ -94,7 +99,8 @@ def submit_command(args: argparse.Namespace) -> int:
     url = _require_server(args)
     client = Client(url)
     body: dict[str, Any] = {"tenant": args.tenant}
-    if args.source and "://" in args.source or (args.source or "").endswith(".git"):
+    is_git = bool(args.source) and ("://" in args.source or args.source.endswith(".git"))
+    if is_git:
         body["source"] = {"git": args.source, "ref": args.ref}
     else:
         body["source"] = {"dir": os.path.abspath(args.source or ".")}

@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("run", help="run id")
     retry.add_argument("--server", help=server_help)
 
+    rebuild = sub.add_parser(
+        "rebuild-projections",
+        help="rebuild the runs, jobs and steps tables from the event log (server stopped)")
+    rebuild.add_argument("--db", help=db_help)
+
+    dead = sub.add_parser("dead-letters", help="list events a subscriber failed to handle, or "
+                          "replay one on a server")
+    dead.add_argument("--db", help=db_help)
+    dead.add_argument("--replay", type=int, metavar="ID", help="replay this dead letter")
+    dead.add_argument("--server", help=server_help)
+
     runs = sub.add_parser("runs", help="list past runs")
     runs.add_argument("--db", help=db_help)
     runs.add_argument("--server", help=server_help)
@@ -140,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cicd.cli.serve_command import serve_command
 
             return serve_command(args)
+        if args.command in ("rebuild-projections", "dead-letters"):
+            from cicd.cli import maintenance
+
+            return int(getattr(maintenance, args.command.replace("-", "_") + "_command")(args))
         if args.command in ("submit", "cancel", "retry"):
             from cicd.cli import client
 

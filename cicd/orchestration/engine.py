@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import msgspec
 import trio
@@ -84,7 +85,9 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 class RunEngine:
     def __init__(self, store: EventStore, provider: Provider, *,
                  printer: LivePrinter | None = None, stop: StopRequest | None = None,
-                 node: Node | None = None, log_limit: int | None = None) -> None:
+                 node: Node | None = None, log_limit: int | None = None,
+                 on_assigned: Callable[[float, str], None] | None = None) -> None:
+        self.on_assigned = on_assigned
         self.store = store
         self.provider = provider
         self.printer = printer
@@ -168,7 +171,8 @@ class RunEngine:
                 return JobResult(job_id=job_id, state=State.FAILED, reason=exc.code)
 
         dispatcher = Dispatcher(node, run_id=run_id, tenant_id=request.tenant_id,
-                                emit=self._emit, start_job=start_job)
+                                emit=self._emit, start_job=start_job,
+                                on_assigned=self.on_assigned)
         size = max(1, len(pipeline.jobs))
         runnable_send, runnable_receive = trio.open_memory_channel[str](size)
         finished_send, finished_receive = trio.open_memory_channel[object](2 * size + 1)

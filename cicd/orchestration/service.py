@@ -46,6 +46,7 @@ from cicd.orchestration.engine import RunEngine, RunRequest, RunResume, new_run_
 from cicd.pipeline import Pipeline, parse_pipeline
 from cicd.scheduling.dispatcher import Node
 from cicd.storage import queries
+from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
 from cicd.storage.store import EventStore
 from cicd.telemetry.metrics import Metrics
@@ -83,7 +84,7 @@ class RunService:
         self._resume: dict[str, RunResume] = {}
         self._tenant_slots: dict[str, trio.CapacityLimiter] = {}
         self._runs_nursery: trio.Nursery | None = None
-        self._cancel_pending: set[str] = set()
+        self.subscribers: dict[str, Subscriber] = {}
         metrics.watch_queue("intake", self.intake_depth)
 
     # --- the service's own tasks ------------------------------------------------------
@@ -141,7 +142,7 @@ class RunService:
             if state is None or (state[0] not in _ACTIVE) or (resume is None and state[0] != "pending"):
                 return  # cancelled while it waited, or already ended
             engine = RunEngine(self.store, self.provider, node=self.node, log_limit=self.log_limit,
-                               stop=StopRequest())
+                               stop=StopRequest(), on_assigned=self._record_assignment)
             self.engines[run_id] = engine
             try:
                 await self._execute(engine, event, resume)
@@ -207,6 +208,9 @@ class RunService:
                 except CicdError as exc:
                     logger.warning("removing the objects of run %s failed: %s; the reaper "
                                    "retries", run_id, exc)
+
+    def _record_assignment(self, milliseconds: float, node: str) -> None:
+        self.metrics.assignment.record(milliseconds, {"policy": "fifo", "pool": node})
 
     # --- the API's calls --------------------------------------------------------------
 
@@ -433,6 +437,24 @@ class RunService:
 
     def metrics_text(self) -> str:
         return self.metrics.prometheus_text()
+
+    async def replay_dead_letter(self, dead_letter_id: int) -> tuple[bool, str]:
+        """Deliver a dead letter's event to its subscriber again; return (done, message)."""
+        row = await self.readers.run(lambda conn: conn.execute(
+            "SELECT subscription, replayed_at FROM dead_letters WHERE id = ?",
+            (dead_letter_id,)).fetchone())
+        if row is None:
+            raise NotFoundError(f"dead letter {dead_letter_id} not found; `cicd dead-letters` "
+                                "lists them")
+        if row[1] is not None:
+            return False, f"dead letter {dead_letter_id} was replayed already"
+        subscriber = self.subscribers.get(str(row[0]))
+        if subscriber is None:
+            raise NotFoundError(f"subscriber {row[0]!r} of dead letter {dead_letter_id} does not "
+                                "run in this server")
+        if await subscriber.replay(self.store, self.readers, dead_letter_id):
+            return True, f"dead letter {dead_letter_id} replayed"
+        return False, f"dead letter {dead_letter_id} failed again; a new dead letter records it"
 
 
 def _record(row: tuple[object, ...]) -> EventRecord:

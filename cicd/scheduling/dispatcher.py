@@ -34,7 +34,9 @@ class Node:
 
 class Dispatcher:
     def __init__(self, node: Node, *, run_id: str, tenant_id: str, emit: Emit,
-                 start_job: StartJob) -> None:
+                 start_job: StartJob,
+                 on_assigned: Callable[[float, str], None] | None = None) -> None:
+        self.on_assigned = on_assigned  # (milliseconds from runnable to assigned, node)
         self.node = node
         self.run_id = run_id
         self.tenant_id = tenant_id
@@ -47,7 +49,10 @@ class Dispatcher:
         async with finished, trio.open_nursery() as nursery:
             async for job_id in runnable:
                 token = object()
+                runnable_at = trio.current_time()
                 await self.node.slots.acquire_on_behalf_of(token)
+                if self.on_assigned is not None:
+                    self.on_assigned((trio.current_time() - runnable_at) * 1000, self.node.name)
                 await self.emit(ev.AssignmentCreated(
                     run_id=self.run_id, tenant_id=self.tenant_id, job=job_id,
                     node=self.node.name, assignment_id=f"{self.run_id}/{job_id}",

@@ -85,6 +85,7 @@ class Server:
                 await root.start(self.store.run)
                 async with trio.open_nursery() as background:
                     subscriber = Subscriber("telemetry.metrics", self._observe)
+                    self.service.subscribers[subscriber.name] = subscriber
                     await background.start(supervise, "telemetry", self._bind(
                         subscriber.run, self.store, self.readers), health)
                     await background.start(supervise, "workers", periodic(

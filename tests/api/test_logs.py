@@ -139,7 +139,6 @@ async def test_log_range_other_unit_ignored(step: RunningApi) -> None:
     [
         ({"offset": "2"}, {"Range": "bytes=0-1"}),
         ({"follow": "1"}, {"Range": "bytes=0-"}),
-        ({"follow": "1", "limit": "4"}, {}),
         ({"follow": "maybe"}, {}),
         ({"offset": "-1"}, {}),
     ],
@@ -178,6 +177,14 @@ async def test_log_follow_ended_step_sends_rest(step: RunningApi) -> None:
         response = await step.client.get(LOG, params={"follow": "1", "offset": "8"})
     assert response.status_code == 200
     assert response.content == b"89"
+
+
+async def test_log_follow_with_limit_ends_early(step: RunningApi) -> None:
+    with trio.fail_after(5):
+        response = await step.client.get(LOG, params={"follow": "1", "offset": "2", "limit": "5"})
+    assert response.status_code == 200
+    assert response.content == b"23456"
+    assert step.service.followers == 0
 
 
 async def test_log_follow_errors_before_stream(step: RunningApi) -> None:

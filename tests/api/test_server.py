@@ -79,11 +79,12 @@ async def test_serve_port_in_use_raises() -> None:
         await taken.bind((HOST, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with trio.fail_after(10), pytest.raises(OSError):
+        with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
-                await nursery.start(functools.partial(
-                    serve, create_app(FakeRunService()), host=HOST, port=port,
-                    shutdown_trigger=trio.sleep_forever))
+                with pytest.raises(OSError, match="in use"):
+                    await nursery.start(functools.partial(
+                        serve, create_app(FakeRunService()), host=HOST, port=port,
+                        shutdown_trigger=trio.sleep_forever))
 
 
 async def test_serve_pings_idle_websocket() -> None:
