@@ -7,14 +7,18 @@ reported, for docs/design/steps.md:
   the container's command and as an exec in a long-lived container;
 - signals: SIGTERM to a step through the kill API, and to an exec'd step, which has
   no kill endpoint, through its PID and a second exec of ``kill``;
-- reattaching: a second client attaches to a running step container, and a second
-  client calls exec_start again on a running exec;
+- reattaching: a second client attaches, with the output written so far, to a
+  running step container (through docker-py and through a plain HTTP upgrade), and
+  a second client calls exec_start again on a running exec;
 - log drivers: lines of 16383, 16384 and 20000 bytes and a line of invalid UTF-8,
   read back through the ``json-file`` and ``local`` log drivers and through attach.
 """
 
 from __future__ import annotations
 
+import json
+import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +26,14 @@ from typing import Any
 import docker
 import docker.utils.socket
 
-from benchmarks.measure import IMAGE, BenchmarkResult, Observation, docker_api, docker_base_url
+from benchmarks.measure import (
+    IMAGE,
+    BenchmarkError,
+    BenchmarkResult,
+    Observation,
+    docker_api,
+    docker_base_url,
+)
 
 NAME = "step-checks"
 TITLE = "Step design: what the engine reports for containers and exec processes"
@@ -31,6 +42,9 @@ MEMORY_LIMIT = 64 * 1024 * 1024
 # `tail` keeps the last line, and /dev/zero has no newline: tail grows to 200 MB.
 MEMORY_HOG = "head -c 200000000 /dev/zero | tail"
 LATE_OUTPUT = "sleep 1; echo late-output"
+# A step that has written output before the second client attaches, and writes more after.
+EARLY_AND_LATE = "echo early; sleep 0.5; echo late"
+REATTACH_ATTEMPTS = 5
 LINE_LENGTHS = (16383, 16384, 20000)
 INVALID_UTF8_LINE = b"x\xff\xfey\n"
 
@@ -45,6 +59,43 @@ def _start(api: docker.APIClient, command: list[str], **host_options: Any) -> st
 def _read_frames(sock: Any) -> bytes:
     chunks = [payload for _stream, payload in docker.utils.socket.frames_iter(sock, tty=False)]
     return b"".join(chunks)
+
+
+def _upgrade(api: docker.APIClient, path: str, body: dict[str, Any] | None = None) -> bytes:
+    """POST an HTTP upgrade request to the engine's Unix socket; return what follows the headers.
+
+    docker-py 7.1 parses the upgrade response through a buffered reader and then reads
+    the raw socket, so stream bytes that arrive with the response headers are lost.
+    This reads everything from one socket until the engine closes it.
+    """
+    base_url = docker_base_url()
+    if not base_url.startswith("unix://"):
+        raise BenchmarkError(f"step-checks needs the engine on a Unix socket, not {base_url}")
+    payload = json.dumps(body).encode() if body is not None else b""
+    request = (f"POST /v{api.api_version}{path} HTTP/1.1\r\nHost: docker\r\n"
+               "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    received = bytearray()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(60)
+        sock.connect(base_url.removeprefix("unix://"))
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, rest = bytes(received).partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise BenchmarkError(f"the engine did not upgrade POST {path}: {head[:200]!r}")
+    return rest
+
+
+def _demultiplex(stream: bytes) -> bytes:
+    """Return the payloads of a non-TTY attach stream (8-byte header, then the payload)."""
+    payloads, offset = [], 0
+    while offset + 8 <= len(stream):
+        (length,) = struct.unpack(">L", stream[offset + 4:offset + 8])
+        payloads.append(stream[offset + 8:offset + 8 + length])
+        offset += 8 + length
+    return b"".join(payloads)
 
 
 def check_oom(api: docker.APIClient) -> list[Observation]:
@@ -98,27 +149,26 @@ def check_signals(api: docker.APIClient) -> list[Observation]:
 
     container = _start(api, ["sleep", "3600"])
     try:
-        exec_id = api.exec_create(container, ["sh", "-c", "echo $$; exec sleep 30"])["Id"]
-        sock = api.exec_start(exec_id, socket=True)
-        frames = docker.utils.socket.frames_iter(sock, tty=False)
-        pid_in_container = int(next(frames)[1].strip())
+        # The step records its PID in the container's namespace for the killer to read.
+        step = "echo $$ > /tmp/step.pid; exec sleep 30"
+        exec_id = api.exec_create(container, ["sh", "-c", step])["Id"]
+        api.exec_start(exec_id, detach=True)
         host_pid, zero_answers = _exec_host_pid(api, exec_id)
-        kill_id = api.exec_create(container, ["kill", "-TERM", str(pid_in_container)])["Id"]
-        api.exec_start(kill_id)
-        for _frame in frames:
-            pass
-        sock.close()
+        killer = "kill -TERM $(cat /tmp/step.pid)"
+        api.exec_start(api.exec_create(container, ["sh", "-c", killer])["Id"], detach=True)
+        deadline = time.monotonic() + 10
+        while api.exec_inspect(exec_id)["Running"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         code = api.exec_inspect(exec_id)["ExitCode"]
     finally:
         api.remove_container(container, force=True)
     as_exec = Observation(
         "SIGTERM to an exec'd step",
-        f"no kill endpoint for exec; exec_inspect gives the host PID {host_pid}"
-        f"{f' after {zero_answers} answers of 0' if zero_answers else ''}, the step printed "
-        f"its PID {pid_in_container} in the container, and an exec of `kill -TERM` ended it "
-        f"with exit code {code}",
-        {"exit_code": code, "host_pid": host_pid, "pid_in_container": pid_in_container,
-         "inspections_with_pid_0": zero_answers})
+        "no kill endpoint for exec; exec_inspect gives the host PID "
+        f"{host_pid}{f' after {zero_answers} answers of 0' if zero_answers else ''}; an exec "
+        f"of `kill -TERM $(cat /tmp/step.pid)`, with the PID the step wrote, ended it with "
+        f"exit code {code}",
+        {"exit_code": code, "host_pid": host_pid, "inspections_with_pid_0": zero_answers})
     return [as_container, as_exec]
 
 
@@ -138,22 +188,43 @@ def _exec_host_pid(api: docker.APIClient, exec_id: str) -> tuple[int, int]:
 
 
 def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observation]:
-    first = new_client()
-    container = _start(first, ["sh", "-c", LATE_OUTPUT])
-    first.close()
-    second = new_client()
-    try:
-        sock = second.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1,
+    observations = []
+    expected = b"early\nlate\n"
+
+    def through_docker_py(client: docker.APIClient, container: str) -> bytes:
+        sock = client.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1,
                                                        "logs": 1})
-        output = _read_frames(sock)
-        sock.close()
-        code = second.wait(container)["StatusCode"]
-    finally:
-        second.remove_container(container, force=True)
-        second.close()
-    as_container = Observation(
-        "second client attaches to a running step container",
-        f"output {output.decode('utf-8', 'replace')!r}, exit code {code}", {"output": output.decode(), "exit_code": code})
+        try:
+            return _read_frames(sock)
+        finally:
+            sock.close()
+
+    def through_upgrade(client: docker.APIClient, container: str) -> bytes:
+        query = "?logs=1&stream=1&stdout=1&stderr=1"
+        return _demultiplex(_upgrade(client, f"/containers/{container}/attach{query}"))
+
+    for method, attach in (("docker-py 7.1 attach_socket", through_docker_py),
+                           ("a plain HTTP upgrade", through_upgrade)):
+        outputs = []
+        for _ in range(REATTACH_ATTEMPTS):
+            first = new_client()
+            container = _start(first, ["sh", "-c", EARLY_AND_LATE])
+            first.close()
+            time.sleep(0.2)  # the step has written "early" and sleeps
+            second = new_client()
+            try:
+                outputs.append(attach(second, container))
+                second.wait(container)
+            finally:
+                second.remove_container(container, force=True)
+                second.close()
+        complete = sum(output == expected for output in outputs)
+        seen = sorted({output.decode("utf-8", "replace") for output in outputs})
+        observations.append(Observation(
+            f"second client attaches with logs=1 to a running step container, through {method}",
+            f"{complete} of {REATTACH_ATTEMPTS} attempts read all of {expected.decode()!r}; "
+            f"outputs read: {seen}",
+            {"complete": complete, "attempts": REATTACH_ATTEMPTS, "outputs": seen}))
 
     first = new_client()
     container = _start(first, ["sleep", "3600"])
@@ -162,20 +233,20 @@ def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observati
     first.close()
     second = new_client()
     try:
-        answer = second.exec_start(exec_id)
+        answer = _upgrade(second, f"/exec/{exec_id}/start", {"Detach": False, "Tty": False})
         time.sleep(1.5)
         code = second.exec_inspect(exec_id)["ExitCode"]
         container_logs = second.logs(container)
     finally:
         second.remove_container(container, force=True)
         second.close()
-    as_exec = Observation(
+    observations.append(Observation(
         "second client calls exec_start on a running exec",
         f"answer {answer.decode('utf-8', 'replace').strip()!r}; the step's output reaches no "
         f"client ({len(container_logs)} bytes in the container's logs); exec_inspect still "
         f"gives exit code {code}",
-        {"answer": answer.decode("utf-8", "replace"), "exit_code": code})
-    return [as_container, as_exec]
+        {"answer": answer.decode("utf-8", "replace"), "exit_code": code}))
+    return observations
 
 
 def check_log_drivers(api: docker.APIClient) -> list[Observation]:

@@ -280,8 +280,8 @@ def _log_paths() -> Schema:
         _query("follow", "1: stream the output as it is written until the step ends.",
                {"type": "string", "enum": ["0", "1", "true", "false"]}),
         {"name": "Range", "in": "header", "required": False,
-         "description": "One byte range instead of offset and limit: bytes=FIRST-LAST, "
-                        "bytes=FIRST- or bytes=-COUNT.",
+         "description": "One byte range: bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT. "
+                        "A request with Range must not have offset, limit or follow.",
          "schema": {"type": "string", "pattern": "^bytes=([0-9]+-[0-9]*|-[0-9]+)$"}},
     ]
     log_headers = {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}, **_LOG_HEADERS}

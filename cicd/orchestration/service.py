@@ -10,6 +10,7 @@ at start-up to runs a previous process left unfinished.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -186,7 +187,7 @@ class RunService:
                 text = await trio.to_thread.run_sync(Path(path).read_text, "utf-8")
             except OSError as exc:
                 raise UsageError(f"pipeline file {file} not found in the source: {exc}") from None
-        return await trio.to_thread.run_sync(lambda: parse_pipeline(text, file=file))
+        return await _parse(text, file)
 
     async def _requested_event(self, run_id: str) -> ev.RunRequested:
         row = await self.readers.run(lambda conn: conn.execute(
@@ -257,21 +258,26 @@ class RunService:
                 idempotency_key=idempotency_key, source_kind="dir" if source.dir else "git",
                 source_ref=source.ref or "", pipeline_path=pipeline_path,
             )
-            run_id, created = await self.store.submit_run(event)
+            run_id, created, number = await self.store.submit_run(event)
             if created:
                 self._intake_send.send_nowait(run_id)
         finally:
             if not created:
                 self._reserved -= 1
-        return await self.get_run(run_id), created
+        if created:
+            # The projection holds exactly this; building it here saves a read.
+            return RunDocument(
+                id=run_id, number=number, pipeline=event.pipeline, tenant_id=event.tenant_id,
+                state="pending", source=event.source, executor=event.executor,
+                trigger=event.trigger, created_at=queries.iso_time(event.ts)), True
+        return await self.get_run(run_id), False
 
     async def _check_pipeline(self, request: SubmitRequest) -> tuple[str, str, str]:
         """Validate the pipeline where it can be read now; return (yaml, path, run name)."""
         source = request.source
         name = ""
         if request.pipeline_yaml is not None:
-            pipeline = await trio.to_thread.run_sync(
-                lambda: parse_pipeline(request.pipeline_yaml or "", file="pipeline_yaml"))
+            pipeline = await _parse(request.pipeline_yaml, "pipeline_yaml")
             name = pipeline.name or ""
             yaml_text, path = request.pipeline_yaml, ""
         else:
@@ -286,7 +292,7 @@ class RunService:
                     text = await trio.to_thread.run_sync(Path(file).read_text, "utf-8")
                 except OSError as exc:
                     raise UsageError(f"pipeline file {file} cannot be read: {exc}") from None
-                pipeline = await trio.to_thread.run_sync(lambda: parse_pipeline(text, file=path))
+                pipeline = await _parse(text, path)
                 name, yaml_text, path = pipeline.name or "", text, ""
         if not name:
             origin = (source.dir or source.git or "pipeline").rstrip("/")
@@ -361,7 +367,7 @@ class RunService:
         if self._reserved + self.intake_depth() >= self.settings.runs.intake_size:
             raise CapacityError("the intake queue is full; retry later", retry_after=2.0)
         self._reserved += 1
-        new_id, created = await self.store.submit_run(event)
+        new_id, created, _number = await self.store.submit_run(event)
         self._intake_send.send_nowait(new_id)
         return ActionResult(run=await self.get_run(new_id), changed=created,
                             message=f"retrying jobs {', '.join(event.only_jobs or [])} of run "
@@ -455,6 +461,17 @@ class RunService:
         if await subscriber.replay(self.store, self.readers, dead_letter_id):
             return True, f"dead letter {dead_letter_id} replayed"
         return False, f"dead letter {dead_letter_id} failed again; a new dead letter records it"
+
+
+@functools.lru_cache(maxsize=256)
+def _thd_parse(text: str, file: str) -> Pipeline:
+    return parse_pipeline(text, file=file)
+
+
+async def _parse(text: str, file: str) -> Pipeline:
+    """Parse in a worker thread; the same text is parsed once (at submit and at start, and
+    for every run of an unchanged pipeline). Errors are not cached: they raise again."""
+    return await trio.to_thread.run_sync(_thd_parse, text, file)
 
 
 def _record(row: tuple[object, ...]) -> EventRecord:

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from cicd.orchestration.documents import JobDocument, RunDocument, StepDocument
 
 
-def _iso(ms: int | None) -> str | None:
+def iso_time(ms: int | None) -> str | None:
+    """Return a millisecond timestamp as ISO 8601 in UTC, or None."""
     if ms is None:
         return None
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
@@ -69,15 +70,15 @@ def run_document(conn: sqlite3.Connection, run_id: str) -> RunDocument:
         steps_by_job.setdefault(s["job_id"], []).append(StepDocument(
             index=s["step"], name=s["name"], state=s["state"], exit_code=s["exit_code"],
             reason=s["reason"], message=s["message"], allowed_failure=bool(s["allowed"]),
-            started_at=_iso(s["started_at"]), finished_at=_iso(s["finished_at"]),
+            started_at=iso_time(s["started_at"]), finished_at=iso_time(s["finished_at"]),
             duration_ms=_duration(s["started_at"], s["finished_at"]), log_size=s["log_size"],
         ))
     jobs = [
         JobDocument(
             id=j["job_id"], state=j["state"], image=j["image"], needs=json.loads(j["needs"]),
             allow_failure=bool(j["allow_failure"]), reason=j["reason"], message=j["message"],
-            node=j["node"], worker=j["worker"], started_at=_iso(j["started_at"]),
-            finished_at=_iso(j["finished_at"]),
+            node=j["node"], worker=j["worker"], started_at=iso_time(j["started_at"]),
+            finished_at=iso_time(j["finished_at"]),
             duration_ms=_duration(j["started_at"], j["finished_at"]),
             steps=steps_by_job.get(j["job_id"], []),
         )
@@ -86,8 +87,8 @@ def run_document(conn: sqlite3.Connection, run_id: str) -> RunDocument:
     return RunDocument(
         id=run["id"], number=run["number"], pipeline=run["pipeline"], tenant_id=run["tenant_id"],
         state=run["state"], reason=run["reason"], source=run["source"], executor=run["executor"],
-        trigger=run["trigger"], created_at=_iso(run["created_at"]),
-        started_at=_iso(run["started_at"]), finished_at=_iso(run["finished_at"]),
+        trigger=run["trigger"], created_at=iso_time(run["created_at"]),
+        started_at=iso_time(run["started_at"]), finished_at=iso_time(run["finished_at"]),
         duration_ms=_duration(run["started_at"], run["finished_at"]), jobs=jobs,
     )
 

@@ -217,10 +217,11 @@ class EventStore:
             raise StorageError(f"event {event.name} of run {event.run_id} was not stored") from item.error
         return item.event_id
 
-    async def submit_run(self, event: ev.RunRequested) -> tuple[str, bool]:
+    async def submit_run(self, event: ev.RunRequested) -> tuple[str, bool, int]:
         """Append ``event`` unless its run id or idempotency key exists.
 
-        Returns the run id and whether this call created the run; durable either way.
+        Returns the run id, whether this call created the run, and the run's number
+        (0 when it existed); durable either way.
         """
         item = _Append(event, True)
         await self._send.send(item)
@@ -229,8 +230,10 @@ class EventStore:
         if item.error is not None:
             raise StorageError(f"run {event.run_id} was not stored") from item.error
         if item.existing_run_id is not None:
-            return item.existing_run_id, False
-        return event.run_id, True
+            return item.existing_run_id, False, 0
+        stored = item.event
+        assert isinstance(stored, ev.RunRequested)
+        return event.run_id, True, stored.number or 0
 
     async def append_log(self, chunk: LogChunk | DropLogChunks) -> None:
         await self._send.send(chunk)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from cicd.api import create_app, serve
 from tests.api.fake_service import FakeRunService
@@ -64,3 +65,9 @@ async def raw_exchange(port: int, request: bytes) -> tuple[bytes, bytes]:
             while len(body) < int(lengths[0]):
                 body += await stream.receive_some()
     return head, body
+
+
+def close_of(error: ConnectionClosed) -> tuple[int, str]:
+    """Return the close code and reason the server sent."""
+    assert error.reason is not None
+    return error.reason.code, error.reason.reason or ""

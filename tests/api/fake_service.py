@@ -142,8 +142,8 @@ class FakeRunService:
                         since_ms: int | None, cursor: str | None, limit: int) -> RunPage:
         await trio.lowlevel.checkpoint()
         self._fail("list_runs")
-        self.last_list = dict(state=state, tenant=tenant, pipeline=pipeline, since_ms=since_ms,
-                              cursor=cursor, limit=limit)
+        self.last_list = {"state": state, "tenant": tenant, "pipeline": pipeline,
+                          "since_ms": since_ms, "cursor": cursor, "limit": limit}
         items = [
             run for run in reversed(self.runs.values())
             if (state is None or run.state == state)

@@ -9,7 +9,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from cicd.errors import StorageError
-from tests.api.conftest import RunningApi
+from tests.api.conftest import RunningApi, close_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -73,6 +73,14 @@ async def test_event_stream_resumes_after_id(api: RunningApi) -> None:
     assert json.loads(message)["id"] == 4
 
 
+async def test_event_stream_handshake_carries_request_id(api: RunningApi) -> None:
+    url = f"{api.ws_url}/api/v1/events/stream"
+    with trio.fail_after(5):
+        async with open_websocket_url(url, extra_headers=[(b"X-Request-Id", b"ws-77")]) as ws:
+            headers = dict(ws.handshake_headers)
+    assert headers[b"x-request-id"] == b"ws-77"
+
+
 async def test_event_stream_ignores_client_messages(api: RunningApi) -> None:
     with trio.fail_after(5):
         async with open_websocket_url(f"{api.ws_url}/api/v1/events/stream") as ws:
@@ -108,8 +116,9 @@ async def test_event_stream_service_failure_1011(api: RunningApi) -> None:
         async with open_websocket_url(f"{api.ws_url}/api/v1/events/stream") as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
-    assert closed.value.reason.code == 1011
-    assert closed.value.reason.reason == "ORC-INFRA: database is locked"
+    code, reason = close_of(closed.value)
+    assert code == 1011
+    assert reason == "ORC-INFRA: database is locked"
 
 
 async def test_event_stream_unexpected_failure_hides_internals(api: RunningApi) -> None:
@@ -118,9 +127,10 @@ async def test_event_stream_unexpected_failure_hides_internals(api: RunningApi) 
         async with open_websocket_url(f"{api.ws_url}/api/v1/events/stream") as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
-    assert closed.value.reason.code == 1011
-    assert closed.value.reason.reason.startswith("INTERNAL: see the server log, request id ")
-    assert "secret" not in closed.value.reason.reason
+    code, reason = close_of(closed.value)
+    assert code == 1011
+    assert reason.startswith("INTERNAL: see the server log, request id ")
+    assert "secret" not in reason
 
 
 async def test_event_stream_shutdown_closes_1001_with_resume_id(api: RunningApi) -> None:
@@ -132,6 +142,7 @@ async def test_event_stream_shutdown_closes_1001_with_resume_id(api: RunningApi)
             api.stop.set()
             with trio.fail_after(1), pytest.raises(ConnectionClosed) as closed:
                 await ws.get_message()
-    assert closed.value.reason.code == 1001
-    assert closed.value.reason.reason == "server is shutting down; reconnect with after=3"
+    code, reason = close_of(closed.value)
+    assert code == 1001
+    assert reason == "server is shutting down; reconnect with after=3"
     assert api.service.followers == 0
