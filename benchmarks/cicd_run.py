@@ -5,7 +5,9 @@ For each pipeline the benchmark records:
 - the wall time of the whole ``python3 -m cicd run`` process;
 - the engine time, from the run's RunStarted event to its RunCompleted event in the
   SQLite event log (the events carry millisecond timestamps);
-- the per-step overhead, ``(ten-step - one-step) / 9``, for both times.
+- the time outside the engine time: from starting the process to RunStarted, and
+  from RunCompleted to the process's exit (wall-clock times, so to a millisecond or so);
+- the per-step overhead, ``(ten-step - one-step) / 9``, for the wall and engine times.
 
 It also times interpreter start-up, ``python3 -c pass`` and ``python3 -c "import
 cicd.cli.run_command"``, which the process wall time includes and the engine time does
@@ -19,6 +21,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -49,6 +52,14 @@ def engine_label(steps: int) -> str:
     return f"cicd run, {steps_text(steps)}: engine time (RunStarted to RunCompleted)"
 
 
+def before_label(steps: int) -> str:
+    return f"cicd run, {steps_text(steps)}: process start to RunStarted"
+
+
+def after_label(steps: int) -> str:
+    return f"cicd run, {steps_text(steps)}: RunCompleted to process exit"
+
+
 def steps_text(steps: int) -> str:
     return "1 step" if steps == 1 else f"{steps} steps"
 
@@ -61,8 +72,11 @@ def pipeline_yaml(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def engine_seconds(db_path: Path) -> float:
-    """Return RunStarted to RunCompleted of the newest run in ``db_path``, in seconds."""
+def run_event_times(db_path: Path) -> tuple[float, float]:
+    """Return the RunStarted and RunCompleted times of the newest run in ``db_path``.
+
+    The times are seconds since the Unix epoch, from the events' millisecond timestamps.
+    """
     conn = sqlite3.connect(db_path)
     try:
         row = conn.execute(
@@ -78,7 +92,7 @@ def engine_seconds(db_path: Path) -> float:
         conn.close()
     if "RunCompleted" not in times:
         raise BenchmarkError(f"run {row[0]} in {db_path} has no RunCompleted event")
-    return (times["RunCompleted"] - times["RunStarted"]) / 1000
+    return times["RunStarted"] / 1000, times["RunCompleted"] / 1000
 
 
 def cicd_environment(pycache: Path) -> dict[str, str]:
@@ -154,6 +168,16 @@ def plan(stack: ExitStack) -> Plan:
 def _cicd_case(argv: list[str], db_path: Path, steps: int, env: dict[str, str],
                cwd: Path) -> Case:
     def case() -> dict[str, float]:
+        # Wall-clock times, to compare with the events' timestamps; the process's own
+        # duration comes from run_checked's monotonic clock.
+        spawned = time.time()
         wall = run_checked(argv, cwd=cwd, env=env)
-        return {wall_label(steps): wall, engine_label(steps): engine_seconds(db_path)}
+        exited = time.time()
+        started, completed = run_event_times(db_path)
+        return {
+            wall_label(steps): wall,
+            engine_label(steps): completed - started,
+            before_label(steps): started - spawned,
+            after_label(steps): exited - completed,
+        }
     return case

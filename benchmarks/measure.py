@@ -22,7 +22,7 @@ Case = Callable[[], dict[str, float]]
 
 
 class BenchmarkError(Exception):
-    """A benchmark cannot run or produced a wrong result; the message says why."""
+    """Error raised when a benchmark cannot run or gets a wrong result; the message explains it."""
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Series:
 
 @dataclass
 class Observation:
-    """What one behaviour check saw (for checks that are not timings)."""
+    """The result of one behaviour check, which times nothing."""
 
     case: str
     observed: str
@@ -220,6 +220,16 @@ def run_container(api: docker.APIClient, command: Sequence[str], **host_options:
         return int(api.wait(container)["StatusCode"])
     finally:
         api.remove_container(container, force=True)
+
+
+def wait_for_exec(api: docker.APIClient, exec_id: str, timeout: float = 10) -> int | None:
+    """Return the exit code of an exec, polling while exec_inspect reports it running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info = api.exec_inspect(exec_id)
+        if not info["Running"] or time.monotonic() > deadline:
+            return info["ExitCode"]
+        time.sleep(0.001)
 
 
 def milliseconds(seconds: float) -> str:

@@ -143,7 +143,9 @@ def format_markdown(results: dict[str, BenchmarkResult], errors: dict[str, str],
         out += ["", "## Ratios of medians", "", "| comparison | ratio | target | met |",
                 "|---|---:|---|---|"]
         for ratio in ratios:
-            met = "" if ratio["met"] is None else ("yes" if ratio["met"] else "**no**")
+            met = ""
+            if ratio["met"] is not None:
+                met = "yes" if ratio["met"] else "**no**"
             out.append(f"| {ratio['comparison']} | {ratio['ratio']:.2f} | "
                        f"{ratio['target'] or ''} | {met} |")
     return "\n".join(out) + "\n"

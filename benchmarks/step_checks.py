@@ -33,6 +33,7 @@ from benchmarks.measure import (
     Observation,
     docker_api,
     docker_base_url,
+    wait_for_exec,
 )
 
 NAME = "step-checks"
@@ -41,7 +42,6 @@ TITLE = "Step design: what the engine reports for containers and exec processes"
 MEMORY_LIMIT = 64 * 1024 * 1024
 # `tail` keeps the last line, and /dev/zero has no newline: tail grows to 200 MB.
 MEMORY_HOG = "head -c 200000000 /dev/zero | tail"
-LATE_OUTPUT = "sleep 1; echo late-output"
 # A step that has written output before the second client attaches, and writes more after.
 EARLY_AND_LATE = "echo early; sleep 0.5; echo late"
 REATTACH_ATTEMPTS = 5
@@ -57,8 +57,7 @@ def _start(api: docker.APIClient, command: list[str], **host_options: Any) -> st
 
 
 def _read_frames(sock: Any) -> bytes:
-    chunks = [payload for _stream, payload in docker.utils.socket.frames_iter(sock, tty=False)]
-    return b"".join(chunks)
+    return b"".join(payload for _, payload in docker.utils.socket.frames_iter(sock, tty=False))
 
 
 def _upgrade(api: docker.APIClient, path: str, body: dict[str, Any] | None = None) -> bytes:
@@ -116,7 +115,7 @@ def check_oom(api: docker.APIClient) -> list[Observation]:
     try:
         exec_id = api.exec_create(container, ["sh", "-c", MEMORY_HOG])["Id"]
         api.exec_start(exec_id)
-        exec_code = api.exec_inspect(exec_id)["ExitCode"]
+        exec_code = wait_for_exec(api, exec_id)
         while_running = api.inspect_container(container)["State"]["OOMKilled"]
         api.stop(container, timeout=1)
         after_stop = api.inspect_container(container)["State"]
@@ -125,15 +124,17 @@ def check_oom(api: docker.APIClient) -> list[Observation]:
                                  filters={"container": container, "event": "oom"}))
     finally:
         api.remove_container(container, force=True)
+    naming_exec = sum(exec_id in json.dumps(event) for event in events)
     as_exec = Observation(
         "OOM kill of an exec'd step (64 MiB limit on the job container)",
         f"exec_inspect ExitCode {exec_code} (the same as any SIGKILL); State.OOMKilled of the "
         f"running job container = {while_running}; after `docker stop` State.OOMKilled = "
         f"{after_stop['OOMKilled']} with ExitCode {after_stop['ExitCode']}; {len(events)} "
-        "`oom` events name the container, none names the exec",
+        f"`oom` events name the container, {naming_exec} of them the exec",
         {"exec_exit_code": exec_code, "oom_killed_while_running": while_running,
          "oom_killed_after_stop": after_stop["OOMKilled"],
-         "exit_code_after_stop": after_stop["ExitCode"], "oom_events": len(events)})
+         "exit_code_after_stop": after_stop["ExitCode"], "oom_events": len(events),
+         "oom_events_naming_the_exec": naming_exec})
     return [as_container, as_exec]
 
 
@@ -154,12 +155,9 @@ def check_signals(api: docker.APIClient) -> list[Observation]:
         exec_id = api.exec_create(container, ["sh", "-c", step])["Id"]
         api.exec_start(exec_id, detach=True)
         host_pid, zero_answers = _exec_host_pid(api, exec_id)
-        killer = "kill -TERM $(cat /tmp/step.pid)"
+        killer = "until [ -s /tmp/step.pid ]; do sleep 0.01; done; kill -TERM $(cat /tmp/step.pid)"
         api.exec_start(api.exec_create(container, ["sh", "-c", killer])["Id"], detach=True)
-        deadline = time.monotonic() + 10
-        while api.exec_inspect(exec_id)["Running"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        code = api.exec_inspect(exec_id)["ExitCode"]
+        code = wait_for_exec(api, exec_id)
     finally:
         api.remove_container(container, force=True)
     as_exec = Observation(
@@ -175,7 +173,7 @@ def check_signals(api: docker.APIClient) -> list[Observation]:
 def _exec_host_pid(api: docker.APIClient, exec_id: str) -> tuple[int, int]:
     """Poll exec_inspect for up to 2 s; return the host PID and how often it was still 0.
 
-    Docker 20.10 answers Pid 0 for some milliseconds after the process has started.
+    Docker 20.10 returns Pid 0 for some milliseconds after the process has started.
     """
     zero_answers = 0
     deadline = time.monotonic() + 2
@@ -228,14 +226,14 @@ def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observati
 
     first = new_client()
     container = _start(first, ["sleep", "3600"])
-    exec_id = first.exec_create(container, ["sh", "-c", LATE_OUTPUT])["Id"]
+    exec_id = first.exec_create(container, ["sh", "-c", "sleep 1; echo late-output"])["Id"]
     first.exec_start(exec_id, socket=True).close()
     first.close()
     second = new_client()
     try:
-        answer = _upgrade(second, f"/exec/{exec_id}/start", {"Detach": False, "Tty": False})
-        time.sleep(1.5)
-        code = second.exec_inspect(exec_id)["ExitCode"]
+        answer = _demultiplex(
+            _upgrade(second, f"/exec/{exec_id}/start", {"Detach": False, "Tty": False}))
+        code = wait_for_exec(second, exec_id)
         container_logs = second.logs(container)
     finally:
         second.remove_container(container, force=True)
@@ -269,15 +267,17 @@ def check_log_drivers(api: docker.APIClient) -> list[Observation]:
             logged = api.logs(container, stdout=True, stderr=True)
         finally:
             api.remove_container(container, force=True)
-        kept = {length: line in logged for length, line in zip(LINE_LENGTHS, lines, strict=True)}
-        newlines = ", ".join(f"{length} B: {'kept' if ok else 'lost'}" for length, ok in kept.items())
+        newline_kept = {length: line in logged
+                        for length, line in zip(LINE_LENGTHS, lines, strict=True)}
+        newlines = ", ".join(f"{length} B: {'kept' if kept else 'lost'}"
+                             for length, kept in newline_kept.items())
         utf8 = ("kept" if INVALID_UTF8_LINE in logged else
                 "replaced by U+FFFD" if b"\xef\xbf\xbd" in logged else "changed")
         observations.append(Observation(
             f"log driver {driver}",
             f"newline after a line of {newlines}; invalid UTF-8 {utf8}; "
             f"{len(logged)} bytes read back for {len(expected)} written",
-            {"newline_kept": kept, "invalid_utf8": utf8, "bytes": len(logged)}))
+            {"newline_kept": newline_kept, "invalid_utf8": utf8, "bytes": len(logged)}))
         observations.append(Observation(
             f"attach stream, container with log driver {driver}",
             "identical to the bytes written" if attached == expected
@@ -297,6 +297,5 @@ def run() -> BenchmarkResult:
         observations += check_log_drivers(api)
     finally:
         api.close()
-    result = BenchmarkResult(NAME, TITLE, observations=observations)
-    result.notes.append(f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')}).")
-    return result
+    engine = f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')})."
+    return BenchmarkResult(NAME, TITLE, observations=observations, notes=[engine])

@@ -29,6 +29,7 @@ from benchmarks.measure import (
     Plan,
     docker_api,
     time_call,
+    wait_for_exec,
 )
 
 NAME = "steps"
@@ -82,7 +83,7 @@ def exec_in_job_container(api: docker.APIClient, volume: str, steps: int) -> Non
             exec_id = api.exec_create(container, ["/bin/sh", "-e", "-c", "true"],
                                       workdir=WORKSPACE)["Id"]
             api.exec_start(exec_id)
-            code = api.exec_inspect(exec_id)["ExitCode"]
+            code = wait_for_exec(api, exec_id)
             if code != 0:
                 raise BenchmarkError(f"a `true` exec step exited with code {code}")
     finally:

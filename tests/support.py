@@ -7,11 +7,11 @@ from pathlib import Path
 import trio
 
 from cicd.execution.control import StopRequest
+from cicd.orchestration.documents import RunDocument
 from cicd.orchestration.engine import RunEngine, RunRequest, RunSummary
 from cicd.pipeline import parse_pipeline
 from cicd.storage import EventStore, open_database
 from cicd.storage.queries import iter_step_log, run_document
-from cicd.orchestration.documents import RunDocument
 from cicd.workers.base import Provider
 
 

@@ -2,7 +2,7 @@
 
 :func:`create_app` wires the routes (see :mod:`cicd.api.openapi` for the list) to a
 run service. Before routing, every request and WebSocket handshake gets a request id
-and passes the Host and Origin checks of :mod:`cicd.api.guard`; every error becomes
+and passes the Host and Origin checks of :mod:`cicd.api.guard`. Every error becomes
 an ``ErrorBody`` (see :mod:`cicd.api.responses`). The API exposes runs, logs, events
 and nodes, never operations on single workers.
 """
@@ -22,7 +22,7 @@ from cicd.api.events import events
 from cicd.api.guard import DEFAULT_SERVER_NAMES, REQUEST_ID_HEADER, HostGuard, request_id_from
 from cicd.api.logs import logs
 from cicd.api.openapi import openapi_json
-from cicd.api.responses import response_for_error
+from cicd.api.responses import MAX_BODY_BYTES, response_for_error
 from cicd.api.runs import runs
 from cicd.api.state import EXTENSION, ApiState, current_request_id, current_state
 from cicd.api.system import system
@@ -31,14 +31,11 @@ logger = logging.getLogger("cicd.api")
 
 API_PREFIX = "/api/v1"
 
-# A submitted pipeline travels as YAML text inside the JSON body.
-MAX_BODY_BYTES = 4 * 1024 * 1024
-
 
 def create_app(
     service: RunServiceProtocol, *, server_names: Iterable[str] = DEFAULT_SERVER_NAMES
 ) -> QuartTrio:
-    """Build the application for ``service``, answering only to the host names in ``server_names``.
+    """Build the application for ``service``, accepting requests only for ``server_names``.
 
     Raises ``UsageError`` when ``server_names`` is empty or has an empty name.
     """

@@ -22,9 +22,9 @@ from cicd.orchestration.documents import (
 
 
 class RunServiceProtocol(Protocol):
-    """The run service as the API sees it.
+    """The methods of the run service that the API calls.
 
-    Errors are members of the :mod:`cicd.errors` tree; the API maps each ``code``
+    Errors are members of the :mod:`cicd.errors` tree, and the API maps each ``code``
     to an HTTP status (see :mod:`cicd.api.responses`).
     """
 

@@ -1,7 +1,7 @@
 """Checks every request passes before routing: its request id, Host and Origin.
 
 The Host check defends against DNS rebinding. A page on another site can point its
-own host name at 127.0.0.1 and then read this server's answers as same-origin; the
+own host name at 127.0.0.1 and then read this server's responses as same-origin. The
 request still carries that foreign name in ``Host``, so only the server's own names
 are accepted. The Origin check rejects requests a browser sends on behalf of
 another site: cross-site ``fetch`` and form posts, and every WebSocket handshake.
@@ -19,10 +19,13 @@ from cicd.errors import UsageError
 
 DEFAULT_SERVER_NAMES = ("127.0.0.1", "localhost", "::1")
 
+# The setting that lists the names (see docs/configuration.md), named in both rejections.
+SETTING_HINT = "server_names in the [server] section of the configuration"
+
 REQUEST_ID_HEADER = "X-Request-Id"
 
 # Ids a client may choose: UUIDs, ULIDs, trace ids. Anything else is replaced, so a
-# request id is always safe to copy into logs and headers.
+# request id contains only these characters and is safe to copy into logs and headers.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
@@ -51,7 +54,7 @@ def _host_without_port(host: str) -> str:
 
 
 class HostGuard:
-    """The names this server answers to, and the checks of Host and Origin against them."""
+    """The host names of this server, and the checks of Host and Origin against them."""
 
     def __init__(self, server_names: Iterable[str]) -> None:
         names = [normalize_name(name) for name in server_names]
@@ -75,8 +78,7 @@ class HostGuard:
         if name not in self._allowed:
             raise ApiError(
                 f"Host {name!r} is not one of this server's names ({listed}). If clients "
-                "reach the server under that name, add it to the server's names "
-                "(the server_names setting).",
+                f"reach the server under that name, add it to {SETTING_HINT}.",
                 status=421,
                 code="HOST-NOT-ALLOWED",
                 details={"host": name, "server_names": list(self.names)},
@@ -87,8 +89,8 @@ class HostGuard:
         if origin_host is None or origin_host not in self._allowed:
             raise ApiError(
                 f"Origin {origin!r} is another site; this server accepts browser requests "
-                f"only from pages served under its own names ({listed}). Add the page's host "
-                "to the server's names (the server_names setting) to allow it.",
+                f"only from pages served under its own names ({listed}). To allow it, add "
+                f"the page's host to {SETTING_HINT}.",
                 status=403,
                 code="ORIGIN-NOT-ALLOWED",
                 details={"origin": origin, "server_names": list(self.names)},

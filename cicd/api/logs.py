@@ -28,8 +28,8 @@ logs = Blueprint("logs", __name__)
 LOG_PATH = "/runs/<run_id>/jobs/<job_id>/steps/<step>/log"
 OCTETS = "application/octet-stream"
 
-# trio-websocket and browsers accept messages of 1 MiB and more; smaller messages let
-# a slow client apply backpressure sooner.
+# trio-websocket clients reject messages over 1 MiB unless they raise max_message_size.
+# Smaller messages also let a slow client apply backpressure sooner.
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
@@ -141,7 +141,9 @@ async def _forward(
                 return
     except CicdError as exc:
         # Raising aborts the response, so the client can tell a failure from the end.
-        logger.warning("request %s: following the log failed with %s: %s", request_id, exc.code, exc)
+        logger.warning(
+            "request %s: following the log failed with %s: %s", request_id, exc.code, exc
+        )
         raise
     finally:
         await aclose_iterator(chunks)

@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 document of the API, built from the msgspec types the handlers encode.
 
 Schemas come from :func:`msgspec.json.schema_components`, so the document and the
-responses cannot drift apart; the routes, parameters and statuses are listed here
-by hand and a test compares them with the application's URL map. The two WebSocket
-routes appear as GET operations answering 101, with ``x-websocket: true``, because
+responses cannot drift apart. The routes, parameters and statuses are listed here
+by hand, and a test compares them with the application's URL map. The two WebSocket
+routes appear as GET operations returning 101, with ``x-websocket: true``, because
 OpenAPI has no notion of WebSockets.
 """
 
@@ -48,7 +48,7 @@ _ERRORS: dict[int, str] = {
     503: "The server is shutting down (code SRV-STOPPING).",
 }
 
-# Every route can answer these: the request checks run before routing.
+# Every route can return these, because the request checks run before routing.
 _ALWAYS = (400, 403, 421, 500)
 
 

@@ -29,7 +29,9 @@ class Query:
         unknown = sorted(set(args) - set(allowed))
         if unknown:
             accepted = ", ".join(sorted(allowed)) or "none"
-            raise ApiError(f"unknown query parameter {unknown[0]!r}; this route accepts: {accepted}")
+            raise ApiError(
+                f"unknown query parameter {unknown[0]!r}; this route accepts: {accepted}"
+            )
         for name in args:
             if len(args.getlist(name)) > 1:
                 raise ApiError(f"query parameter {name!r} is given more than once")
@@ -57,7 +59,9 @@ class Query:
             raise ApiError(f"query parameter {name}={raw!r} is not an integer {bounds}")
         value = int(raw)
         if not minimum <= value <= maximum:
-            raise ApiError(f"query parameter {name}={value} is out of range; give an integer {bounds}")
+            raise ApiError(
+                f"query parameter {name}={value} is out of range; give an integer {bounds}"
+            )
         return value
 
     def flag(self, name: str) -> bool:
@@ -68,7 +72,7 @@ class Query:
             return True
         if raw.lower() in _FALSE:
             return False
-        raise ApiError(f"query parameter {name}={raw!r} is not a flag; give 1 or 0")
+        raise ApiError(f"query parameter {name}={raw!r} is not a flag; give 1, 0, true or false")
 
     def choice(self, name: str, choices: Collection[str]) -> str | None:
         raw = self.text(name)
@@ -120,20 +124,25 @@ class ByteRange(msgspec.Struct, frozen=True):
 
 
 def parse_range(header: str) -> ByteRange | None:
-    """Parse a Range header; None when its unit is not ``bytes`` (RFC 9110 says to ignore it)."""
+    """Parse a Range header, or return None when its unit is not ``bytes``.
+
+    The caller ignores a Range in another unit and sends the whole output.
+    """
     unit, _, spec = header.strip().partition("=")
     if unit.strip().lower() != "bytes":
         return None
     spec = spec.strip()
     if "," in spec:
-        raise ApiError(f"Range {header!r} asks for several ranges; this server sends one at a time")
+        raise ApiError(f"Range {header!r} requests several ranges; this server sends only one")
+    invalid = ApiError(
+        f"invalid Range {header!r}; use bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT"
+    )
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or not all(part.isascii() and part.isdigit() for part in (first or "0", last or "0")):
-        raise ApiError(f"invalid Range {header!r}; use bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT")
+    numbers = [part for part in (first, last) if part]
+    if not dash or not numbers or not all(part.isascii() and part.isdigit() for part in numbers):
+        raise invalid
     if not first:
-        if not last:
-            raise ApiError(f"invalid Range {header!r}; use bytes=FIRST-LAST, bytes=FIRST- or bytes=-COUNT")
         return ByteRange(first=None, last=None, suffix=int(last))
     start = int(first)
     end = int(last) if last else None

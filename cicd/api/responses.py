@@ -49,9 +49,12 @@ ENCODER = msgspec.json.Encoder()
 
 JSON = "application/json"
 
+# A submitted pipeline travels as YAML text inside the JSON body.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
 
 class ApiError(CicdError):
-    """A request the API rejects before calling the service (bad parameter, header, range)."""
+    """An invalid request (parameter, header, body, range) that the API rejects itself."""
 
     code = "REQUEST-INVALID"
 
@@ -152,7 +155,11 @@ def _response_for_http_exception(error: HTTPException, request_id: str) -> Respo
         code = "NOT-FOUND"
         message = "no route matches this URL; the API is under /api/v1 (see /api/v1/openapi.json)"
     elif status == 413:
-        code, message = "BODY-TOO-LARGE", "the request body is larger than the server accepts"
+        code = "BODY-TOO-LARGE"
+        message = (
+            f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MiB; "
+            "send a shorter pipeline_yaml or use pipeline_path"
+        )
     elif status < 500:
         code, message = "REQUEST-INVALID", error.description or error.name
     else:

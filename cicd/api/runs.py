@@ -43,9 +43,9 @@ def _idempotency_key() -> str | None:
 
 def _require_json() -> None:
     if request.mimetype != "application/json":
-        shown = request.mimetype or "none"
+        content_type = request.mimetype or "none"
         raise ApiError(
-            f"the request body must be JSON (Content-Type: application/json), not {shown}",
+            f"the request body must be JSON (Content-Type: application/json), not {content_type}",
             status=415,
             code="MEDIA-TYPE",
         )

@@ -18,8 +18,8 @@ logger = logging.getLogger("cicd.api")
 
 # Idle WebSockets (an event stream with no new events) get a ping this often, so proxies
 # keep them open and a vanished client is noticed when the ping cannot be sent.
-# NOTE: hypercorn 0.18's ping task sleeps a whole interval before it sees that its
-# WebSocket closed, so a shutdown soon after a WebSocket closed waits up to the
+# NOTE: hypercorn 0.18's ping task sleeps a whole interval before it checks whether
+# its WebSocket closed, so a shutdown soon after a WebSocket closed waits up to the
 # graceful timeout.
 WEBSOCKET_PING_SECONDS = 20.0
 

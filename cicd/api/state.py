@@ -1,4 +1,4 @@
-"""What the request handlers share: the service, the host guard and the drain signal."""
+"""State shared by the request handlers: the service, the host guard and the drain signal."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Running a stream (log output, events) over an accepted WebSocket until it ends or stops.
 
-WebSocket close codes the streams use (RFC 6455, section 7.4.1)::
+WebSocket close codes the streams use (from the IANA WebSocket close code registry)::
 
     1000  the stream ended (the step ended and all its output was sent)
-    1001  the server is shutting down; the reason tells where to resume
+    1001  the server is shutting down; the reason gives the offset or id to resume from
     1011  the service failed; the reason carries the error code or the request id
 """
 
@@ -20,7 +20,7 @@ from cicd.errors import CicdError
 
 logger = logging.getLogger("cicd.api")
 
-# RFC 6455 limits a close reason to 123 bytes of UTF-8.
+# A close frame carries at most 125 bytes: the 2-byte code and up to 123 bytes of reason.
 _MAX_CLOSE_REASON = 123
 
 
@@ -68,7 +68,8 @@ async def stream_to_websocket(
             close_code, close_reason = 1011, f"{exc.code}: {exc}"
         except Exception as exc:
             logger.error("request %s: stream failed", request_id, exc_info=exc)
-            close_code, close_reason = 1011, f"INTERNAL: see the server log, request id {request_id}"
+            close_code = 1011
+            close_reason = f"INTERNAL: see the server log, request id {request_id}"
         nursery.cancel_scope.cancel()
     if close_code == 1000:
         return True

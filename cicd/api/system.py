@@ -22,7 +22,7 @@ class Liveness(msgspec.Struct, kw_only=True):
 
 
 class Readiness(msgspec.Struct, kw_only=True):
-    """Whether the server takes new work: ``ready`` only when every component is ``ok``."""
+    """The readiness of the server: ``ready`` only when every component is ``ok``."""
 
     status: str  # ready, not_ready
     components: dict[str, str]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -14,12 +13,12 @@ import trio
 from cicd.errors import EngineUnavailable, PipelineError, UsageError
 from cicd.execution.control import StopRequest
 from cicd.execution.output import LivePrinter
-from cicd.orchestration.engine import RunEngine, RunRequest, RunSummary
+from cicd.orchestration.documents import encode_document
+from cicd.orchestration.engine import RunEngine, RunRequest
 from cicd.orchestration.states import State
 from cicd.pipeline import load_pipeline
 from cicd.storage import EventStore, default_db_path, open_database
 from cicd.storage.queries import run_document
-from cicd.orchestration.documents import encode_document
 from cicd.workers.base import Provider
 from cicd.workers.docker import DockerProvider
 from cicd.workers.local import LocalProvider

@@ -1,5 +1,6 @@
 """Event types that every context appends to the log (a pure core)."""
 
+from cicd.events.model import *
 from cicd.events.model import (
     ANY_EVENT,
     Event,
@@ -7,6 +8,5 @@ from cicd.events.model import (
     encode_event,
     now_ms,
 )
-from cicd.events.model import *  # noqa: F403 - the event classes
 
 __all__ = ["ANY_EVENT", "Event", "decode_event", "encode_event", "now_ms"]

@@ -26,7 +26,6 @@ from cicd.errors import (
     CapacityError,
     CicdError,
     NotFoundError,
-    PipelineError,
     ShuttingDown,
     UsageError,
 )

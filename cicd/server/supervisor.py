@@ -49,7 +49,7 @@ async def supervise(
                         reported = True
                         task_status.started()
             return  # the task ended by itself
-        except Exception as exc:  # noqa: BLE001 - every task error is restarted or escalated
+        except Exception as exc:
             now = trio.current_time()
             failures.append(now)
             while failures and failures[0] < now - window:

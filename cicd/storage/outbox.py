@@ -55,9 +55,9 @@ class Subscriber:
         while True:
             changed = store.changed()
             position = self.position
-            rows = await readers.run(lambda conn: conn.execute(
+            rows = await readers.run(lambda conn, after=position: conn.execute(
                 "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (position, BATCH)).fetchall())
+                (after, BATCH)).fetchall())
             if not rows:
                 await changed.wait()
                 continue

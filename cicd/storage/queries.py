@@ -7,7 +7,6 @@ import json
 import sqlite3
 from collections.abc import Iterator
 
-
 from cicd.orchestration.documents import JobDocument, RunDocument, StepDocument
 
 
@@ -15,7 +14,7 @@ def iso_time(ms: int | None) -> str | None:
     """Return a millisecond timestamp as ISO 8601 in UTC, or None."""
     if ms is None:
         return None
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _duration(start: int | None, end: int | None) -> int | None:

@@ -56,7 +56,7 @@ class Write(msgspec.Struct, frozen=True):
 
 
 class _Append:
-    __slots__ = ("event", "done", "event_id", "error", "existing_run_id")
+    __slots__ = ("done", "error", "event", "event_id", "existing_run_id")
 
     def __init__(self, event: ev.Event, wait: bool) -> None:
         self.event = event
@@ -109,9 +109,7 @@ class EventStore:
             raise
         finally:
             for item in batch:
-                if isinstance(item, _Append) and item.done is not None:
-                    item.done.set()
-                elif isinstance(item, _Barrier):
+                if isinstance(item, _Append) and item.done is not None or isinstance(item, _Barrier):
                     item.done.set()
             committed, self._committed = self._committed, trio.Event()
             committed.set()

@@ -185,7 +185,9 @@ class FakeRunService:
         self._fail("retry_run")
         run = self._run(run_id)
         if run.state not in TERMINAL:
-            raise IllegalTransition(f"run {run_id} is {run.state}; only an ended run can be retried")
+            raise IllegalTransition(
+                f"run {run_id} is {run.state}; only an ended run can be retried"
+            )
         new = self.add_run(f"{run_id}-retry", state="pending", pipeline=run.pipeline)
         return ActionResult(run=new, changed=True)
 

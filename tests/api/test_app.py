@@ -65,7 +65,7 @@ async def test_submit_created(api: RunningApi) -> None:
     assert key is None
 
 
-async def test_submit_idempotency_key_returns_first_run(api: RunningApi) -> None:
+async def test_submit_idempotency_key_repeats_run(api: RunningApi) -> None:
     headers = {"Idempotency-Key": "3f1c9a52-key"}
     first = await api.client.post("/api/v1/runs", json=SUBMIT, headers=headers)
     second = await api.client.post("/api/v1/runs", json=SUBMIT, headers=headers)

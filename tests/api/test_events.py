@@ -133,7 +133,7 @@ async def test_event_stream_unexpected_failure_hides_internals(api: RunningApi) 
     assert "secret" not in reason
 
 
-async def test_event_stream_shutdown_closes_1001_with_resume_id(api: RunningApi) -> None:
+async def test_event_stream_shutdown_closes_1001(api: RunningApi) -> None:
     add_events(api, 3)
     with trio.fail_after(5):
         async with open_websocket_url(f"{api.ws_url}/api/v1/events/stream?after=1") as ws:

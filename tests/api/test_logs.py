@@ -91,7 +91,9 @@ async def test_log_not_found(step: RunningApi, path: str) -> None:
         ("bytes=9-9", b"9", "bytes 9-9/*"),
     ],
 )
-async def test_log_range_206(step: RunningApi, header: str, body: bytes, content_range: str) -> None:
+async def test_log_range_206(
+    step: RunningApi, header: str, body: bytes, content_range: str
+) -> None:
     response = await step.client.get(LOG, headers={"Range": header})
     assert response.status_code == 206
     assert response.content == body
@@ -204,6 +206,18 @@ async def test_log_follow_failure_aborts_response(step: RunningApi) -> None:
             step.service.write_log("r1", "unit", "1", b"more")
             async for _ in chunks:
                 pass
+
+
+async def test_log_follow_cut_at_graceful_timeout(step: RunningApi) -> None:
+    # The fixture's server has a 2 s graceful timeout; the step never ends.
+    with trio.fail_after(5), pytest.raises(httpx.RemoteProtocolError):
+        async with step.client.stream("GET", LOG, params={"follow": "1"}) as response:
+            chunks = response.aiter_bytes()
+            assert await chunks.__anext__() == OUTPUT
+            step.stop.set()
+            async for _ in chunks:
+                pass
+    assert step.service.followers == 0
 
 
 async def test_log_follow_client_disconnect_closes_stream(step: RunningApi) -> None:

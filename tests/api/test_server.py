@@ -74,11 +74,11 @@ async def test_serve_ipv6_loopback() -> None:
 
 
 async def test_serve_port_in_use_raises() -> None:
-    taken = trio.socket.socket()
-    with taken:
-        await taken.bind((HOST, 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    listener = trio.socket.socket()
+    with listener:
+        await listener.bind((HOST, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 with pytest.raises(OSError, match="in use"):
