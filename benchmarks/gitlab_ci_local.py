@@ -12,9 +12,9 @@ chown, chmod and a /tmp directory) is enough. The helper also needs bash and rsy
 for copying cache and artifacts out, which these pipelines do not use. On the host,
 gitlab-ci-local needs git and rsync: it copies the tracked files with rsync.
 
-A GitLab job runs its whole ``script:`` list as one shell script in one container,
-so the ten-step pipeline is one job with ten ``script:`` lines in one container,
-where cicd starts ten containers.
+gitlab-ci-local runs a job's whole ``script:`` list as one shell script in one
+container, so the ten-step pipeline is one job with ten ``script:`` lines in one
+container, where cicd starts ten containers.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ reported, for docs/design/steps.md:
   the container's command and as an exec in a long-lived container;
 - signals: SIGTERM to a step through the kill API, and to an exec'd step, which has
   no kill endpoint, through its PID and a second exec of ``kill``;
-- reattaching: a second client attaches, with the output written so far, to a
-  running step container (through docker-py and through a plain HTTP upgrade), and
-  a second client calls exec_start again on a running exec;
+- reattaching: a second client reads a running step container's output, the part
+  written before it came included (attach with logs=1 through docker-py and through a
+  plain HTTP upgrade, and the logs endpoint with follow), and a second client calls
+  exec_start again on a running exec;
 - log drivers: lines of 16383, 16384 and 20000 bytes and a line of invalid UTF-8,
   read back through the ``json-file`` and ``local`` log drivers and through attach.
 """
@@ -201,8 +202,13 @@ def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observati
         query = "?logs=1&stream=1&stdout=1&stderr=1"
         return _demultiplex(_upgrade(client, f"/containers/{container}/attach{query}"))
 
+    def through_logs(client: docker.APIClient, container: str) -> bytes:
+        return b"".join(client.logs(container, stdout=True, stderr=True, stream=True,
+                                    follow=True))
+
     for method, attach in (("docker-py 7.1 attach_socket", through_docker_py),
-                           ("a plain HTTP upgrade", through_upgrade)):
+                           ("a plain HTTP upgrade", through_upgrade),
+                           ("docker-py 7.1 logs(stream=True, follow=True)", through_logs)):
         outputs = []
         for _ in range(REATTACH_ATTEMPTS):
             first = new_client()
@@ -219,7 +225,7 @@ def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observati
         complete = sum(output == expected for output in outputs)
         seen = sorted({output.decode("utf-8", "replace") for output in outputs})
         observations.append(Observation(
-            f"second client attaches with logs=1 to a running step container, through {method}",
+            f"second client reads a running step container's output, through {method}",
             f"{complete} of {REATTACH_ATTEMPTS} attempts read all of {expected.decode()!r}; "
             f"outputs read: {seen}",
             {"complete": complete, "attempts": REATTACH_ATTEMPTS, "outputs": seen}))

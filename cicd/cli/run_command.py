@@ -21,6 +21,7 @@ from cicd.storage import EventStore, default_db_path, open_database
 from cicd.storage.queries import run_document
 from cicd.workers.base import Provider
 from cicd.workers.docker import DockerProvider
+from cicd.workers.labels import owner_id
 from cicd.workers.local import LocalProvider
 
 logger = logging.getLogger("cicd.cli")
@@ -40,7 +41,7 @@ def run_command(args: argparse.Namespace) -> int:
     db_path = Path(args.db) if args.db else default_db_path()
     printer = None if args.quiet else LivePrinter(colour=False if args.no_color else None)
     request = RunRequest(pipeline=pipeline, pipeline_yaml=pipeline_yaml, source_dir=str(source),
-                         parallel=args.parallel, grace=args.grace)
+                         parallel=args.parallel, grace=args.grace, owner=owner_id())
     return trio.run(_run, request, args.executor, db_path, printer, args.report)
 
 
@@ -77,6 +78,7 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
                 removed = await remove_orphans(provider)
                 if removed:
                     logger.info("removed %d objects left by earlier runs", removed)
+            await _end_abandoned(store, db_path)
 
             watcher = trio.CancelScope()
 
@@ -119,6 +121,16 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
     if interrupted:
         return 130
     return 0 if summary.state is State.SUCCEEDED else 1
+
+
+async def _end_abandoned(store: EventStore, db_path: Path) -> None:
+    from cicd.orchestration.abandoned import end_abandoned_runs
+
+    conn = await trio.to_thread.run_sync(open_database, db_path)
+    try:
+        await end_abandoned_runs(store, conn)
+    finally:
+        conn.close()
 
 
 def _load_document(db_path: Path, run_id: str):  # type: ignore[no-untyped-def]

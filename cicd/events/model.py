@@ -72,6 +72,8 @@ class RunRequested(Event, tag="RunRequested"):
     # A pipeline file inside a git source, read once the source is cloned
     # (``pipeline_yaml`` is empty then).
     pipeline_path: str = ""
+    # host:pid of the `cicd run` process that runs it ("" for a server's runs).
+    owner: str = ""
 
 
 class SourceResolved(Event, tag="SourceResolved"):

@@ -63,6 +63,7 @@ class RunRequest(msgspec.Struct, kw_only=True):
     parallel: int = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
     grace: float = 10.0
     only_jobs: list[str] | None = None
+    owner: str = ""  # host:pid of a `cicd run` process
     # The server writes RunRequested when it accepts the run; `cicd run` lets
     # execute() write it.
     requested: bool = False
@@ -112,6 +113,7 @@ class RunEngine:
             pipeline=self.pipeline_name(request), pipeline_yaml=request.pipeline_yaml,
             source=os.path.abspath(request.source_dir), jobs=list(request.pipeline.jobs),
             executor=executor, trigger=request.trigger, only_jobs=request.only_jobs,
+            owner=request.owner,
         )
 
     async def execute(self, request: RunRequest, resume: RunResume | None = None) -> RunSummary:

@@ -200,3 +200,35 @@ jobs:
     assert document["state"] == "cancelled"
     assert document["jobs"][0]["steps"][0]["exit_code"] == 137
     assert labelled_objects(docker.from_env(), document["id"]) == []
+
+
+@pytest.mark.docker
+def test_killed_run_objects_removed_by_next_run(tmp_path: Path) -> None:
+    require_image(BUSYBOX)
+    _write(tmp_path / ".cicd.yml", f"""
+jobs:
+  stays:
+    image: {BUSYBOX}
+    steps:
+      - run: echo ready; sleep 600
+""")
+    db = str(tmp_path / "db")
+    process = _start_cli("run", str(tmp_path), "--db", db)
+    try:
+        _wait_for_output(process, b"ready", timeout=60)
+    finally:
+        process.kill()  # SIGKILL: cicd gets no chance to clean up
+        process.wait(timeout=30)
+    run_id = json.loads(run_cli("show", "last", "--db", db, "--json").stdout)["id"]
+    client = docker.from_env()
+    assert labelled_objects(client, run_id) != []
+
+    other = tmp_path / "other"
+    other.mkdir()
+    _write(other / ".cicd.yml", f"jobs:\n  a:\n    image: {BUSYBOX}\n    steps: [{{run: 'true'}}]\n")
+    assert run_cli("run", str(other), "--db", db).returncode == 0
+    assert labelled_objects(client, run_id) == []
+    abandoned = json.loads(run_cli("show", run_id, "--db", db, "--json").stdout)
+    assert abandoned["state"] == "failed"
+    assert abandoned["jobs"][0]["reason"] == "abandoned"
+    assert abandoned["jobs"][0]["steps"][0]["state"] == "failed"

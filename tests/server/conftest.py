@@ -66,7 +66,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 30) -> None:
         self.starts += 1
-        env = dict(os.environ, PYTHONPATH=str(ROOT), CICD_RUNS_GRACE="2s")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), CICD_RUNS_GRACE="2s",
+                   CICD_RUNS_SHUTDOWN_GRACE="3s")
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cicd", "-v", "serve", "--port", "0", "--db", str(self.db),
