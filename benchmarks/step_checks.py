@@ -18,8 +18,6 @@ reported, for docs/design/steps.md:
 from __future__ import annotations
 
 import json
-import socket
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +25,9 @@ from typing import Any
 import docker
 import docker.utils.socket
 
+from benchmarks.engine_socket import demultiplex, upgrade
 from benchmarks.measure import (
     IMAGE,
-    BenchmarkError,
     BenchmarkResult,
     Observation,
     docker_api,
@@ -59,43 +57,6 @@ def _start(api: docker.APIClient, command: list[str], **host_options: Any) -> st
 
 def _read_frames(sock: Any) -> bytes:
     return b"".join(payload for _, payload in docker.utils.socket.frames_iter(sock, tty=False))
-
-
-def _upgrade(api: docker.APIClient, path: str, body: dict[str, Any] | None = None) -> bytes:
-    """POST an HTTP upgrade request to the engine's Unix socket; return what follows the headers.
-
-    docker-py 7.1 parses the upgrade response through a buffered reader and then reads
-    the raw socket, so stream bytes that arrive with the response headers are lost.
-    This reads everything from one socket until the engine closes it.
-    """
-    base_url = docker_base_url()
-    if not base_url.startswith("unix://"):
-        raise BenchmarkError(f"step-checks needs the engine on a Unix socket, not {base_url}")
-    payload = json.dumps(body).encode() if body is not None else b""
-    request = (f"POST /v{api.api_version}{path} HTTP/1.1\r\nHost: docker\r\n"
-               "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
-    received = bytearray()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(60)
-        sock.connect(base_url.removeprefix("unix://"))
-        sock.sendall(request)
-        while chunk := sock.recv(65536):
-            received += chunk
-    head, _, rest = bytes(received).partition(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise BenchmarkError(f"the engine did not upgrade POST {path}: {head[:200]!r}")
-    return rest
-
-
-def _demultiplex(stream: bytes) -> bytes:
-    """Return the payloads of a non-TTY attach stream (8-byte header, then the payload)."""
-    payloads, offset = [], 0
-    while offset + 8 <= len(stream):
-        (length,) = struct.unpack(">L", stream[offset + 4:offset + 8])
-        payloads.append(stream[offset + 8:offset + 8 + length])
-        offset += 8 + length
-    return b"".join(payloads)
 
 
 def check_oom(api: docker.APIClient) -> list[Observation]:
@@ -200,7 +161,7 @@ def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observati
 
     def through_upgrade(client: docker.APIClient, container: str) -> bytes:
         query = "?logs=1&stream=1&stdout=1&stderr=1"
-        return _demultiplex(_upgrade(client, f"/containers/{container}/attach{query}"))
+        return demultiplex(upgrade(client, f"/containers/{container}/attach{query}"))
 
     def through_logs(client: docker.APIClient, container: str) -> bytes:
         return b"".join(client.logs(container, stdout=True, stderr=True, stream=True,
@@ -230,27 +191,53 @@ def check_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observati
             f"outputs read: {seen}",
             {"complete": complete, "attempts": REATTACH_ATTEMPTS, "outputs": seen}))
 
+    return observations
+
+
+def check_exec_reattach(new_client: Callable[[], docker.APIClient]) -> list[Observation]:
     first = new_client()
     container = _start(first, ["sleep", "3600"])
-    exec_id = first.exec_create(container, ["sh", "-c", "sleep 1; echo late-output"])["Id"]
-    first.exec_start(exec_id, socket=True).close()
-    first.close()
-    second = new_client()
     try:
-        answer = _demultiplex(
-            _upgrade(second, f"/exec/{exec_id}/start", {"Detach": False, "Tty": False}))
+        # A client that closes its connection right after exec_start, as a server that
+        # crashes there would. Each step leaves a file, which shows that it ran.
+        exec_ids = []
+        for index in range(REATTACH_ATTEMPTS):
+            step = f"touch /tmp/ran.{index}; sleep 0.3; echo late-output"
+            exec_ids.append(first.exec_create(container, ["sh", "-c", step])["Id"])
+            first.exec_start(exec_ids[-1], socket=True).close()
+        codes = [wait_for_exec(first, exec_id) for exec_id in exec_ids]
+        ran = 0
+        for index in range(REATTACH_ATTEMPTS):
+            probe = first.exec_create(container, ["test", "-e", f"/tmp/ran.{index}"])["Id"]
+            first.exec_start(probe, detach=True)
+            ran += wait_for_exec(first, probe) == 0
+        closed_early = Observation(
+            "first client closes its connection right after exec_start",
+            f"exec_inspect exit codes {codes}; {ran} of {REATTACH_ATTEMPTS} steps ran",
+            {"exit_codes": codes, "ran": ran})
+
+        exec_id = first.exec_create(container, ["sh", "-c", "sleep 1; echo late-output"])["Id"]
+        sock = first.exec_start(exec_id, socket=True)
+        time.sleep(0.2)  # lets the engine finish starting the exec (see the check above)
+        sock.close()
+        first.close()
+        second = new_client()
+        answer = demultiplex(
+            upgrade(second, f"/exec/{exec_id}/start", {"Detach": False, "Tty": False}))
         code = wait_for_exec(second, exec_id)
         container_logs = second.logs(container)
-    finally:
-        second.remove_container(container, force=True)
         second.close()
-    observations.append(Observation(
+    finally:
+        cleanup = new_client()
+        cleanup.remove_container(container, force=True)
+        cleanup.close()
+    exec_start_again = Observation(
         "second client calls exec_start on a running exec",
         f"answer {answer.decode('utf-8', 'replace').strip()!r}; the step's output reaches no "
         f"client ({len(container_logs)} bytes in the container's logs); exec_inspect still "
         f"gives exit code {code}",
-        {"answer": answer.decode("utf-8", "replace"), "exit_code": code}))
-    return observations
+        {"answer": answer.decode("utf-8", "replace"), "exit_code": code})
+    return [closed_early, exec_start_again]
 
 
 def check_log_drivers(api: docker.APIClient) -> list[Observation]:
@@ -298,8 +285,10 @@ def run() -> BenchmarkResult:
     try:
         version = api.version()
         observations = check_oom(api) + check_signals(api)
-        observations += check_reattach(
-            lambda: docker.APIClient(base_url=docker_base_url(), timeout=120))
+        def new_client() -> docker.APIClient:
+            return docker.APIClient(base_url=docker_base_url(), timeout=120)
+
+        observations += check_reattach(new_client) + check_exec_reattach(new_client)
         observations += check_log_drivers(api)
     finally:
         api.close()

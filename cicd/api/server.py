@@ -9,6 +9,13 @@ from collections.abc import Awaitable, Callable
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 from quart_trio import QuartTrio
 
 from cicd.api.state import EXTENSION, ApiState
@@ -70,10 +77,42 @@ async def serve(
     # failed bind itself.
     with single_error():
         async with trio.open_nursery() as nursery:
-            binds: list[str] = await nursery.start(
-                functools.partial(hypercorn_serve, app, config, shutdown_trigger=trigger)
-            )
+            binds: list[str] = await nursery.start(functools.partial(
+                hypercorn_serve, shield_response_end(app), config, shutdown_trigger=trigger
+            ))
             bound_port = int(binds[0].rsplit(":", 1)[1])
             logger.info("API server listening on %s", ", ".join(binds))
             task_status.started(bound_port)
     logger.info("API server on port %d stopped", bound_port)
+
+
+def shield_response_end(app: ASGIFramework) -> ASGIFramework:
+    """Wrap ``app`` so that no cancellation interrupts the last send of an HTTP response.
+
+    hypercorn 0.18 ends a request inside that send (``http.response.body`` without
+    ``more_body``). It first sends ``http.disconnect`` to the application and then
+    either readies the connection for the next request or, when the request body was
+    not read to its end, closes it. quart-trio 0.12 cancels the request's tasks when
+    it receives ``http.disconnect``, and that cancelled the rest of hypercorn's work.
+    The connection then stayed open but unread, so the client's next request on it
+    got no response. hypercorn already shields its socket writes, so the shield adds
+    no new way for a send to block.
+    """
+
+    async def shielded_app(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_shielded_end(message: ASGISendEvent) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, send_with_shielded_end)
+
+    return shielded_app

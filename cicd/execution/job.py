@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import trio
@@ -85,7 +86,7 @@ async def run_job(
     (a server restarted while the job ran): the job goes on from that step's
     container. NOTE: the job's timeout then counts again from the restart.
     """
-    base = {"run_id": ctx.run_id, "tenant_id": ctx.tenant_id, "job": job.id}
+    base: dict[str, Any] = {"run_id": ctx.run_id, "tenant_id": ctx.tenant_id, "job": job.id}
     job_deadline = deadline_after(job.timeout)
     try:
         if resume is not None:
@@ -117,7 +118,7 @@ async def run_job(
 
 async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit, store: object,
                      printer: LivePrinter | None, stop: StopRequest, job_deadline: float,
-                     base: dict[str, str], resume: ResumePoint | None = None) -> JobResult:
+                     base: dict[str, Any], resume: ResumePoint | None = None) -> JobResult:
     job_state = State.SUCCEEDED
     job_reason = ""
     job_message = ""
@@ -190,7 +191,7 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
     return JobResult(job_id=job.id, state=job_state, reason=job_reason)
 
 
-async def _fail_before_steps(ctx: JobContext, job: Job, emit: Emit, base: dict[str, str],
+async def _fail_before_steps(ctx: JobContext, job: Job, emit: Emit, base: dict[str, Any],
                              state: State, reason: str, message: str,
                              printer: LivePrinter | None) -> JobResult:
     if printer is not None:

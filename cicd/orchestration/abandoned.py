@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sqlite3
+from typing import Any
 
 from cicd.events import model as ev
 from cicd.storage.store import EventStore
@@ -56,7 +57,7 @@ async def end_abandoned_runs(store: EventStore, conn: sqlite3.Connection) -> int
     abandoned = _thd_abandoned(conn)
     message = "the cicd run process that ran it was killed"
     for run_id, tenant, steps, jobs in abandoned:
-        base = {"run_id": run_id, "tenant_id": tenant}
+        base: dict[str, Any] = {"run_id": run_id, "tenant_id": tenant}
         for job, step, state in steps:
             if state == "running":
                 await store.append(ev.StepFailed(**base, job=job, step=step,

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import trio
@@ -97,7 +98,7 @@ class RunEngine:
         self.log_limit = log_limit
         self.job_stops: dict[str, StopRequest] = {}
         self._plan: RunPlan | None = None
-        self._base: dict[str, str] = {}
+        self._base: dict[str, Any] = {}
         self._wake: trio.MemorySendChannel[object] | None = None
 
     def pipeline_name(self, request: RunRequest) -> str:
@@ -121,7 +122,8 @@ class RunEngine:
         pipeline = request.pipeline
         run_id = request.run_id
         name = self.pipeline_name(request)
-        base = {"run_id": run_id, "tenant_id": request.tenant_id, "correlation_id": run_id}
+        base: dict[str, Any] = {"run_id": run_id, "tenant_id": request.tenant_id,
+                                "correlation_id": run_id}
         self._base = base
 
         if resume is None:
