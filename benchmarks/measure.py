@@ -228,7 +228,8 @@ def wait_for_exec(api: docker.APIClient, exec_id: str, timeout: float = 10) -> i
     while True:
         info = api.exec_inspect(exec_id)
         if not info["Running"] or time.monotonic() > deadline:
-            return info["ExitCode"]
+            code = info["ExitCode"]
+            return None if code is None else int(code)
         time.sleep(0.001)
 
 

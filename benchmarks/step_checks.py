@@ -9,8 +9,9 @@ reported, for docs/design/steps.md:
   no kill endpoint, through its PID and a second exec of ``kill``;
 - reattaching: a second client reads a running step container's output, the part
   written before it came included (attach with logs=1 through docker-py and through a
-  plain HTTP upgrade, and the logs endpoint with follow), and a second client calls
-  exec_start again on a running exec;
+  plain HTTP upgrade, and the logs endpoint with follow); for exec, the first client
+  closes its connection right after exec_start, and a second client calls exec_start
+  again on a running exec;
 - log drivers: lines of 16383, 16384 and 20000 bytes and a line of invalid UTF-8,
   read back through the ``json-file`` and ``local`` log drivers and through attach.
 """
@@ -218,7 +219,7 @@ def check_exec_reattach(new_client: Callable[[], docker.APIClient]) -> list[Obse
 
         exec_id = first.exec_create(container, ["sh", "-c", "sleep 1; echo late-output"])["Id"]
         sock = first.exec_start(exec_id, socket=True)
-        time.sleep(0.2)  # lets the engine finish starting the exec (see the check above)
+        time.sleep(0.2)  # closing at once can record exit code 126 (see the check above)
         sock.close()
         first.close()
         second = new_client()
