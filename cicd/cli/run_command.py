@@ -72,14 +72,6 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
-            if isinstance(provider, DockerProvider):
-                from cicd.workers.cleanup import remove_orphans
-
-                removed = await remove_orphans(provider)
-                if removed:
-                    logger.info("removed %d objects left by earlier runs", removed)
-            await _end_abandoned(store, db_path)
-
             watcher = trio.CancelScope()
 
             async def watch_signals() -> None:
@@ -98,17 +90,11 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
                                   file=sys.stderr)
 
             nursery.start_soon(watch_signals)
-            engine = RunEngine(store, provider, printer=printer, stop=stop)
-            try:
-                summary = await engine.execute(request)
-            finally:
-                with trio.CancelScope(shield=True):
-                    if isinstance(provider, DockerProvider):
-                        from cicd.workers.cleanup import remove_run_objects
-
-                        with trio.move_on_after(120):
-                            await remove_run_objects(provider, request.run_id)
-                    await store.flush()
+            async with trio.open_nursery() as chores:
+                # Housekeeping of earlier runs goes on beside this run: it touches only
+                # the objects and runs of dead processes.
+                chores.start_soon(_clean_earlier_runs, store, provider, db_path)
+                summary = await _execute(store, provider, printer, stop, request)
             watcher.cancel()
             await store.close()
     finally:
@@ -121,6 +107,37 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
     if interrupted:
         return 130
     return 0 if summary.state is State.SUCCEEDED else 1
+
+
+async def _execute(store: EventStore, provider: Provider, printer: LivePrinter | None,
+                   stop: StopRequest, request: RunRequest) -> RunSummary:
+    engine = RunEngine(store, provider, printer=printer, stop=stop)
+    finished = False
+    try:
+        summary = await engine.execute(request)
+        finished = True
+        return summary
+    finally:
+        with trio.CancelScope(shield=True):
+            # Every worker removes what it created; the sweep by label is for when
+            # that may not have happened.
+            if isinstance(provider, DockerProvider) and (
+                    not finished or request.run_id in provider.unclean_runs):
+                from cicd.workers.cleanup import remove_run_objects
+
+                with trio.move_on_after(120):
+                    await remove_run_objects(provider, request.run_id)
+            await store.flush()
+
+
+async def _clean_earlier_runs(store: EventStore, provider: Provider, db_path: Path) -> None:
+    if isinstance(provider, DockerProvider):
+        from cicd.workers.cleanup import remove_orphans
+
+        removed = await remove_orphans(provider)
+        if removed:
+            logger.info("removed %d objects left by earlier runs", removed)
+    await _end_abandoned(store, db_path)
 
 
 async def _end_abandoned(store: EventStore, db_path: Path) -> None:

@@ -8,8 +8,9 @@ by its labels and attach to it. Steps of a job share the job's volume, mounted a
 ``/workspace``. See docs/design/steps.md for the measurements.
 
 Output is read from the attach stream, which carries the step's bytes unchanged;
-the engine's log drivers do not (json-file replaces invalid UTF-8, and both
-json-file and local drop the newline after a line longer than 16 KiB).
+the engine's log drivers do not: json-file replaces invalid UTF-8, and local
+drops the newline after a line of 16 KiB or more (measured on Docker 20.10, see
+docs/design/steps.md).
 
 Every blocking docker-py call runs in a worker thread under a per-engine limiter.
 """
@@ -67,6 +68,8 @@ class DockerProvider(Provider):
         self.owner = owner or owner_id()
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._client: docker.DockerClient | None = None
+        # Runs for which a worker could not remove all it created.
+        self.unclean_runs: set[str] = set()
         self.api_limiter = trio.CapacityLimiter(max_api_threads)
         # Attach streams hold a thread for a step's whole life: separate limiter so
         # that long steps never starve short API calls.
@@ -226,7 +229,8 @@ class DockerJobWorker(JobWorker):
     async def _remove(self, container_id: str) -> None:
         if container_id in self._containers:
             self._containers.remove(container_id)
-            await _remove_quietly(self.provider, container_id)
+            if not await _remove_quietly(self.provider, container_id):
+                self.provider.unclean_runs.add(self.run_id)
 
     async def _create_attached(self, spec: StepSpec) -> tuple[str, Any]:
         container_id = await self._create(spec)
@@ -337,17 +341,23 @@ class DockerJobWorker(JobWorker):
             try:
                 await provider.call(provider.client.api.remove_volume, self.volume_name, force=True)
             except ProviderError as exc:
-                logger.debug("volume %s: %s", self.volume_name, exc)
+                if "no such volume" not in str(exc).lower():
+                    logger.warning("removing volume %s failed: %s", self.volume_name, exc)
+                    provider.unclean_runs.add(self.run_id)
         if scope.cancelled_caught:
+            provider.unclean_runs.add(self.run_id)
             logger.warning("removing worker %s timed out; the next run's sweep removes it", self.id)
 
 
-async def _remove_quietly(provider: DockerProvider, container_id: str) -> None:
+async def _remove_quietly(provider: DockerProvider, container_id: str) -> bool:
+    """Remove a container; return False (after logging) when it may still exist."""
     try:
         await provider.call(provider.client.api.remove_container, container_id, force=True, v=True)
     except ProviderError as exc:
         if "No such container" not in str(exc) and "already in progress" not in str(exc):
             logger.warning("removing container %s failed: %s", container_id[:12], exc)
+            return False
+    return True
 
 
 class DockerStepProcess(StepProcess):
@@ -356,7 +366,7 @@ class DockerStepProcess(StepProcess):
     Without a socket (``sock`` None) the output comes from the engine's log driver
     instead, skipping ``skip_logged_bytes``: how a restarted server reads a step it
     did not start. NOTE: the log driver, unlike the attach stream, loses the newline
-    after a line over 16 KiB, so such a line shifts the resumed offset.
+    after a line of 16 KiB or more, so such a line shifts the resumed offset.
     """
 
     def __init__(self, provider: DockerProvider, container_id: str, sock: Any, *,
