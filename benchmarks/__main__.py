@@ -16,7 +16,15 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import baselines, cicd_run, gitlab_ci_local, report, step_checks, steps
+from benchmarks import (
+    baselines,
+    cicd_run,
+    gitlab_ci_local,
+    report,
+    server_api,
+    step_checks,
+    steps,
+)
 from benchmarks.measure import (
     RECOVERABLE_ERRORS,
     REPO_ROOT,
@@ -33,7 +41,10 @@ TIMED: dict[str, Callable[[ExitStack], Plan]] = {
     steps.NAME: steps.plan,
 }
 # Benchmarks that observe behaviour once and time nothing.
-CHECKS: dict[str, Callable[[], BenchmarkResult]] = {step_checks.NAME: step_checks.run}
+CHECKS: dict[str, Callable[[], BenchmarkResult]] = {
+    step_checks.NAME: step_checks.run,
+    server_api.NAME: server_api.run,
+}
 ALL = [*TIMED, *CHECKS]
 # Benchmarks whose ratios need the baselines measured in the same invocation.
 NEEDS_BASELINES = {cicd_run.NAME, gitlab_ci_local.NAME}

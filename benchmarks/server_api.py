@@ -1,8 +1,8 @@
 """The server: run creation latency at rising request rates, and event-log append speed.
 
 Run creation: ``cicd serve`` (local executor, its own database) takes POST
-/api/v1/runs from ``benchmarks.load_generator`` in a separate process at 25, 50,
-100 and 200 requests per second. The baseline, measured at the same rates in the
+/api/v1/runs from a separate process at 25, 50, 100 and 200 requests per second:
+``hey`` (Debian's package) where installed, else ``benchmarks.load_generator``. The baseline, measured at the same rates in the
 same run, is GET /healthz on the same server: the HTTP stack's own latency.
 
 Event log: :class:`cicd.storage.EventStore` appends events with group commit and
@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import trio
 
+from benchmarks import load_generator
 from benchmarks.measure import REPO_ROOT, BenchmarkResult, Observation, Series
 
 NAME = "server"
@@ -56,12 +59,42 @@ def _start_server(db: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _load(url: str, rate: int, path: str, source: str) -> dict[str, object]:
+    if shutil.which("hey"):
+        return _load_with_hey(url, rate, path, source)
     count = rate * SECONDS_PER_RATE
     output = subprocess.run(
         [sys.executable, "-m", "benchmarks.load_generator", url, "--rate", str(rate),
          "--count", str(count), "--source", source, "--path", path],
         cwd=REPO_ROOT, capture_output=True, check=True, timeout=300)
     return json.loads(output.stdout)  # type: ignore[no-any-return]
+
+
+HEY_WORKERS = 10
+
+
+def _load_with_hey(url: str, rate: int, path: str, source: str) -> dict[str, object]:
+    """Drive the server with hey (Debian package ``hey``): 10 workers, ``rate / 10``
+    requests per second each; each worker waits for an answer before its next request."""
+    count = rate * SECONDS_PER_RATE
+    command = ["hey", "-n", str(count), "-c", str(HEY_WORKERS), "-q", str(rate / HEY_WORKERS),
+               "-o", "csv"]
+    if path == "/api/v1/runs":
+        body = json.dumps({**load_generator.BODY_TEMPLATE, "source": {"dir": source}})
+        command += ["-m", "POST", "-T", "application/json", "-d", body]
+    started = resource.getrusage(resource.RUSAGE_CHILDREN)
+    output = subprocess.run([*command, url + path], capture_output=True, text=True, check=True,
+                            timeout=300)
+    finished = resource.getrusage(resource.RUSAGE_CHILDREN)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    for line in output.stdout.splitlines()[1:]:
+        fields = line.split(",")
+        if len(fields) < 7:
+            continue
+        latencies.append(float(fields[0]))
+        statuses[fields[6]] = statuses.get(fields[6], 0) + 1
+    cpu = (finished.ru_utime + finished.ru_stime) - (started.ru_utime + started.ru_stime)
+    return {"latencies_s": latencies, "statuses": statuses, "cpu_s": cpu, "tool": "hey"}
 
 
 def _process_cpu(pid: int) -> float:
@@ -91,7 +124,8 @@ def measure_creation(result: BenchmarkResult) -> None:
                         f"p95 {_percentile(latencies, 0.95) * 1000:.1f} ms, "
                         f"p99 {_percentile(latencies, 0.99) * 1000:.1f} ms; statuses {ok}; "
                         f"server CPU {server_cpu / SECONDS_PER_RATE * 100:.0f}% of a core, "
-                        f"load generator CPU {answer['cpu_s']:.1f} s",
+                        f"load generator ({answer.get('tool', 'python')}) CPU "
+                        f"{answer['cpu_s']:.1f} s",
                         {"rate": rate, "path": path, "statuses": ok},
                     ))
         finally:

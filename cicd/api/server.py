@@ -89,14 +89,15 @@ async def serve(
 def shield_response_end(app: ASGIFramework) -> ASGIFramework:
     """Wrap ``app`` so that no cancellation interrupts the last send of an HTTP response.
 
-    hypercorn 0.18 ends a request inside that send (``http.response.body`` without
-    ``more_body``). It first sends ``http.disconnect`` to the application and then
-    either readies the connection for the next request or, when the request body was
-    not read to its end, closes it. quart-trio 0.12 cancels the request's tasks when
-    it receives ``http.disconnect``, and that cancelled the rest of hypercorn's work.
-    The connection then stayed open but unread, so the client's next request on it
-    got no response. hypercorn already shields its socket writes, so the shield adds
-    no new way for a send to block.
+    In that send (``http.response.body`` without ``more_body``), hypercorn 0.18 sends
+    ``http.disconnect`` to the application. Then it readies the connection for the next
+    request and restarts its keep-alive timer, or it closes the connection when the
+    request body has not fully arrived. quart-trio 0.12 cancels the request's tasks on
+    ``http.disconnect``, and that cancelled the rest of hypercorn's work. A response
+    sent before the body arrived then left the connection open but unread, so the next
+    request on it got no response, and idle connections never timed out. The socket
+    writes are the only steps there that wait on the client, and hypercorn shields
+    them already.
     """
 
     async def shielded_app(

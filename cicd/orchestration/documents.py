@@ -139,3 +139,16 @@ class ErrorBody(msgspec.Struct, kw_only=True):
     message: str
     request_id: str
     details: dict[str, object] | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """An event a subscriber still failed to handle after its retries."""
+
+    id: int
+    subscription: str
+    event_id: int
+    event_name: str
+    attempts: int
+    error: str
+    failed_at: str | None = None
+    replayed_at: str | None = None

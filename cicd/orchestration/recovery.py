@@ -30,8 +30,11 @@ logger = logging.getLogger("cicd.orchestration")
 
 
 def _thd_unfinished(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    # Runs of `cicd run` processes (with an owner) sharing the database are not the server's.
     return [(str(r[0]), str(r[1])) for r in conn.execute(
-        "SELECT id, state FROM runs WHERE state IN ('pending', 'running') ORDER BY id")]
+        "SELECT r.id, r.state FROM runs r JOIN events e ON e.run_id = r.id"
+        " AND e.name = 'RunRequested' WHERE r.state IN ('pending', 'running')"
+        " AND COALESCE(json_extract(e.body, '$.owner'), '') = '' ORDER BY r.id")]
 
 
 def _thd_jobs(conn: sqlite3.Connection, run_id: str) -> list[tuple[str, str, int, int, int]]:

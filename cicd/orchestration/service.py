@@ -34,6 +34,7 @@ from cicd.execution.control import StopRequest
 from cicd.orchestration import sources
 from cicd.orchestration.documents import (
     ActionResult,
+    DeadLetter,
     EventPage,
     EventRecord,
     LogSlice,
@@ -74,6 +75,7 @@ class RunService:
         data_dir = settings.storage.data_dir or str(Path(store.path).parent / "workspaces")
         self.workspaces = Path(data_dir)
         self.accepting = False
+        self.stopping = False  # set by shutdown: queued runs stay pending for the next start
         self.node_state = "unknown"
         self.node_message = ""
         self.engines: dict[str, RunEngine] = {}
@@ -114,6 +116,7 @@ class RunService:
         next start-up. A second signal skips what is left of the grace period.
         """
         self.accepting = False
+        self.stopping = True
         self.components["orchestration"] = "shutting down"
         logger.info("shutting down: %d runs active, waiting up to %gs", len(self.engines), grace)
         with trio.move_on_after(grace):
@@ -134,6 +137,8 @@ class RunService:
         limiter = self._tenant_slots.setdefault(
             event.tenant_id, trio.CapacityLimiter(self.settings.runs.per_tenant_runs))
         async with limiter:
+            if self.stopping:
+                return  # still pending in the log: the next start-up runs it
             if run_id not in self._resume:
                 self._reserved = max(0, self._reserved - 1)
             state = await self.readers.run(
@@ -442,6 +447,20 @@ class RunService:
 
     def metrics_text(self) -> str:
         return self.metrics.prometheus_text()
+
+    async def list_dead_letters(self) -> list[DeadLetter]:
+        rows = await self.readers.run(lambda conn: conn.execute(
+            "SELECT d.id, d.subscription, d.event_id, e.name, d.attempts, d.error, d.failed_at,"
+            " d.replayed_at FROM dead_letters d JOIN events e ON e.id = d.event_id"
+            " ORDER BY d.id").fetchall())
+        return [DeadLetter(id=int(r[0]), subscription=str(r[1]), event_id=int(r[2]),
+                           event_name=str(r[3]), attempts=int(r[4]), error=str(r[5]),
+                           failed_at=queries.iso_time(r[6]), replayed_at=queries.iso_time(r[7]))
+                for r in rows]
+
+    def record_request_latency(self, endpoint: str, tenant: str, milliseconds: float) -> None:
+        """Record one API request's latency in ``ui_latency_ms``."""
+        self.metrics.ui_latency.record(milliseconds, {"endpoint": endpoint, "tenant": tenant})
 
     async def replay_dead_letter(self, dead_letter_id: int) -> tuple[bool, str]:
         """Deliver a dead letter's event to its subscriber again; return (done, message)."""

@@ -18,15 +18,17 @@ queued. A second signal skips the rest of the grace period.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import signal
 from pathlib import Path
+from typing import IO
 
 import trio
 
 from cicd.config import Settings
-from cicd.errors import CicdError
+from cicd.errors import CicdError, UsageError
 from cicd.events import model as ev
 from cicd.orchestration.service import RunService
 from cicd.pipeline import parse_memory
@@ -57,6 +59,20 @@ def make_provider(settings: Settings, db_path: Path) -> Provider:
     return DockerProvider(settings.docker.host or None, owner=server_owner(db_path))
 
 
+def _lock_database(db_path: Path) -> IO[bytes]:
+    """Hold an exclusive lock beside the database: two servers on one file would both
+    take over the same unfinished runs."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(f"{db_path}.server-lock", "wb")  # noqa: SIM115 - held until the server stops
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UsageError(f"another cicd server uses the database {db_path}; stop it, or pass "
+                         "--db with another file") from None
+    return lock
+
+
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -78,6 +94,7 @@ class Server:
 
         settings = self.settings
         health = self.service.components
+        lock = _lock_database(self.db_path)
         self._first_signal = trio.Event()
         self._second_signal = trio.Event()
         try:
@@ -116,6 +133,7 @@ class Server:
         finally:
             self.readers.close()
             await self.provider.aclose()
+            lock.close()
         logger.info("cicd server stopped")
 
     def request_stop(self) -> None:

@@ -1,4 +1,4 @@
-"""serve(): port 0, shutdown, WebSocket pings, bind errors."""
+"""serve(): port 0, shutdown, WebSocket pings, bind errors, keep-alive connections."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import socket
 import httpx
 import pytest
 import trio
+import trio.testing
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request
 
 from cicd.api import create_app, serve
-from tests.api.conftest import HOST
+from cicd.api.responses import MAX_BODY_BYTES
+from tests.api.conftest import HOST, RunningApi
 from tests.api.fake_service import FakeRunService
 
 pytestmark = pytest.mark.timeout(30)
@@ -107,3 +109,92 @@ async def test_serve_pings_idle_websocket() -> None:
                         pings += isinstance(event, Ping)
             assert accepted
             stop.set()
+
+
+NEXT_REQUEST = f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+
+
+async def _receive_response(stream: trio.SocketStream, received: bytearray) -> bytes | None:
+    """Read one response from ``stream`` and return its head, or None at end of stream.
+
+    ``received`` buffers the bytes read past one response. A reset ends the stream too.
+    """
+    try:
+        while b"\r\n\r\n" not in received:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return None
+            received += chunk
+        head, _, _ = bytes(received).partition(b"\r\n\r\n")
+        lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")]
+        end = len(head) + 4 + int(lengths[0])
+        while len(received) < end:
+            chunk = await stream.receive_some()
+            if not chunk:
+                return None
+            received += chunk
+    except trio.BrokenResourceError:
+        return None
+    del received[:end]
+    return head
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    pytest.param(b"Content-Type: application/json\r\nIdempotency-Key: not visible\r\n",
+                 b" 400 ", id="invalid-idempotency-key"),
+    pytest.param(b"Content-Type: text/plain\r\n", b" 415 ", id="not-json"),
+    pytest.param(b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                 % (MAX_BODY_BYTES + 1), b" 413 ", id="body-too-large"),
+])
+async def test_serve_early_response_does_not_stall(
+    api: RunningApi, headers: bytes, status: bytes
+) -> None:
+    # The server rejects these requests from their headers alone. The client sends the
+    # body only after the response and then a second request on the same connection, as
+    # a keep-alive client whose body was delayed does. The server must respond to the
+    # second request or close the connection. Before the fix it did neither.
+    body = b'{"source": {}}'
+    if b"Content-Length" not in headers:
+        headers += b"Content-Length: %d\r\n" % len(body)
+    stream = await trio.open_tcp_stream(HOST, api.port)
+    received = bytearray()
+    async with stream:
+        await stream.send_all(
+            b"POST /api/v1/runs HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (HOST.encode(), headers))
+        with trio.fail_after(5):
+            first = await _receive_response(stream, received)
+        assert first is not None
+        assert status in first.split(b"\r\n", 1)[0]
+
+        # Client and server share this Trio run. Waiting until every task is blocked lets
+        # the server finish the first request before the body arrives, as a remote client
+        # that sends its body late does.
+        await trio.testing.wait_all_tasks_blocked()
+        try:
+            await stream.send_all(body + NEXT_REQUEST)
+        except trio.BrokenResourceError:
+            pass  # the server already closed the connection, which is a valid outcome
+        with trio.move_on_after(5) as waiting:
+            second = await _receive_response(stream, received)
+        assert not waiting.cancelled_caught, (
+            "the server neither responded to the next request on the connection nor closed it")
+        if second is not None:
+            assert b" 200 " in second.split(b"\r\n", 1)[0]
+
+
+async def test_serve_closes_idle_keep_alive_connection(api: RunningApi) -> None:
+    # serve() leaves hypercorn's keep_alive_timeout at its default, 5 s in hypercorn 0.18.
+    stream = await trio.open_tcp_stream(HOST, api.port)
+    received = bytearray()
+    async with stream:
+        await stream.send_all(NEXT_REQUEST)
+        with trio.fail_after(5):
+            head = await _receive_response(stream, received)
+        assert head is not None
+        assert b" 200 " in head.split(b"\r\n", 1)[0]
+
+        with trio.move_on_after(10) as waiting:
+            after_idle = await _receive_response(stream, received)
+        assert not waiting.cancelled_caught, "the server kept an idle connection open for 10 s"
+        assert after_idle is None

@@ -166,6 +166,25 @@ def test_sigterm_drains_and_exits_zero(server_process: ServerProcess) -> None:
     assert labelled_objects(docker.from_env(), run_id) == []
 
 
+def test_sigterm_leaves_queued_runs_pending(tmp_path: Path, docker_engine: object) -> None:
+    config = _config(tmp_path, "[runs]\nper_tenant_runs = 1\n")
+    server = ServerProcess(tmp_path / "db", tmp_path / "log", "--config", str(config))
+    try:
+        server.start()
+        running = _submit(server.url, f"jobs:\n  forever:\n    image: {BUSYBOX}\n"
+                                      "    steps: [{run: 'echo up; sleep 600'}]\n")
+        _wait(server.url, running, _step_running)
+        queued = [_submit(server.url) for _ in range(3)]
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    finally:
+        server.kill()
+    conn = sqlite3.connect(tmp_path / "db")
+    states = dict(conn.execute("SELECT id, state FROM runs"))
+    assert states[running] == "cancelled"
+    assert [states[run_id] for run_id in queued] == ["pending"] * 3
+
+
 def test_cli_client_submit_logs_cancel_retry(server_process: ServerProcess, tmp_path: Path) -> None:
     server_process.start()
     env = {"CICD_SERVER": server_process.url}
@@ -185,3 +204,10 @@ def test_cli_client_submit_logs_cancel_retry(server_process: ServerProcess, tmp_
     retry = run_cli("retry", run_id, env=env)
     assert retry.returncode == 2
     assert b"nothing to retry" in retry.stderr
+
+
+def test_second_server_on_same_database_rejected(server_process: ServerProcess) -> None:
+    server_process.start()
+    second = run_cli("serve", "--port", "0", "--db", str(server_process.db), timeout=60)
+    assert second.returncode == 2
+    assert b"another cicd server uses the database" in second.stderr

@@ -1,0 +1,164 @@
+"""cffi build script of the C scheduling core (API mode): defines ``ffibuilder``.
+
+``setup.py`` names it in ``cffi_modules``, so ``pip install .``, ``pip install -e .``
+and ``python3 setup.py build_ext --inplace`` compile ``cicd.scheduling.core._native``.
+Running this file compiles the module into the current directory (``--tmpdir DIR``
+to put it elsewhere, under ``DIR/cicd/scheduling/core/``).
+
+Environment:
+    CICD_SCHEDULER_SANITIZE=1  compile with AddressSanitizer and UndefinedBehaviorSanitizer
+                               (see sanitize.sh, which also sets up the process to load them)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+SANITIZE_VARIABLE = "CICD_SCHEDULER_SANITIZE"
+
+# The declarations of scheduler.h that Python uses. In API mode cffi reads the
+# numeric constants (`...`) from the real header when it compiles.
+CDEF = """
+#define SCHED_MAX_QUANTITY ...
+#define SCHED_MIN_PRIORITY ...
+#define SCHED_MAX_PRIORITY ...
+#define SCHED_MAX_TIME_MS ...
+#define SCHED_NO_AGING ...
+#define SCHED_NO_LIMIT ...
+#define SCHED_POLICY_FIFO ...
+#define SCHED_POLICY_BINPACK ...
+#define SCHED_POLICY_SPREAD ...
+#define SCHED_NODE_CORDONED ...
+#define SCHED_NODE_BREAKER_OPEN ...
+#define SCHED_OUTCOME_ASSIGNED ...
+#define SCHED_OUTCOME_WAITS ...
+#define SCHED_OUTCOME_NEVER_FITS ...
+#define SCHED_REASON_NONE ...
+#define SCHED_REASON_CAPACITY ...
+#define SCHED_REASON_LABELS ...
+#define SCHED_REASON_TENANT_LIMIT ...
+#define SCHED_REASON_NODE_UNAVAILABLE ...
+#define SCHED_REASON_QUEUE_BLOCKED ...
+#define SCHED_REASON_RESERVED ...
+#define SCHED_REASON_NO_NODES ...
+#define SCHED_REASON_CPU ...
+#define SCHED_REASON_MEMORY ...
+#define SCHED_REASON_CPU_AND_MEMORY ...
+#define SCHED_OK ...
+#define SCHED_ERR_NO_MEMORY ...
+#define SCHED_ERR_OPTIONS ...
+#define SCHED_ERR_NODE ...
+#define SCHED_ERR_LABEL_CLASS ...
+#define SCHED_ERR_TENANT ...
+#define SCHED_ERR_JOB ...
+#define SCHED_ERR_RESULT ...
+
+struct sched_nodes {
+    int32_t count;
+    const int64_t *cpu_capacity;
+    const int64_t *memory_capacity;
+    const int64_t *cpu_reserved;
+    const int64_t *memory_reserved;
+    const int64_t *cpu_allocated;
+    const int64_t *memory_allocated;
+    const uint8_t *flags;
+    int32_t label_count;
+    const int32_t *label_offsets;
+    const int32_t *label_ids;
+};
+
+struct sched_label_classes {
+    int32_t count;
+    const int32_t *offsets;
+    const int32_t *label_ids;
+};
+
+struct sched_tenants {
+    int32_t count;
+    const int64_t *running_jobs;
+    const int64_t *cpu_allocated;
+    const int64_t *memory_allocated;
+    const int64_t *running_limit;
+};
+
+struct sched_jobs {
+    int32_t count;
+    const int64_t *cpu;
+    const int64_t *memory;
+    const int64_t *priority;
+    const int64_t *runnable_at_ms;
+    const int32_t *tenant;
+    const int32_t *label_class;
+};
+
+struct sched_options {
+    int32_t policy;
+    int32_t backfill;
+    int64_t now_ms;
+    int64_t aging_interval_ms;
+};
+
+struct sched_result {
+    int32_t *node;
+    uint8_t *outcome;
+    uint8_t *reason;
+    int32_t *position;
+    int64_t *latency_ns;
+    int32_t error_index;
+};
+
+int sched_place(const struct sched_nodes *nodes,
+                const struct sched_label_classes *classes,
+                const struct sched_tenants *tenants,
+                const struct sched_jobs *jobs,
+                const struct sched_options *options,
+                struct sched_result *result);
+"""
+
+SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                   "-fno-omit-frame-pointer", "-g"]
+
+
+def _sanitize() -> bool:
+    return os.environ.get(SANITIZE_VARIABLE, "") not in ("", "0")
+
+
+def _compile_args() -> list[str]:
+    args = ["-O2", "-std=gnu11", "-Wall", "-Wextra"]
+    return args + SANITIZER_FLAGS if _sanitize() else args
+
+
+def _link_args() -> list[str]:
+    return ["-fsanitize=address,undefined"] if _sanitize() else []
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "cicd.scheduling.core._native",
+    '#include "scheduler.h"',
+    sources=[str(HERE / "scheduler.c")],
+    include_dirs=[str(HERE)],
+    depends=[str(HERE / "scheduler.h")],
+    extra_compile_args=_compile_args(),
+    extra_link_args=_link_args(),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Compile cicd.scheduling.core._native.")
+    parser.add_argument("--tmpdir", default=".",
+                        help="directory to build in; the module lands under "
+                             "TMPDIR/cicd/scheduling/core/ (default: the current directory)")
+    args = parser.parse_args()
+    path = ffibuilder.compile(tmpdir=args.tmpdir, verbose=True)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+/*
+ * Placement of pending jobs on nodes: the C core of cicd.scheduling.core.
+ *
+ * One call of sched_place() decides a whole batch of jobs against a snapshot of
+ * the nodes. Inputs are parallel arrays (one array per field), so the Python
+ * wrapper can fill each with one ffi.new() call. The rules (queue order, policies,
+ * backfill, reasons, tie-breaking) are written down in docs/scheduling.md, and
+ * reference.py implements the same rules in Python; both must decide alike.
+ *
+ * Units: CPU in millicores, memory in bytes, times in milliseconds. Every score
+ * is an integer (shares in parts per million), so results never depend on
+ * floating-point rounding.
+ */
+#ifndef CICD_SCHEDULER_H
+#define CICD_SCHEDULER_H
+
+#include <stdint.h>
+
+/* Limits of the inputs; sched_place() rejects values outside them. */
+#define SCHED_MAX_QUANTITY 4611686018427387904LL  /* 2**62: CPU, memory, job counts */
+#define SCHED_MIN_PRIORITY (-2147483647LL - 1)
+#define SCHED_MAX_PRIORITY 2147483647LL
+#define SCHED_MAX_TIME_MS 4611686018427387904LL   /* 2**62 */
+#define SCHED_NO_AGING (-1LL)                     /* value of now_ms that turns aging off */
+#define SCHED_NO_LIMIT (-1LL)                     /* value of running_limit: no limit */
+
+#define SCHED_POLICY_FIFO 0
+#define SCHED_POLICY_BINPACK 1
+#define SCHED_POLICY_SPREAD 2
+
+#define SCHED_NODE_CORDONED 1
+#define SCHED_NODE_BREAKER_OPEN 2
+
+#define SCHED_OUTCOME_ASSIGNED 0
+#define SCHED_OUTCOME_WAITS 1
+#define SCHED_OUTCOME_NEVER_FITS 2
+
+#define SCHED_REASON_NONE 0
+/* Reasons to wait. */
+#define SCHED_REASON_CAPACITY 1
+#define SCHED_REASON_LABELS 2
+#define SCHED_REASON_TENANT_LIMIT 3
+#define SCHED_REASON_NODE_UNAVAILABLE 4
+#define SCHED_REASON_QUEUE_BLOCKED 5
+#define SCHED_REASON_RESERVED 6
+/* Reasons a job never fits (SCHED_REASON_LABELS is shared with the waits). */
+#define SCHED_REASON_NO_NODES 7
+#define SCHED_REASON_CPU 8
+#define SCHED_REASON_MEMORY 9
+#define SCHED_REASON_CPU_AND_MEMORY 10
+
+/* Return codes of sched_place(). On an input error, result->error_index names the
+ * offending node, label class, tenant or job (or is -1 for the options). */
+#define SCHED_OK 0
+#define SCHED_ERR_NO_MEMORY (-1)
+#define SCHED_ERR_OPTIONS (-2)
+#define SCHED_ERR_NODE (-3)
+#define SCHED_ERR_LABEL_CLASS (-4)
+#define SCHED_ERR_TENANT (-5)
+#define SCHED_ERR_JOB (-6)
+#define SCHED_ERR_RESULT (-7)
+
+struct sched_nodes {
+    int32_t count;
+    const int64_t *cpu_capacity;
+    const int64_t *memory_capacity;
+    const int64_t *cpu_reserved;      /* kept free: at most the capacity */
+    const int64_t *memory_reserved;
+    const int64_t *cpu_allocated;     /* may exceed capacity minus reserve: the node is full */
+    const int64_t *memory_allocated;
+    const uint8_t *flags;             /* SCHED_NODE_* bits; any bit set: no new work */
+    int32_t label_count;              /* label ids are 0 .. label_count - 1 */
+    const int32_t *label_offsets;     /* count + 1 entries, starting at 0 */
+    const int32_t *label_ids;         /* strictly ascending within each node */
+};
+
+/* The distinct sets of required labels. Class 0 must be the empty set. A class may
+ * name the id label_count, which no node has, for a label unknown to every node. */
+struct sched_label_classes {
+    int32_t count;
+    const int32_t *offsets;           /* count + 1 entries, starting at 0 */
+    const int32_t *label_ids;         /* strictly ascending within each class */
+};
+
+struct sched_tenants {
+    int32_t count;
+    const int64_t *running_jobs;
+    const int64_t *cpu_allocated;
+    const int64_t *memory_allocated;
+    const int64_t *running_limit;     /* SCHED_NO_LIMIT or 0 .. SCHED_MAX_QUANTITY */
+};
+
+struct sched_jobs {
+    int32_t count;
+    const int64_t *cpu;
+    const int64_t *memory;
+    const int64_t *priority;          /* higher first */
+    const int64_t *runnable_at_ms;
+    const int32_t *tenant;            /* index into struct sched_tenants */
+    const int32_t *label_class;       /* index into struct sched_label_classes */
+};
+
+struct sched_options {
+    int32_t policy;                   /* SCHED_POLICY_* */
+    int32_t backfill;                 /* 0 or 1; 1 needs binpack or spread */
+    int64_t now_ms;                   /* SCHED_NO_AGING, or 0 .. SCHED_MAX_TIME_MS */
+    int64_t aging_interval_ms;        /* waiting this long adds 1 to the priority; 0: no aging */
+};
+
+/* Per-job outputs, each an array of jobs->count entries owned by the caller. */
+struct sched_result {
+    int32_t *node;                    /* node index, or -1 when the job is not placed */
+    uint8_t *outcome;                 /* SCHED_OUTCOME_* */
+    uint8_t *reason;                  /* SCHED_REASON_*; SCHED_REASON_NONE when placed */
+    int32_t *position;                /* 0-based position of the job in queue order */
+    int64_t *latency_ns;              /* NULL, or the monotonic time spent on each job */
+    int32_t error_index;              /* set on SCHED_ERR_NODE .. SCHED_ERR_JOB */
+};
+
+/* Decide every job of one batch. Returns SCHED_OK or a negative SCHED_ERR_* code;
+ * on error the result arrays hold no meaningful values. Thread-safe: the function
+ * keeps no state between calls and writes only to *result. */
+int sched_place(const struct sched_nodes *nodes,
+                const struct sched_label_classes *classes,
+                const struct sched_tenants *tenants,
+                const struct sched_jobs *jobs,
+                const struct sched_options *options,
+                struct sched_result *result);
+
+#endif /* CICD_SCHEDULER_H */

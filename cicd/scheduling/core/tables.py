@@ -1,0 +1,394 @@
+"""Validation of placement inputs, and their packing into columns of integers.
+
+Both implementations (``native`` and ``reference``) decide from the same tables,
+so they reject the same inputs with the same messages. A table holds one list per
+field, which the C wrapper turns into an array with a single ``ffi.new`` call.
+Labels and tenants become small integer ids:
+
+- every distinct ``key=value`` pair of the nodes gets a label id, and each node a
+  strictly ascending list of ids;
+- every distinct set of required labels gets a label class; class 0 is the empty
+  set, and a required label that no node has becomes the id ``label_count``;
+- tenants are numbered in the order they first appear in the jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
+from typing import Protocol
+
+import msgspec
+
+from cicd.scheduling.core.model import (
+    DEFAULT_AGING_INTERVAL_MS,
+    MAX_JOBS,
+    MAX_NODES,
+    MAX_PRIORITY,
+    MAX_QUANTITY,
+    MAX_TIME_MS,
+    MIN_PRIORITY,
+    OUTCOMES,
+    POLICIES,
+    REASONS,
+    Decision,
+    JobRequest,
+    NodeState,
+    Policy,
+    TenantUsage,
+)
+
+NO_AGING = -1  # Options.now_ms when aging is off
+NO_LIMIT = -1  # JobTable.tenant_limit for a tenant without a limit
+FLAG_CORDONED = 1
+FLAG_BREAKER_OPEN = 2
+
+_NODE_FIELDS = attrgetter(
+    "name", "cpu_millis", "memory_bytes", "reserved_cpu_millis", "reserved_memory_bytes",
+    "allocated_cpu_millis", "allocated_memory_bytes", "labels", "cordoned", "breaker_open",
+)
+_JOB_FIELDS = attrgetter(
+    "job_id", "tenant", "cpu_millis", "memory_bytes", "priority", "runnable_at_ms",
+    "required_labels",
+)
+
+
+class NodeTable:
+    """Validated nodes in columns. Build it with :func:`pack_nodes`; treat it as read-only.
+
+    A table can be passed to ``place`` many times, which saves validating and
+    packing the nodes on every call. ``caches`` lets each implementation keep its
+    own form of the table (C arrays, label sets) next to it.
+    """
+
+    __slots__ = (
+        "count", "names", "cpu_capacity", "memory_capacity", "cpu_reserved", "memory_reserved",
+        "cpu_allocated", "memory_allocated", "flags", "label_ids", "label_offsets",
+        "node_label_ids", "caches",
+    )
+
+    def __init__(self, *, names: list[str], cpu_capacity: list[int], memory_capacity: list[int],
+                 cpu_reserved: list[int], memory_reserved: list[int], cpu_allocated: list[int],
+                 memory_allocated: list[int], flags: list[int],
+                 label_ids: dict[tuple[str, str], int], label_offsets: list[int],
+                 node_label_ids: list[int]) -> None:
+        self.count = len(names)
+        self.names = names
+        self.cpu_capacity = cpu_capacity
+        self.memory_capacity = memory_capacity
+        self.cpu_reserved = cpu_reserved
+        self.memory_reserved = memory_reserved
+        self.cpu_allocated = cpu_allocated
+        self.memory_allocated = memory_allocated
+        self.flags = flags
+        self.label_ids = label_ids            # (key, value) -> label id
+        self.label_offsets = label_offsets    # count + 1 entries
+        self.node_label_ids = node_label_ids  # ascending within each node
+        self.caches: dict[str, object] = {}
+
+
+class JobTable:
+    """Validated jobs in columns, with their label classes and tenants."""
+
+    __slots__ = (
+        "count", "cpu", "memory", "priority", "runnable_at_ms", "tenant", "label_class",
+        "class_offsets", "class_label_ids", "tenant_names", "tenant_running", "tenant_cpu",
+        "tenant_memory", "tenant_limit",
+    )
+
+    def __init__(self, *, cpu: list[int], memory: list[int], priority: list[int],
+                 runnable_at_ms: list[int], tenant: list[int], label_class: list[int],
+                 class_offsets: list[int], class_label_ids: list[int], tenant_names: list[str],
+                 tenant_running: list[int], tenant_cpu: list[int], tenant_memory: list[int],
+                 tenant_limit: list[int]) -> None:
+        self.count = len(cpu)
+        self.cpu = cpu
+        self.memory = memory
+        self.priority = priority
+        self.runnable_at_ms = runnable_at_ms
+        self.tenant = tenant
+        self.label_class = label_class
+        self.class_offsets = class_offsets
+        self.class_label_ids = class_label_ids
+        self.tenant_names = tenant_names
+        self.tenant_running = tenant_running
+        self.tenant_cpu = tenant_cpu
+        self.tenant_memory = tenant_memory
+        self.tenant_limit = tenant_limit
+
+
+class Options(msgspec.Struct, frozen=True, kw_only=True):
+    """The per-call settings, validated: ``policy`` is an index into ``POLICIES``."""
+
+    policy: int
+    backfill: bool
+    now_ms: int                # NO_AGING when aging is off
+    aging_interval_ms: int
+
+
+class Placement(msgspec.Struct, kw_only=True):
+    """Raw per-job results of one call, as codes (see ``OUTCOMES`` and ``REASONS``)."""
+
+    node: list[int]            # -1 when not assigned
+    outcome: list[int]
+    reason: list[int]
+    position: list[int]
+    latency_ns: list[int] | None = None
+
+
+class PlaceTables(Protocol):
+    def __call__(self, nodes: NodeTable, jobs: JobTable, options: Options, *,
+                 latencies: bool = False) -> Placement: ...
+
+
+# ---- checks ----------------------------------------------------------------------
+
+
+def _first(values: Iterable[object], bad: Callable[[object], bool]) -> int:
+    return next(i for i, value in enumerate(values) if bad(value))
+
+
+def _check_ints(values: list[int], low: int, high: int, where: str, field: str) -> None:
+    """Raise TypeError or ValueError naming the first value that is no int in [low, high]."""
+    if not set(map(type, values)) <= {int}:
+        i = _first(values, lambda value: type(value) is not int)
+        raise TypeError(f"{where}[{i}].{field} must be an integer, got {values[i]!r}")
+    if values and (min(values) < low or max(values) > high):
+        i = _first(values, lambda value: not low <= value <= high)  # type: ignore[operator]
+        raise ValueError(f"{where}[{i}].{field} must be from {low} to {high}, got {values[i]}")
+
+
+def _check_types(values: list[object], expected: type, where: str, field: str) -> None:
+    if not set(map(type, values)) <= {expected}:
+        i = _first(values, lambda value: type(value) is not expected)
+        raise TypeError(f"{where}[{i}].{field} must be a {expected.__name__}, "
+                        f"got {type(values[i]).__name__}")
+
+
+def _check_items(items: Sequence[object], expected: type, where: str) -> None:
+    if not all(issubclass(kind, expected) for kind in set(map(type, items))):
+        i = _first(items, lambda item: not isinstance(item, expected))
+        raise TypeError(f"{where}[{i}] must be a {expected.__name__}, "
+                        f"got {type(items[i]).__name__}")
+
+
+def _check_labels(labels: object, where: str) -> None:
+    if type(labels) is not dict:
+        raise TypeError(f"{where} must be a dict of strings, got {type(labels).__name__}")
+    for key, value in labels.items():
+        if type(key) is not str or type(value) is not str or not key:
+            raise TypeError(f"{where} must map non-empty string keys to strings, "
+                            f"got {key!r}: {value!r}")
+
+
+# ---- nodes -----------------------------------------------------------------------
+
+
+def pack_nodes(nodes: Sequence[NodeState]) -> NodeTable:
+    """Validate ``nodes`` and pack them into a :class:`NodeTable`.
+
+    Raises TypeError for a value of the wrong type and ValueError for a value out of
+    range, naming the node and field.
+    """
+    if len(nodes) > MAX_NODES:
+        raise ValueError(f"at most {MAX_NODES} nodes fit in one call, got {len(nodes)}")
+    _check_items(nodes, NodeState, "nodes")
+    rows = list(map(_NODE_FIELDS, nodes))
+    columns: list[list[object]] = [list(column) for column in zip(*rows)] or [[] for _ in range(10)]
+    (names, cpu, memory, cpu_reserved, memory_reserved, cpu_allocated, memory_allocated,
+     labels, cordoned, breaker_open) = columns
+
+    _check_types(names, str, "nodes", "name")
+    for field, values in (
+        ("cpu_millis", cpu), ("memory_bytes", memory),
+        ("reserved_cpu_millis", cpu_reserved), ("reserved_memory_bytes", memory_reserved),
+        ("allocated_cpu_millis", cpu_allocated), ("allocated_memory_bytes", memory_allocated),
+    ):
+        _check_ints(values, 0, MAX_QUANTITY, "nodes", field)  # type: ignore[arg-type]
+    for reserved, capacity, reserved_field, capacity_field in (
+        (cpu_reserved, cpu, "reserved_cpu_millis", "cpu_millis"),
+        (memory_reserved, memory, "reserved_memory_bytes", "memory_bytes"),
+    ):
+        if any(map(int.__gt__, reserved, capacity)):  # type: ignore[arg-type]
+            i = _first(zip(reserved, capacity), lambda pair: pair[0] > pair[1])  # type: ignore[index]
+            raise ValueError(
+                f"nodes[{i}].{reserved_field} is {reserved[i]}, more than its {capacity_field} "
+                f"{capacity[i]}; lower the reserve or raise the capacity")
+    _check_types(cordoned, bool, "nodes", "cordoned")
+    _check_types(breaker_open, bool, "nodes", "breaker_open")
+    flags = [FLAG_CORDONED * c + FLAG_BREAKER_OPEN * b
+             for c, b in zip(cordoned, breaker_open)]  # type: ignore[operator]
+
+    label_ids: dict[tuple[str, str], int] = {}
+    offsets = [0]
+    ids: list[int] = []
+    for i, node_labels in enumerate(labels):
+        if node_labels:
+            _check_labels(node_labels, f"nodes[{i}].labels")
+            ids.extend(sorted(label_ids.setdefault(item, len(label_ids))
+                              for item in node_labels.items()))  # type: ignore[attr-defined]
+        elif type(node_labels) is not dict:
+            _check_labels(node_labels, f"nodes[{i}].labels")
+        offsets.append(len(ids))
+    if len(ids) > MAX_NODES:
+        raise ValueError(f"at most {MAX_NODES} node labels fit in one call, got {len(ids)}")
+
+    return NodeTable(
+        names=names,  # type: ignore[arg-type]
+        cpu_capacity=cpu, memory_capacity=memory,  # type: ignore[arg-type]
+        cpu_reserved=cpu_reserved, memory_reserved=memory_reserved,  # type: ignore[arg-type]
+        cpu_allocated=cpu_allocated, memory_allocated=memory_allocated,  # type: ignore[arg-type]
+        flags=flags, label_ids=label_ids, label_offsets=offsets, node_label_ids=ids,
+    )
+
+
+# ---- jobs ------------------------------------------------------------------------
+
+
+def _pack_tenants(
+    names: list[str], tenants: Mapping[str, TenantUsage], tenant_limits: Mapping[str, int],
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    for name, usage in tenants.items():
+        if not isinstance(usage, TenantUsage):
+            raise TypeError(f"tenants[{name!r}] must be a TenantUsage, got {type(usage).__name__}")
+        for field in ("running_jobs", "cpu_millis", "memory_bytes"):
+            _check_ints([getattr(usage, field)], 0, MAX_QUANTITY, f"tenants[{name!r}]", field)
+    for name, limit in tenant_limits.items():
+        if type(limit) is not int:
+            raise TypeError(f"tenant_limits[{name!r}] must be an integer, got {limit!r}")
+        if not 0 <= limit <= MAX_QUANTITY:
+            raise ValueError(f"tenant_limits[{name!r}] must be from 0 to {MAX_QUANTITY}, "
+                             f"got {limit}")
+
+    idle = TenantUsage()
+    usage = [tenants.get(name, idle) for name in names]
+    return (
+        [u.running_jobs for u in usage],
+        [u.cpu_millis for u in usage],
+        [u.memory_bytes for u in usage],
+        [tenant_limits.get(name, NO_LIMIT) for name in names],
+    )
+
+
+def pack_jobs(
+    jobs: Sequence[JobRequest],
+    nodes: NodeTable,
+    tenants: Mapping[str, TenantUsage] | None = None,
+    tenant_limits: Mapping[str, int] | None = None,
+) -> JobTable:
+    """Validate ``jobs`` and the tenant maps, and pack them into a :class:`JobTable`.
+
+    ``nodes`` supplies the label ids. Raises TypeError or ValueError naming the job
+    (or tenant) and field.
+    """
+    if len(jobs) > MAX_JOBS:
+        raise ValueError(f"at most {MAX_JOBS} jobs fit in one call, got {len(jobs)}")
+    _check_items(jobs, JobRequest, "jobs")
+    rows = list(map(_JOB_FIELDS, jobs))
+    columns: list[list[object]] = [list(column) for column in zip(*rows)] or [[] for _ in range(7)]
+    job_ids, tenant_names, cpu, memory, priority, runnable, labels = columns
+
+    _check_types(job_ids, str, "jobs", "job_id")
+    _check_types(tenant_names, str, "jobs", "tenant")
+    _check_ints(cpu, 0, MAX_QUANTITY, "jobs", "cpu_millis")  # type: ignore[arg-type]
+    _check_ints(memory, 0, MAX_QUANTITY, "jobs", "memory_bytes")  # type: ignore[arg-type]
+    _check_ints(priority, MIN_PRIORITY, MAX_PRIORITY, "jobs", "priority")  # type: ignore[arg-type]
+    _check_ints(runnable, 0, MAX_TIME_MS, "jobs", "runnable_at_ms")  # type: ignore[arg-type]
+
+    tenant_index: dict[str, int] = {}
+    tenant = [tenant_index.setdefault(name, len(tenant_index))
+              for name in tenant_names]  # type: ignore[call-overload]
+    if "" in tenant_index:
+        raise ValueError(f"jobs[{tenant_names.index('')}].tenant must not be empty")
+
+    # Label classes, cached by the dict's items so equal dicts are sorted once.
+    unknown = len(nodes.label_ids)
+    class_offsets = [0, 0]
+    class_ids: list[int] = []
+    class_of_set: dict[tuple[int, ...], int] = {(): 0}
+    class_of_items: dict[tuple[tuple[str, str], ...], int] = {}
+    label_class: list[int] = []
+    for i, required in enumerate(labels):
+        if not required:
+            if type(required) is not dict:
+                _check_labels(required, f"jobs[{i}].required_labels")
+            label_class.append(0)
+            continue
+        items = tuple(required.items())  # type: ignore[attr-defined]
+        found = class_of_items.get(items)
+        if found is None:
+            _check_labels(required, f"jobs[{i}].required_labels")
+            key = tuple(sorted({nodes.label_ids.get(item, unknown) for item in items}))
+            found = class_of_set.get(key)
+            if found is None:
+                found = class_of_set[key] = len(class_offsets) - 1
+                class_ids.extend(key)
+                class_offsets.append(len(class_ids))
+            class_of_items[items] = found
+        label_class.append(found)
+
+    names = list(tenant_index)
+    running, tenant_cpu, tenant_memory, limits = _pack_tenants(
+        names, tenants or {}, tenant_limits or {})
+    return JobTable(
+        cpu=cpu, memory=memory, priority=priority, runnable_at_ms=runnable,  # type: ignore[arg-type]
+        tenant=tenant, label_class=label_class, class_offsets=class_offsets,
+        class_label_ids=class_ids, tenant_names=names, tenant_running=running,
+        tenant_cpu=tenant_cpu, tenant_memory=tenant_memory, tenant_limit=limits,
+    )
+
+
+# ---- options and results -----------------------------------------------------------
+
+
+def make_options(policy: Policy | str, backfill: bool, now_ms: int | None,
+                 aging_interval_ms: int) -> Options:
+    """Validate the per-call settings; raise ValueError or TypeError naming the setting."""
+    try:
+        chosen = Policy(policy)
+    except ValueError:
+        choices = ", ".join(p.value for p in POLICIES)
+        raise ValueError(f"unknown policy {policy!r}; choose one of {choices}") from None
+    if type(backfill) is not bool:
+        raise TypeError(f"backfill must be a bool, got {backfill!r}")
+    if backfill and chosen is Policy.FIFO:
+        raise ValueError("backfill needs the binpack or spread policy; fifo keeps strict order")
+    if now_ms is not None:
+        _check_ints([now_ms], 0, MAX_TIME_MS, "options", "now_ms")
+    _check_ints([aging_interval_ms], 0, MAX_TIME_MS, "options", "aging_interval_ms")
+    return Options(
+        policy=POLICIES.index(chosen),
+        backfill=backfill,
+        now_ms=NO_AGING if now_ms is None else now_ms,
+        aging_interval_ms=aging_interval_ms,
+    )
+
+
+def to_decisions(placement: Placement) -> list[Decision]:
+    """Turn raw result codes into one :class:`Decision` per job, in input order."""
+    outcomes = OUTCOMES
+    reasons = REASONS
+    return [
+        Decision(job, outcomes[outcome], None if node < 0 else node, reasons[reason], position)
+        for job, (node, outcome, reason, position) in enumerate(
+            zip(placement.node, placement.outcome, placement.reason, placement.position))
+    ]
+
+
+def place_with(
+    place_tables: PlaceTables,
+    nodes: Sequence[NodeState] | NodeTable,
+    jobs: Sequence[JobRequest],
+    policy: Policy | str,
+    *,
+    backfill: bool,
+    tenants: Mapping[str, TenantUsage] | None,
+    tenant_limits: Mapping[str, int] | None,
+    now_ms: int | None,
+    aging_interval_ms: int = DEFAULT_AGING_INTERVAL_MS,
+) -> list[Decision]:
+    """Validate and pack the inputs, decide with ``place_tables``, and build the decisions."""
+    options = make_options(policy, backfill, now_ms, aging_interval_ms)
+    node_table = nodes if isinstance(nodes, NodeTable) else pack_nodes(nodes)
+    job_table = pack_jobs(jobs, node_table, tenants, tenant_limits)
+    return to_decisions(place_tables(node_table, job_table, options))
