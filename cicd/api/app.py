@@ -3,8 +3,9 @@
 :func:`create_app` wires the routes (see :mod:`cicd.api.openapi` for the list) to a
 run service. Before routing, every request and WebSocket handshake gets a request id
 and passes the Host and Origin checks of :mod:`cicd.api.guard`. Every error becomes
-an ``ErrorBody`` (see :mod:`cicd.api.responses`). The API exposes runs, logs, events
-and nodes, never operations on single workers.
+an ``ErrorBody`` (see :mod:`cicd.api.responses`). After each HTTP request the
+service records its latency. The API exposes runs, logs, events, dead letters and
+nodes, never operations on single workers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
 from cicd.api.contract import RunServiceProtocol
+from cicd.api.dead_letters import dead_letters
 from cicd.api.events import events
 from cicd.api.guard import DEFAULT_SERVER_NAMES, REQUEST_ID_HEADER, HostGuard, request_id_from
 from cicd.api.logs import logs
@@ -30,6 +32,11 @@ from cicd.api.system import system
 logger = logging.getLogger("cicd.api")
 
 API_PREFIX = "/api/v1"
+
+# The latency metric's tenant label when the request has no tenant query parameter.
+DEFAULT_TENANT = "default"
+# The latency metric's endpoint label when no route matched (404, 405).
+UNMATCHED = "unmatched"
 
 
 def create_app(
@@ -53,6 +60,7 @@ def create_app(
     app.register_blueprint(runs, url_prefix=API_PREFIX)
     app.register_blueprint(logs, url_prefix=API_PREFIX)
     app.register_blueprint(events, url_prefix=API_PREFIX)
+    app.register_blueprint(dead_letters, url_prefix=API_PREFIX)
     return app
 
 
@@ -71,7 +79,38 @@ async def _finish_request(response: Response) -> Response:
         "%s %s -> %d in %.1f ms (request %s)",
         request.method, request.path, response.status_code, elapsed_ms, request_id,
     )
+    _record_latency(elapsed_ms, request_id)
     return response
+
+
+def _record_latency(elapsed_ms: float, request_id: str) -> None:
+    """Record the request's latency through the service, logging its errors, never raising.
+
+    A streamed response (a followed log) is measured up to its headers, not its end.
+    """
+    rule = request.url_rule
+    # The label uses the rule, not the path, so that it has one value per route. A request
+    # that matched no route gets no method either, because its method can be any token.
+    endpoint = f"{request.method} {rule.rule}" if rule is not None else UNMATCHED
+    # NOTE: the tenant is unchecked client input on every route, so each new value
+    # makes a new series in ui_latency_ms.
+    tenant = request.args.get("tenant") or DEFAULT_TENANT
+    state = current_state()
+    try:
+        state.service.record_request_latency(endpoint, tenant, elapsed_ms)
+    except Exception:  # the metrics code may raise anything, and the response is ready
+        state.latency_failures += 1
+        if state.latency_failures == 1:
+            logger.warning(
+                "recording the latency of request %s (%s, tenant %r) failed; later "
+                "failures are logged at DEBUG level only",
+                request_id, endpoint, tenant, exc_info=True,
+            )
+        else:
+            logger.debug(
+                "recording the latency of request %s failed (failure %d)",
+                request_id, state.latency_failures, exc_info=True,
+            )
 
 
 async def _check_websocket() -> None:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from cicd.orchestration.documents import (
     ActionResult,
+    DeadLetter,
     EventPage,
     EventRecord,
     LogSlice,
@@ -90,4 +91,25 @@ class RunServiceProtocol(Protocol):
 
     def metrics_text(self) -> str:
         """Return the metrics in the Prometheus text exposition format (version 0.0.4)."""
+        ...
+
+    def record_request_latency(self, endpoint: str, tenant: str, milliseconds: float) -> None:
+        """Record one HTTP request's latency in the ``ui_latency_ms`` histogram.
+
+        ``endpoint`` is the method and the route's rule (``"GET /api/v1/runs/<run_id>"``)
+        or ``"unmatched"``, so the label has few values.
+        """
+        ...
+
+    async def list_dead_letters(self) -> list[DeadLetter]:
+        """List the dead letters in id order, the replayed ones included."""
+        ...
+
+    async def replay_dead_letter(self, dead_letter_id: int) -> tuple[bool, str]:
+        """Deliver a dead letter's event to its subscriber again.
+
+        Returns ``(replayed, message)``: ``replayed`` is False when the dead letter was
+        replayed before or the subscriber failed again. Raises ``NotFoundError`` for an
+        unknown id or a subscriber that does not run in this server.
+        """
         ...

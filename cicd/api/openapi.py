@@ -14,12 +14,14 @@ from typing import Any
 import msgspec
 
 from cicd import __version__
+from cicd.api.dead_letters import ReplayResult
 from cicd.api.events import DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE
 from cicd.api.params import DEFAULT_PAGE, MAX_INTEGER, MAX_PAGE, RUN_STATES
 from cicd.api.runs import MAX_IDEMPOTENCY_KEY
 from cicd.api.system import Liveness, Readiness
 from cicd.orchestration.documents import (
     ActionResult,
+    DeadLetter,
     ErrorBody,
     EventPage,
     EventRecord,
@@ -36,7 +38,7 @@ REF = "#/components/schemas/{name}"
 _ERRORS: dict[int, str] = {
     400: "The request is invalid: a parameter, header or body (code REQUEST-INVALID or USAGE).",
     403: "The Origin header names another site (code ORIGIN-NOT-ALLOWED).",
-    404: "The run, job or step does not exist (code NOT-FOUND).",
+    404: "The run, job, step or dead letter does not exist (code NOT-FOUND).",
     409: "The run or job is not in a state that allows this action (code ORC-STATE).",
     413: "The request body is over 4 MiB (code BODY-TOO-LARGE).",
     415: "The request body is not JSON (code MEDIA-TYPE).",
@@ -61,7 +63,7 @@ def _schema_hook(kind: type) -> Schema:
 def _components() -> Schema:
     types = [
         SubmitRequest, RunDocument, RunPage, ActionResult, EventRecord, EventPage,
-        NodeInfo, ErrorBody, Liveness, Readiness,
+        NodeInfo, ErrorBody, Liveness, Readiness, DeadLetter, ReplayResult,
     ]
     _, schemas = msgspec.json.schema_components(
         types, schema_hook=_schema_hook, ref_template=REF
@@ -128,6 +130,11 @@ def _shared_parameters() -> Schema:
         "RunId": _path("run_id", "The run's id."),
         "JobId": _path("job_id", "The job's id within the run."),
         "Step": _path("step", "The step's 1-based index within the job, or its name."),
+        "DeadLetterId": {
+            "name": "dead_letter_id", "in": "path", "required": True,
+            "description": "The dead letter's id, as listed by GET /api/v1/dead-letters.",
+            "schema": _integer(1),
+        },
         "RequestId": {
             "name": "X-Request-Id", "in": "header", "required": False,
             "description": "An id for this request, echoed in the response and the server "
@@ -316,6 +323,30 @@ def _log_paths() -> Schema:
     }
 
 
+def _dead_letter_paths() -> Schema:
+    return {
+        "/api/v1/dead-letters": {
+            "get": _operation(
+                "listDeadLetters",
+                "List events a subscriber failed to handle after its retries, in id order",
+                "events",
+                {"200": _json("The dead letters, the replayed ones included.",
+                              {"type": "array", "items": _ref("DeadLetter")})},
+            ),
+        },
+        "/api/v1/dead-letters/{dead_letter_id}/replay": {
+            "post": _operation(
+                "replayDeadLetter", "Deliver a dead letter's event to its subscriber again",
+                "events",
+                {"200": _json("The outcome; replayed is false when the dead letter was "
+                              "replayed before or the subscriber failed again.",
+                              _ref("ReplayResult"))},
+                errors=(404,), parameters=[_param("DeadLetterId")],
+            ),
+        },
+    }
+
+
 def _event_and_system_paths() -> Schema:
     after = _query("after", "Send events with an id above this one.", _integer(0, default=0))
     return {
@@ -380,9 +411,11 @@ def openapi_document() -> Schema:
         "info": {
             "title": "cicd API",
             "version": __version__,
-            "description": "Runs, step logs, events and nodes of a cicd server.",
+            "description": "Runs, step logs, events, dead letters and nodes of a cicd server.",
         },
-        "paths": {**_run_paths(), **_log_paths(), **_event_and_system_paths()},
+        "paths": {
+            **_run_paths(), **_log_paths(), **_dead_letter_paths(), **_event_and_system_paths(),
+        },
         "components": _components(),
     }
 

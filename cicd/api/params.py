@@ -1,4 +1,7 @@
-"""Parsing of query parameters and the Range header; each bad value raises ApiError (400)."""
+"""Parsing of query parameters, integer path segments and the Range header.
+
+Each invalid value raises ApiError (400).
+"""
 
 from __future__ import annotations
 
@@ -100,6 +103,21 @@ class Query:
         if since_ms < 0:
             raise ApiError(f"query parameter {name}={raw!r} is before 1970")
         return since_ms
+
+
+def path_integer(label: str, raw: str, *, minimum: int, maximum: int = MAX_INTEGER) -> int:
+    """Parse an integer path segment, such as a dead letter id, that the route takes as text.
+
+    The route takes text so that a non-integer gets 400 with this message, not a 404.
+    ``label`` names the value in the message ("dead letter id").
+    """
+    bounds = f"from {minimum} to {maximum}"
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ApiError(f"invalid {label} {raw!r}: give an integer {bounds}")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise ApiError(f"{label} {value} is out of range; give an integer {bounds}")
+    return value
 
 
 T = TypeVar("T")

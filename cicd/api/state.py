@@ -51,6 +51,8 @@ class ApiState:
         self.guard = guard
         self.openapi = openapi
         self.drain = Drain()
+        # Failed calls of service.record_request_latency. The first is logged at WARNING.
+        self.latency_failures = 0
 
 
 def current_state() -> ApiState:

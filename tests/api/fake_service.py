@@ -1,8 +1,9 @@
 """An in-memory run service with the contract of RunService, for testing the API alone.
 
 Tests drive it directly: ``add_run`` and ``write_log`` put data in, ``end_step`` ends
-a step's output, ``add_event`` appends an event, and ``failures[method]`` makes the
-next call of that method raise the given error.
+a step's output, ``add_event`` appends an event, ``add_dead_letter`` stores a dead
+letter, and ``failures[method]`` makes the next call of that method raise the given
+error. ``latencies`` stores each ``record_request_latency`` call.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import trio
 from cicd.errors import CicdError, IllegalTransition, NotFoundError, ShuttingDown, UsageError
 from cicd.orchestration.documents import (
     ActionResult,
+    DeadLetter,
     EventPage,
     EventRecord,
     JobDocument,
@@ -52,6 +54,10 @@ class FakeRunService:
         self.failures: dict[str, CicdError | Exception] = {}
         self.submitted: list[tuple[SubmitRequest, str | None]] = []
         self.followers = 0
+        self.dead_letters: dict[int, DeadLetter] = {}
+        # Dead letters whose replay fails again, as when the subscriber still fails.
+        self.failing_replays: set[int] = set()
+        self.latencies: list[tuple[str, str, float]] = []
         self._numbers = itertools.count(1)
 
     # --- test controls ---------------------------------------------------------
@@ -88,6 +94,16 @@ class FakeRunService:
         self.events_changed.set()
         self.events_changed = trio.Event()
         return record
+
+    def add_dead_letter(self, event_id: int, *, subscription: str = "telemetry.metrics",
+                        event_name: str = "RunStarted") -> DeadLetter:
+        letter = DeadLetter(
+            id=len(self.dead_letters) + 1, subscription=subscription, event_id=event_id,
+            event_name=event_name, attempts=5, error="RuntimeError: exporter is down",
+            failed_at="2023-11-14T22:13:20.000+00:00",
+        )
+        self.dead_letters[letter.id] = letter
+        return letter
 
     def _fail(self, method: str) -> None:
         error = self.failures.pop(method, None)
@@ -246,3 +262,25 @@ class FakeRunService:
 
     def metrics_text(self) -> str:
         return "# TYPE cicd_runs_total counter\ncicd_runs_total 3\n"
+
+    def record_request_latency(self, endpoint: str, tenant: str, milliseconds: float) -> None:
+        self._fail("record_request_latency")
+        self.latencies.append((endpoint, tenant, milliseconds))
+
+    async def list_dead_letters(self) -> list[DeadLetter]:
+        await trio.lowlevel.checkpoint()
+        self._fail("list_dead_letters")
+        return [self.dead_letters[key] for key in sorted(self.dead_letters)]
+
+    async def replay_dead_letter(self, dead_letter_id: int) -> tuple[bool, str]:
+        await trio.lowlevel.checkpoint()
+        self._fail("replay_dead_letter")
+        letter = self.dead_letters.get(dead_letter_id)
+        if letter is None:
+            raise NotFoundError(f"dead letter {dead_letter_id} not found")
+        if letter.replayed_at is not None:
+            return False, f"dead letter {dead_letter_id} was replayed already"
+        if dead_letter_id in self.failing_replays:
+            return False, f"dead letter {dead_letter_id} failed again"
+        letter.replayed_at = "2023-11-14T22:20:00.000+00:00"
+        return True, f"dead letter {dead_letter_id} replayed"

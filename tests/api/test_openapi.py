@@ -42,7 +42,7 @@ def _component(name: str) -> dict[str, Any]:
 
 
 def test_openapi_is_valid_openapi_31() -> None:
-    validator = pytest.importorskip("openapi_spec_validator")
+    validator = pytest.importorskip("openapi_spec_validator")  # a test dependency
     document = openapi_document()
     assert document["openapi"] == "3.1.0"
     validator.validate(document)
@@ -116,7 +116,7 @@ def test_openapi_schemas_come_from_structs() -> None:
     schemas = openapi_document()["components"]["schemas"]
     assert {"SubmitRequest", "SourceSpec", "RunDocument", "JobDocument", "StepDocument",
             "RunPage", "ActionResult", "EventRecord", "EventPage", "NodeInfo", "ErrorBody",
-            "Readiness", "Liveness"} <= set(schemas)
+            "Readiness", "Liveness", "DeadLetter", "ReplayResult"} <= set(schemas)
     assert schemas["SubmitRequest"]["additionalProperties"] is False
     assert schemas["SubmitRequest"]["required"] == ["source"]
 
@@ -132,6 +132,7 @@ async def test_openapi_matches_live_responses(api: RunningApi) -> None:
     document = openapi_document()
     api.service.add_run("r1", state="failed")
     api.service.add_event("r1")
+    api.service.add_dead_letter(1)
     checks = [
         ("GET", "/api/v1/runs/r1", "RunDocument"),
         ("GET", "/api/v1/runs", "RunPage"),
@@ -141,12 +142,30 @@ async def test_openapi_matches_live_responses(api: RunningApi) -> None:
         ("GET", "/api/v1/runs/missing", "ErrorBody"),
         ("GET", "/readyz", "Readiness"),
         ("GET", "/healthz", "Liveness"),
+        ("POST", "/api/v1/dead-letters/1/replay", "ReplayResult"),
+        ("POST", "/api/v1/dead-letters/1/replay", "ReplayResult"),
+        ("POST", "/api/v1/dead-letters/9/replay", "ErrorBody"),
     ]
     for method, path, name in checks:
         response = await api.client.request(method, path)
         _validate(document, response.json(), _component(name))
     nodes = (await api.client.get("/api/v1/nodes")).json()
     _validate(document, nodes, {"type": "array", "items": _component("NodeInfo")})
+    letters = (await api.client.get("/api/v1/dead-letters")).json()
+    assert letters[0]["replayed_at"] is not None
+    _validate(document, letters, {"type": "array", "items": _component("DeadLetter")})
+
+
+def test_openapi_dead_letter_id_is_integer() -> None:
+    document = openapi_document()
+    operation = document["paths"]["/api/v1/dead-letters/{dead_letter_id}/replay"]["post"]
+    parameters = [_resolve(document, p["$ref"]) if "$ref" in p else p
+                  for p in operation["parameters"]]
+    path_parameters = [p for p in parameters if p["in"] == "path"]
+    assert [p["name"] for p in path_parameters] == ["dead_letter_id"]
+    assert path_parameters[0]["schema"]["type"] == "integer"
+    assert path_parameters[0]["schema"]["minimum"] == 1
+    assert "404" in operation["responses"]
 
 
 def test_openapi_loads_in_schemathesis() -> None:
@@ -154,4 +173,5 @@ def test_openapi_loads_in_schemathesis() -> None:
     schema = schemathesis.openapi.from_dict(openapi_document())
     labels = {operation.ok().label for operation in schema.get_all_operations()}
     assert "POST /api/v1/runs" in labels
-    assert len(labels) == 15
+    assert "POST /api/v1/dead-letters/{dead_letter_id}/replay" in labels
+    assert len(labels) == 17
