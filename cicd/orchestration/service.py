@@ -10,7 +10,6 @@ at start-up to runs a previous process left unfinished.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -481,14 +480,27 @@ class RunService:
         return False, f"dead letter {dead_letter_id} failed again; a new dead letter records it"
 
 
-@functools.lru_cache(maxsize=256)
+_PARSED: dict[tuple[str, str], Pipeline] = {}
+_PARSED_MAX = 256
+
+
 def _thd_parse(text: str, file: str) -> Pipeline:
-    return parse_pipeline(text, file=file)
+    pipeline = parse_pipeline(text, file=file)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.pop(next(iter(_PARSED)))  # the oldest entry
+    _PARSED[(text, file)] = pipeline
+    return pipeline
 
 
 async def _parse(text: str, file: str) -> Pipeline:
-    """Parse in a worker thread; the same text is parsed once (at submit and at start, and
-    for every run of an unchanged pipeline). Errors are not cached: they raise again."""
+    """Parse ``text``, in a worker thread unless it was parsed before.
+
+    The same text is parsed once: at submit and at start, and for every run of an
+    unchanged pipeline. Errors are not kept: they raise again.
+    """
+    cached = _PARSED.get((text, file))
+    if cached is not None:
+        return cached
     return await trio.to_thread.run_sync(_thd_parse, text, file)
 
 
