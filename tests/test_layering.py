@@ -18,6 +18,7 @@ PURE_CORES = [
     "cicd.orchestration.states",
     "cicd.orchestration.plan",
     "cicd.orchestration.documents",
+    "cicd.scheduling.core",
 ]
 FORBIDDEN_IN_CORES = {
     "trio", "docker", "sqlite3", "sqlite_utils", "quart", "quart_trio", "hypercorn", "httpx",

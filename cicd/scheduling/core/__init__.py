@@ -92,8 +92,8 @@ def place(
     count against the nodes and tenants for the later ones. ``backfill`` (binpack
     and spread only) lets jobs behind a waiting head run on any node but the one
     held for the head. ``tenants`` gives what each tenant already runs, for fair
-    share and for ``tenant_limits`` (the maximum running jobs per tenant; a tenant
-    missing from the map has no limit). Aging needs ``now_ms``, on the clock of the
+    share and for ``tenant_limits``. ``tenant_limits`` maps a tenant to its maximum
+    running jobs, and a tenant missing from it has no limit. Aging needs ``now_ms``, on the clock of the
     jobs' ``runnable_at_ms``: each ``aging_interval_ms`` waited raises a job's
     priority by one; ``None`` or an interval of 0 turns aging off.
 

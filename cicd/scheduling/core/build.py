@@ -2,8 +2,9 @@
 
 ``setup.py`` names it in ``cffi_modules``, so ``pip install .``, ``pip install -e .``
 and ``python3 setup.py build_ext --inplace`` compile ``cicd.scheduling.core._native``.
-Running this file compiles the module into the current directory (``--tmpdir DIR``
-to put it elsewhere, under ``DIR/cicd/scheduling/core/``).
+Running this file compiles the module under ``build/cffi/cicd/scheduling/core/``
+(``--tmpdir DIR`` to use another directory than ``build/cffi``), together with the
+generated C source and object files.
 
 Environment:
     CICD_SCHEDULER_SANITIZE=1  compile with AddressSanitizer and UndefinedBehaviorSanitizer
@@ -112,7 +113,14 @@ struct sched_result {
     int32_t error_index;
 };
 
-int sched_place(const struct sched_nodes *nodes,
+struct sched_cluster;
+
+int sched_cluster_new(const struct sched_nodes *nodes, struct sched_cluster **cluster,
+                      int32_t *error_index);
+
+void sched_cluster_free(struct sched_cluster *cluster);
+
+int sched_place(struct sched_cluster *cluster,
                 const struct sched_label_classes *classes,
                 const struct sched_tenants *tenants,
                 const struct sched_jobs *jobs,
@@ -120,8 +128,10 @@ int sched_place(const struct sched_nodes *nodes,
                 struct sched_result *result);
 """
 
+# Python's own compiler flags may include -fwrapv, which defines signed overflow and
+# so hides it from UndefinedBehaviorSanitizer: -fno-wrapv turns that check back on.
 SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                   "-fno-omit-frame-pointer", "-g"]
+                   "-fno-omit-frame-pointer", "-g", "-fno-wrapv"]
 
 
 def _sanitize() -> bool:
@@ -137,27 +147,38 @@ def _link_args() -> list[str]:
     return ["-fsanitize=address,undefined"] if _sanitize() else []
 
 
-ffibuilder = FFI()
-ffibuilder.cdef(CDEF)
-ffibuilder.set_source(
-    "cicd.scheduling.core._native",
-    '#include "scheduler.h"',
-    sources=[str(HERE / "scheduler.c")],
-    include_dirs=[str(HERE)],
-    depends=[str(HERE / "scheduler.h")],
-    extra_compile_args=_compile_args(),
-    extra_link_args=_link_args(),
-)
+def make_builder(*, absolute: bool) -> FFI:
+    """Return an FFI builder for the module. setuptools builds from the project root
+    and rejects absolute source paths; ``FFI.compile`` changes into its temporary
+    directory first, so a direct build needs absolute ones."""
+    def path(target: Path) -> str:
+        return str(target) if absolute else os.path.relpath(target)
+
+    builder = FFI()
+    builder.cdef(CDEF)
+    builder.set_source(
+        "cicd.scheduling.core._native",
+        '#include "scheduler.h"',
+        sources=[path(HERE / "scheduler.c")],
+        include_dirs=[path(HERE)],
+        depends=[path(HERE / "scheduler.h")],
+        extra_compile_args=_compile_args(),
+        extra_link_args=_link_args(),
+    )
+    return builder
+
+
+ffibuilder = make_builder(absolute=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Compile cicd.scheduling.core._native.")
-    parser.add_argument("--tmpdir", default=".",
+    parser.add_argument("--tmpdir", default="build/cffi",
                         help="directory to build in; the module lands under "
-                             "TMPDIR/cicd/scheduling/core/ (default: the current directory)")
+                             "TMPDIR/cicd/scheduling/core/ (default: build/cffi)")
     args = parser.parse_args()
-    path = ffibuilder.compile(tmpdir=args.tmpdir, verbose=True)
-    print(path)
+    built = make_builder(absolute=True).compile(tmpdir=args.tmpdir, verbose=True)
+    print(built)
 
 
 if __name__ == "__main__":

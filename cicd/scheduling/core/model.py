@@ -28,7 +28,7 @@ DEFAULT_AGING_INTERVAL_MS = 60_000
 
 
 class Policy(enum.StrEnum):
-    """How a job's node is chosen among the nodes that can take it now."""
+    """Rule that picks a job's node among the nodes that can take it now."""
 
     FIFO = "fifo"        # lowest node index; the queue stops at the first job that waits
     BINPACK = "binpack"  # the most allocated node, so fewer nodes are busy
@@ -42,7 +42,7 @@ class Outcome(enum.StrEnum):
 
 
 class Reason(enum.StrEnum):
-    """Why a job was not assigned. ``LABELS`` appears with both outcomes."""
+    """Cause of a job not being assigned. ``LABELS`` appears with both outcomes."""
 
     # Reasons to wait.
     CAPACITY = "capacity"                  # no available node with the labels has the free capacity
@@ -77,7 +77,7 @@ POLICIES: tuple[Policy, ...] = (Policy.FIFO, Policy.BINPACK, Policy.SPREAD)
 
 
 class NodeState(msgspec.Struct, frozen=True, kw_only=True):
-    """A Docker engine as the scheduler sees it at one moment.
+    """Snapshot of one Docker engine: capacity, reserve, allocation, labels and flags.
 
     Only ``cpu_millis - reserved_cpu_millis`` (and the same for memory) is ever
     allocated. ``allocated_*`` may exceed that usable part, for example after the
@@ -97,7 +97,7 @@ class NodeState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A pending job: what it needs and where it stands in the queue."""
+    """A pending job: its resource request, required labels and queue attributes."""
 
     job_id: str
     tenant: str
@@ -109,7 +109,7 @@ class JobRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TenantUsage(msgspec.Struct, frozen=True, kw_only=True):
-    """What a tenant already runs, for fair share and running-job limits."""
+    """Current usage of a tenant, for fair share and running-job limits."""
 
     running_jobs: int = 0
     cpu_millis: int = 0

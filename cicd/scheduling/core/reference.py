@@ -1,8 +1,11 @@
 """The placement rules in pure Python: the reference the C core is checked against.
 
-It follows the same algorithm as ``scheduler.c`` step by step (docs/scheduling.md
-states the rules), so the tests can require identical decisions, positions and
-reasons from both. It is also the fallback when the C extension is not built.
+It applies the rules of docs/scheduling.md with the same shortcuts as
+``scheduler.c``: block summaries of 64 nodes, failed shapes remembered within a
+call, and matching nodes and fronts cached per label set. So the tests can require
+identical decisions, positions and reasons from both, and the fallback is as fast as
+Python allows. ``place_tables(..., exhaustive=True)`` drops the shortcuts (one block
+spanning every node and no remembered shapes), which leaves the rules alone.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from cicd.scheduling.core.tables import (
 )
 
 PPM = 1_000_000
+BLOCK = 64
+LABEL_SETS_MAX = 1024
 
 ASSIGNED, WAITS, NEVER_FITS = 0, 1, 2
 (NONE, CAPACITY, LABELS, TENANT_LIMIT, NODE_UNAVAILABLE, QUEUE_BLOCKED, RESERVED,
@@ -66,7 +71,7 @@ def _shortfall_ppm(request: int, free: int, usable: int) -> int:
 class _Frontier:
     """The Pareto front of (usable CPU, usable memory) over a set of nodes."""
 
-    __slots__ = ("neg_cpu", "memory")
+    __slots__ = ("memory", "neg_cpu")
 
     def __init__(self) -> None:
         self.neg_cpu: list[int] = []  # ascending, so bisect works
@@ -83,67 +88,76 @@ class _Frontier:
         return count > 0 and self.memory[count - 1] >= memory
 
 
-def _node_label_sets(nodes: NodeTable) -> list[frozenset[int]]:
-    cached = nodes.caches.get("reference")
-    if cached is None:
-        ids, offsets = nodes.node_label_ids, nodes.label_offsets
-        cached = [frozenset(ids[offsets[i]:offsets[i + 1]]) for i in range(nodes.count)]
-        nodes.caches["reference"] = cached
-    return cached  # type: ignore[return-value]
+class _LabelSet:
+    """Results for one set of required labels, built on first use."""
+
+    __slots__ = ("fronts", "slot_matches")
+
+    def __init__(self) -> None:
+        self.fronts: tuple[_Frontier, _Frontier] | None = None  # every node, the pool
+        self.slot_matches: list[bool] | None = None
 
 
-class _Cluster:
-    """Per-call state: the nodes that take new work, and the fronts per label class."""
+class _Prepared:
+    """Derived state of a node table, built once: per-node constants, the pool (nodes without
+    flags, in ascending node index, numbered by "slot") and results per label set."""
 
-    def __init__(self, nodes: NodeTable, jobs: JobTable) -> None:
-        self.nodes = nodes
+    def __init__(self, nodes: NodeTable) -> None:
+        self.count = nodes.count
+        self.flags = nodes.flags
         self.usable_cpu = [c - r for c, r in zip(nodes.cpu_capacity, nodes.cpu_reserved)]
         self.usable_memory = [c - r for c, r in zip(nodes.memory_capacity, nodes.memory_reserved)]
         self.total_cpu = sum(self.usable_cpu)
         self.total_memory = sum(self.usable_memory)
-        node_labels = _node_label_sets(nodes)
-        offsets, ids = jobs.class_offsets, jobs.class_label_ids
-        self.class_labels = [frozenset(ids[offsets[k]:offsets[k + 1]])
-                             for k in range(len(offsets) - 1)]
+        ids, offsets = nodes.node_label_ids, nodes.label_offsets
+        self.labels = [frozenset(ids[offsets[i]:offsets[i + 1]]) for i in range(nodes.count)]
+        self.by_size = sorted(range(nodes.count), key=lambda i: (
+            -self.usable_cpu[i], -self.usable_memory[i], i))
+        self.label_sets: dict[frozenset[int], _LabelSet] = {}
 
-        # The pool: nodes without flags, in ascending node index ("slots").
-        self.node = [i for i, flag in enumerate(nodes.flags) if not flag]
-        self.labels = [node_labels[i] for i in self.node]
-        self.allocated_cpu = [nodes.cpu_allocated[i] for i in self.node]
-        self.allocated_memory = [nodes.memory_allocated[i] for i in self.node]
-        self.slot_cpu = [self.usable_cpu[i] for i in self.node]
-        self.slot_memory = [self.usable_memory[i] for i in self.node]
+        self.slot_node = [i for i, flag in enumerate(nodes.flags) if not flag]
+        self.slot_labels = [self.labels[i] for i in self.slot_node]
+        self.slot_cpu = [self.usable_cpu[i] for i in self.slot_node]
+        self.slot_memory = [self.usable_memory[i] for i in self.slot_node]
+        self.allocated_cpu = [nodes.cpu_allocated[i] for i in self.slot_node]
+        self.allocated_memory = [nodes.memory_allocated[i] for i in self.slot_node]
         self.free_cpu = [max(u - a, 0) for u, a in zip(self.slot_cpu, self.allocated_cpu)]
         self.free_memory = [max(u - a, 0) for u, a in zip(self.slot_memory, self.allocated_memory)]
         self.score = [_share_ppm(a, u) + _share_ppm(b, v) for a, u, b, v in zip(
             self.allocated_cpu, self.slot_cpu, self.allocated_memory, self.slot_memory)]
+        self.blocks = _Blocks(self.free_cpu, self.free_memory, self.score, BLOCK)
 
-        self._by_size: list[int] | None = None
-        self._fronts: dict[int, tuple[_Frontier, _Frontier]] = {}
-        self._node_labels = node_labels
+    def label_set(self, need: frozenset[int]) -> _LabelSet:
+        found = self.label_sets.get(need)
+        if found is None:
+            found = _LabelSet()
+            if len(self.label_sets) < LABEL_SETS_MAX:
+                self.label_sets[need] = found
+        return found
 
-    def fronts(self, label_class: int) -> tuple[_Frontier, _Frontier]:
-        """Return the fronts of every node, and of the pool, with the class's labels."""
-        found = self._fronts.get(label_class)
-        if found is not None:
-            return found
-        if self._by_size is None:
-            self._by_size = sorted(range(self.nodes.count), key=lambda i: (
-                -self.usable_cpu[i], -self.usable_memory[i], i))
-        need = self.class_labels[label_class]
+    def fronts_of(self, need: frozenset[int], label_set: _LabelSet) -> tuple[_Frontier, _Frontier]:
+        """Return the fronts of every node, and of the pool, with the labels ``need``."""
+        if label_set.fronts is not None:
+            return label_set.fronts
         every, available = _Frontier(), _Frontier()
-        flags = self.nodes.flags
-        for i in self._by_size:
-            if need and not need <= self._node_labels[i]:
+        labels, flags = self.labels, self.flags
+        for i in self.by_size:
+            if need and not need <= labels[i]:
                 continue
             every.add_if_larger(self.usable_cpu[i], self.usable_memory[i])
             if not flags[i]:
                 available.add_if_larger(self.usable_cpu[i], self.usable_memory[i])
-        found = self._fronts[label_class] = (every, available)
-        return found
+        label_set.fronts = (every, available)
+        return label_set.fronts
+
+    def slot_matches(self, need: frozenset[int], label_set: _LabelSet) -> list[bool]:
+        """Return, per slot, whether the node has the labels ``need``."""
+        if label_set.slot_matches is None:
+            label_set.slot_matches = [need <= labels for labels in self.slot_labels]
+        return label_set.slot_matches
 
     def never_fits_reason(self, every: _Frontier, cpu: int, memory: int) -> int:
-        if not self.nodes.count:
+        if not self.count:
             return NO_NODES
         if not every.memory:
             return LABELS
@@ -155,19 +169,129 @@ class _Cluster:
             return MEMORY
         return CPU_AND_MEMORY
 
+
+class _Blocks:
+    """Per block of ``size`` slots: the most free CPU and memory of one slot, and the
+    highest and lowest score. A scan skips blocks that cannot hold or win a job."""
+
+    __slots__ = ("free_cpu", "free_memory", "max_score", "min_score", "size")
+
+    def __init__(self, free_cpu: list[int], free_memory: list[int], score: list[int],
+                 size: int) -> None:
+        self.size = size
+        starts = range(0, len(score), size)
+        self.free_cpu = [max(free_cpu[s:s + size]) for s in starts]
+        self.free_memory = [max(free_memory[s:s + size]) for s in starts]
+        self.max_score = [max(score[s:s + size]) for s in starts]
+        self.min_score = [min(score[s:s + size]) for s in starts]
+
+    def copy(self) -> _Blocks:
+        blocks = _Blocks.__new__(_Blocks)
+        blocks.size = self.size
+        blocks.free_cpu = self.free_cpu.copy()
+        blocks.free_memory = self.free_memory.copy()
+        blocks.max_score = self.max_score.copy()
+        blocks.min_score = self.min_score.copy()
+        return blocks
+
+    def refresh(self, b: int, free_cpu: list[int], free_memory: list[int],
+                score: list[int]) -> None:
+        low, high = b * self.size, (b + 1) * self.size
+        self.free_cpu[b] = max(free_cpu[low:high])
+        self.free_memory[b] = max(free_memory[low:high])
+        self.max_score[b] = max(score[low:high])
+        self.min_score[b] = min(score[low:high])
+
+
+def _prepared(nodes: NodeTable) -> _Prepared:
+    cached = nodes.caches.get("reference")
+    if not isinstance(cached, _Prepared):
+        cached = nodes.caches["reference"] = _Prepared(nodes)
+    return cached
+
+
+class _Pool:
+    """The slots' state during one call, copied from the prepared table."""
+
+    def __init__(self, prepared: _Prepared, exhaustive: bool) -> None:
+        self.node = prepared.slot_node
+        self.labels = prepared.slot_labels
+        self.usable_cpu = prepared.slot_cpu
+        self.usable_memory = prepared.slot_memory
+        self.allocated_cpu = prepared.allocated_cpu.copy()
+        self.allocated_memory = prepared.allocated_memory.copy()
+        self.free_cpu = prepared.free_cpu.copy()
+        self.free_memory = prepared.free_memory.copy()
+        self.score = prepared.score.copy()
+        if exhaustive:
+            self.blocks = _Blocks(self.free_cpu, self.free_memory, self.score,
+                                  max(len(self.score), 1))
+        else:
+            self.blocks = prepared.blocks.copy()
+
+    def scan(self, cpu: int, memory: int, matches: list[bool] | None, reserved: int,
+             policy: int) -> tuple[int, bool, bool]:
+        """Find the slot for a job by policy, ties going to the lowest slot.
+
+        Returns the slot (or -1), whether a slot other than the reserved one has the
+        free capacity but not the labels, and whether the reserved slot would take the
+        job. ``matches`` tells which slots have the job's labels (None: it needs none).
+        """
+        free_cpu, free_memory, score = self.free_cpu, self.free_memory, self.score
+        blocks = self.blocks
+        size, count = blocks.size, len(score)
+        best, best_score = -1, 0
+        capacity_elsewhere = fits_reserved = False
+        candidates = [b for b, (x, y) in enumerate(zip(blocks.free_cpu, blocks.free_memory))
+                      if x >= cpu and y >= memory]
+        for b in candidates:
+            if best >= 0 and (blocks.max_score[b] <= best_score if policy == BINPACK
+                              else blocks.min_score[b] >= best_score):
+                continue
+            fits = [a for a in range(b * size, min((b + 1) * size, count))
+                    if free_cpu[a] >= cpu and free_memory[a] >= memory]
+            if reserved >= 0:
+                k = bisect_left(fits, reserved)  # fits ascends
+                if k < len(fits) and fits[k] == reserved:
+                    del fits[k]
+                    fits_reserved = matches is None or matches[reserved]
+            matching = fits if matches is None else [a for a in fits if matches[a]]
+            if len(matching) < len(fits):
+                capacity_elsewhere = True
+            if not matching:
+                continue
+            if policy == FIFO:
+                return matching[0], False, False
+            if policy == BINPACK:
+                slot = max(matching, key=score.__getitem__)  # the first of equal maxima
+                if best < 0 or score[slot] > best_score:
+                    best, best_score = slot, score[slot]
+            else:
+                slot = min(matching, key=score.__getitem__)
+                if best < 0 or score[slot] < best_score:
+                    best, best_score = slot, score[slot]
+        return best, capacity_elsewhere, fits_reserved
+
+    def capacity_anywhere(self, cpu: int, memory: int, reserved: int) -> bool:
+        """Return whether a slot other than the reserved one has the free capacity, labels aside."""
+        return any(x >= cpu and y >= memory and a != reserved
+                   for a, (x, y) in enumerate(zip(self.free_cpu, self.free_memory)))
+
     def assign(self, slot: int, cpu: int, memory: int) -> None:
         self.allocated_cpu[slot] += cpu
         self.allocated_memory[slot] += memory
         self.free_cpu[slot] -= cpu
         self.free_memory[slot] -= memory
-        self.score[slot] = (_share_ppm(self.allocated_cpu[slot], self.slot_cpu[slot])
-                            + _share_ppm(self.allocated_memory[slot], self.slot_memory[slot]))
+        self.score[slot] = (_share_ppm(self.allocated_cpu[slot], self.usable_cpu[slot])
+                            + _share_ppm(self.allocated_memory[slot], self.usable_memory[slot]))
+        self.blocks.refresh(slot // self.blocks.size, self.free_cpu, self.free_memory, self.score)
 
     def choose_reservation(self, cpu: int, memory: int, need: frozenset[int]) -> int:
-        """Return the pool slot held for the head: the candidate missing the least."""
+        """Return the slot held for the head: among slots with its labels whose usable
+        capacity fits it, the one missing the least (CPU ppm + memory ppm)."""
         best, best_shortfall = -1, 0
         for slot, labels in enumerate(self.labels):
-            usable_cpu, usable_memory = self.slot_cpu[slot], self.slot_memory[slot]
+            usable_cpu, usable_memory = self.usable_cpu[slot], self.usable_memory[slot]
             if usable_cpu < cpu or usable_memory < memory or not need <= labels:
                 continue
             shortfall = (_shortfall_ppm(cpu, self.free_cpu[slot], usable_cpu)
@@ -189,17 +313,25 @@ def _queue(jobs: JobTable, options: Options) -> list[tuple[int, int, int, int]]:
 
 
 def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
-                 latencies: bool = False, failure_memo: bool = True) -> Placement:
-    """Decide every job of the tables. ``failure_memo=False`` rescans for every job
-    (the tests use it to check that remembering failed shapes changes no decision)."""
-    cluster = _Cluster(nodes, jobs)
+                 latencies: bool = False, exhaustive: bool = False) -> Placement:
+    """Decide every job of the tables.
+
+    With ``latencies``, the result carries the time spent on each job in nanoseconds.
+    ``exhaustive`` turns the shortcuts off (see the module docstring); the tests use
+    it to check that they change no decision.
+    """
+    prepared = _prepared(nodes)
+    pool = _Pool(prepared, exhaustive)
     count = jobs.count
     result = Placement(node=[-1] * count, outcome=[WAITS] * count, reason=[NONE] * count,
                        position=[0] * count, latency_ns=[0] * count if latencies else None)
-    node_out, outcome_out, reason_out = result.node, result.outcome, result.reason
+    node_out, outcome_out, reason_out, position_out = (
+        result.node, result.outcome, result.reason, result.position)
+    class_needs = [frozenset(jobs.class_label_ids[jobs.class_offsets[k]:jobs.class_offsets[k + 1]])
+                   for k in range(len(jobs.class_offsets) - 1)]
 
-    # Tenants: usage, share of the cluster, limits, and their ranges of the sorted queue.
-    total_cpu, total_memory = cluster.total_cpu, cluster.total_memory
+    # Tenants: usage, dominant share of the cluster, limits, and their ranges of the queue.
+    total_cpu, total_memory = prepared.total_cpu, prepared.total_memory
     tenant_cpu = list(jobs.tenant_cpu)
     tenant_memory = list(jobs.tenant_memory)
     running = list(jobs.tenant_running)
@@ -221,26 +353,25 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
     heapq.heapify(heap)
 
     policy, backfill = options.policy, options.backfill
-    free_cpu, free_memory, score, labels = (
-        cluster.free_cpu, cluster.free_memory, cluster.score, cluster.labels)
-    slots = range(len(cluster.node))
     failed: set[tuple[int, int, int]] = set()
     head_seen = queue_blocked = False
     reserved = -1
     timer = time.perf_counter_ns
+    latency_out = result.latency_ns or []
 
     for position in range(count):
         started = timer() if latencies else 0
         _, _, _, _, j, t = heapq.heappop(heap)
         next_of[t] += 1
-        result.position[j] = position
+        position_out[j] = position
         cpu, memory, label_class = jobs.cpu[j], jobs.memory[j], jobs.label_class[j]
-        need = cluster.class_labels[label_class]
-        every, available = cluster.fronts(label_class)
+        need = class_needs[label_class]
+        label_set = prepared.label_set(need)
+        every, available = prepared.fronts_of(need, label_set)
 
         if not every.holds(cpu, memory):
             outcome_out[j] = NEVER_FITS
-            reason_out[j] = cluster.never_fits_reason(every, cpu, memory)
+            reason_out[j] = prepared.never_fits_reason(every, cpu, memory)
         elif limit[t] != NO_LIMIT and running[t] >= limit[t]:
             reason_out[j] = TENANT_LIMIT
         elif queue_blocked:
@@ -250,56 +381,42 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
         else:
             # Scan the pool, unless this shape already fit nowhere in this call.
             best = -1
-            if not (failure_memo and (cpu, memory, label_class) in failed):
-                fits = [s for s, x, y in zip(slots, free_cpu, free_memory)
-                        if x >= cpu and y >= memory]
-                fits_reserved = False
-                if reserved >= 0:
-                    k = bisect_left(fits, reserved)  # fits ascends
-                    if k < len(fits) and fits[k] == reserved:
-                        del fits[k]
-                        fits_reserved = need <= labels[reserved]
-                matching = [s for s in fits if need <= labels[s]] if need else fits
-                capacity_elsewhere = len(matching) < len(fits)
-                if matching:
-                    if policy == FIFO:
-                        best = matching[0]
-                    elif policy == BINPACK:
-                        best = max(matching, key=score.__getitem__)  # first max: lowest index
-                    else:
-                        best = min(matching, key=score.__getitem__)
-                else:
+            if exhaustive or (cpu, memory, label_class) not in failed:
+                matches = prepared.slot_matches(need, label_set) if need else None
+                best, capacity_elsewhere, fits_reserved = pool.scan(
+                    cpu, memory, matches, reserved, policy)
+                if best < 0:
                     failed.add((cpu, memory, label_class))
                     if not capacity_elsewhere:
                         failed.add((cpu, memory, 0))
             else:
-                fits_reserved = (reserved >= 0 and free_cpu[reserved] >= cpu
-                                 and free_memory[reserved] >= memory and need <= labels[reserved])
+                fits_reserved = (reserved >= 0 and pool.free_cpu[reserved] >= cpu
+                                 and pool.free_memory[reserved] >= memory
+                                 and need <= pool.labels[reserved])
                 capacity_elsewhere = False
                 if need and (cpu, memory, 0) not in failed:
-                    capacity_elsewhere = any(
-                        x >= cpu and y >= memory and s != reserved
-                        for s, x, y in zip(slots, free_cpu, free_memory))
+                    capacity_elsewhere = pool.capacity_anywhere(cpu, memory, reserved)
                     if not capacity_elsewhere:
                         failed.add((cpu, memory, 0))
 
             if best >= 0:
-                cluster.assign(best, cpu, memory)
+                pool.assign(best, cpu, memory)
                 tenant_cpu[t] += cpu
                 tenant_memory[t] += memory
                 running[t] += 1
                 shares[t] = share(t)
-                node_out[j] = cluster.node[best]
+                node_out[j] = pool.node[best]
                 outcome_out[j] = ASSIGNED
             elif fits_reserved:
                 reason_out[j] = RESERVED
             else:
                 reason_out[j] = LABELS if capacity_elsewhere else CAPACITY
                 if not head_seen:
-                    # The first job that waits for capacity is the head.
+                    # The first job that waits for capacity is the head: strict order
+                    # stops here, backfill reserves one node for it.
                     head_seen = True
                     if backfill:
-                        reserved = cluster.choose_reservation(cpu, memory, need)
+                        reserved = pool.choose_reservation(cpu, memory, need)
                     else:
                         queue_blocked = True
 
@@ -308,5 +425,5 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
             entry = order[p]
             heapq.heappush(heap, (entry[1], shares[t], running[t], entry[2], entry[3], t))
         if latencies:
-            result.latency_ns[j] = timer() - started  # type: ignore[index]
+            latency_out[j] = timer() - started
     return result

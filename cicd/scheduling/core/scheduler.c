@@ -3,10 +3,15 @@
  * docs/scheduling.md for the rules. reference.py is the same algorithm in Python,
  * and the tests require both to return identical decisions.
  *
- * Cost of one call: O(J log J) to order the queue, plus one scan of the available
- * nodes for each job that is tried. A job whose shape (CPU, memory, label class)
- * already found no node earlier in the call skips the scan: allocations only grow
- * within a call, so that shape still fits nowhere.
+ * Speed comes from three exact shortcuts, none of which changes a decision:
+ * - Nodes are grouped in blocks of 64, each summarised by its maximum free CPU and
+ *   memory and its highest and lowest share. A scan skips blocks in which no node
+ *   fits the job or none can beat the best node found so far.
+ * - Allocations only grow within a call, so a job shape (CPU, memory, label class)
+ *   that found no node finds none later in the call either: it is remembered.
+ * - Which nodes have a set of required labels, and the Pareto fronts used for
+ *   "never fits" and "node unavailable", depend only on the nodes and the labels,
+ *   so the cluster caches them per label set.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -17,22 +22,37 @@
 #include <time.h>
 
 #define PPM 1000000
+#define BLOCK 64                            /* nodes per block summary */
+#define LABEL_SETS_MAX 1024                 /* label sets a cluster keeps results for */
+#define LABEL_SET_SLOTS (2 * LABEL_SETS_MAX)
+#define SMALL_QUANTITY ((int64_t)1 << 44)   /* below this, value * PPM fits in 64 bits */
 
 /* Shares multiply quantities of up to 2**62 by 10**6, which needs more than 64
  * bits. GCC and Clang provide 128-bit integers on 64-bit targets. */
 __extension__ typedef unsigned __int128 u128;
 
-/* The nodes that take new work (no flag set), in ascending node index. */
+/* The nodes that take new work (no flag set), in ascending node index. Their
+ * positions here are "slots"; blocks group BLOCK consecutive slots. */
 struct pool {
     int32_t count;
     int32_t *node;
     int64_t *free_cpu;
     int64_t *free_memory;
     int64_t *score;               /* CPU share + memory share, in ppm each */
+    uint64_t *binpack_key;        /* see set_score() */
+    uint64_t *spread_key;
     int64_t *cpu_allocated;
     int64_t *memory_allocated;
     int64_t *cpu_usable;          /* capacity minus reserve */
     int64_t *memory_usable;
+};
+
+struct blocks {
+    int32_t count;
+    int64_t *free_cpu;            /* maximum free CPU of a slot in the block */
+    int64_t *free_memory;
+    int64_t *max_score;
+    int64_t *min_score;
 };
 
 /* The Pareto front of (usable CPU, usable memory) over a set of nodes: a job fits
@@ -43,16 +63,42 @@ struct frontier {
     int64_t *memory;              /* strictly increasing */
 };
 
-struct class_frontiers {
-    int built;
+struct fronts {
     struct frontier all;          /* every node with the labels */
     struct frontier available;    /* only nodes that take new work */
+};
+
+/* Results derived from one set of required labels, built on first use. */
+struct label_set {
+    int used;
+    int32_t id_count;
+    uint64_t hash;
+    int32_t *ids;                 /* NULL in a set owned by one call */
+    int fronts_built;
+    struct fronts fronts;
+    uint64_t *mask;               /* per block: bit i set when slot BLOCK * b + i has the labels */
 };
 
 struct node_point {
     int64_t cpu;
     int64_t memory;
     int32_t index;
+};
+
+struct sched_cluster {
+    int32_t node_count;
+    int32_t label_count;
+    uint8_t *flags;
+    int32_t *label_offsets;
+    int32_t *label_ids;
+    u128 total_cpu;               /* usable capacity of every node, flags aside */
+    u128 total_memory;
+    struct node_point *by_size;   /* every node, largest usable CPU first */
+    struct node_point *scratch;   /* room for two fronts while one is built */
+    struct pool pool;
+    struct blocks blocks;
+    struct label_set *sets;       /* LABEL_SET_SLOTS entries, open addressing */
+    int32_t set_count;
 };
 
 struct shape {
@@ -86,50 +132,64 @@ struct tenant_state {
     int32_t end;
 };
 
+/* The old values of a slot that a placement changed, to restore the cluster. */
+struct undo {
+    int32_t slot;
+    int64_t free_cpu;
+    int64_t free_memory;
+    int64_t score;
+    int64_t cpu_allocated;
+    int64_t memory_allocated;
+};
+
 struct run {
-    const struct sched_nodes *nodes;
+    struct sched_cluster *cluster;
     const struct sched_label_classes *classes;
     const struct sched_jobs *jobs;
     const struct sched_options *options;
     struct sched_result *result;
 
-    struct pool pool;
     struct tenant_state *tenants;
-    int32_t tenant_count;
-    u128 total_cpu;
-    u128 total_memory;
-
     struct queued_job *order;
     int32_t *heap;
     int32_t heap_size;
 
-    struct class_frontiers *frontiers;
-    struct node_point *by_size;   /* all nodes, largest first; built on first use */
-    struct node_point *scratch_all;
-    struct node_point *scratch_available;
+    struct label_set **sets;      /* per label class, NULL until looked up */
+    struct label_set *owned_sets; /* per label class, when the cluster has no room */
 
     struct shape_set failed;
+    struct undo *undo;
+    size_t undo_count;
+    size_t undo_capacity;
 
     int head_seen;                /* a job has waited for capacity already */
     int queue_blocked;            /* strict order: nothing more is placed */
-    int32_t reserved;             /* pool slot held for the head, or -1 */
+    int reservation_pending;      /* backfill: the head's node is not chosen yet */
+    int64_t head_cpu;
+    int64_t head_memory;
+    int32_t head_class;
+    int32_t reserved;             /* slot held for the head, or -1 */
 };
 
 /* ---- arithmetic --------------------------------------------------------------- */
 
+/* value * PPM / divisor, for 0 <= value <= divisor. */
+static int64_t ppm_of(int64_t value, int64_t divisor)
+{
+    if (value < SMALL_QUANTITY)
+        return (int64_t)((uint64_t)value * PPM / (uint64_t)divisor);
+    return (int64_t)((u128)value * PPM / (u128)divisor);
+}
+
 static int64_t share_ppm(int64_t allocated, int64_t usable)
 {
-    if (allocated >= usable)
-        return PPM;
-    return (int64_t)(((u128)allocated * PPM) / (u128)usable);
+    return allocated >= usable ? PPM : ppm_of(allocated, usable);
 }
 
 static int64_t shortfall_ppm(int64_t request, int64_t free, int64_t usable)
 {
-    if (request <= free)
-        return 0;
-    /* request <= usable here, so usable > 0. */
-    return (int64_t)(((u128)(request - free) * PPM) / (u128)usable);
+    /* A candidate's usable capacity is at least the request, so usable > 0 here. */
+    return request <= free ? 0 : ppm_of(request - free, usable);
 }
 
 static int64_t free_of(int64_t usable, int64_t allocated)
@@ -137,10 +197,10 @@ static int64_t free_of(int64_t usable, int64_t allocated)
     return usable > allocated ? usable - allocated : 0;
 }
 
-static u128 tenant_share(const struct run *r, const struct tenant_state *t)
+static u128 tenant_share(const struct sched_cluster *c, const struct tenant_state *t)
 {
-    u128 cpu = r->total_cpu ? t->cpu * PPM / r->total_cpu : 0;
-    u128 memory = r->total_memory ? t->memory * PPM / r->total_memory : 0;
+    u128 cpu = c->total_cpu ? t->cpu * PPM / c->total_cpu : 0;
+    u128 memory = c->total_memory ? t->memory * PPM / c->total_memory : 0;
     return cpu > memory ? cpu : memory;
 }
 
@@ -151,6 +211,16 @@ static int64_t monotonic_ns(void)
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
 /* ---- input checks ------------------------------------------------------------- */
 
 static int in_range(int64_t value, int64_t low, int64_t high)
@@ -158,6 +228,8 @@ static int in_range(int64_t value, int64_t low, int64_t high)
     return value >= low && value <= high;
 }
 
+/* Check a list of id lists: offsets start at 0 and never fall, ids ascend strictly
+ * within a list and lie in [0, max_id]. On failure, *bad names the list. */
 static int check_id_lists(int32_t count, const int32_t *offsets, const int32_t *ids,
                           int32_t max_id, int32_t *bad)
 {
@@ -180,9 +252,29 @@ static int check_id_lists(int32_t count, const int32_t *offsets, const int32_t *
     return 1;
 }
 
-static int check_inputs(const struct sched_nodes *nodes, const struct sched_label_classes *classes,
-                        const struct sched_tenants *tenants, const struct sched_jobs *jobs,
-                        const struct sched_options *options, struct sched_result *result)
+static int check_nodes(const struct sched_nodes *nodes, int32_t *bad)
+{
+    *bad = -1;
+    if (nodes->count < 0 || nodes->label_count < 0)
+        return 0;
+    for (int32_t i = 0; i < nodes->count; i++) {
+        *bad = i;
+        if (!in_range(nodes->cpu_capacity[i], 0, SCHED_MAX_QUANTITY)
+            || !in_range(nodes->memory_capacity[i], 0, SCHED_MAX_QUANTITY)
+            || !in_range(nodes->cpu_reserved[i], 0, nodes->cpu_capacity[i])
+            || !in_range(nodes->memory_reserved[i], 0, nodes->memory_capacity[i])
+            || !in_range(nodes->cpu_allocated[i], 0, SCHED_MAX_QUANTITY)
+            || !in_range(nodes->memory_allocated[i], 0, SCHED_MAX_QUANTITY)
+            || nodes->flags[i] > (SCHED_NODE_CORDONED | SCHED_NODE_BREAKER_OPEN))
+            return 0;
+    }
+    return check_id_lists(nodes->count, nodes->label_offsets, nodes->label_ids,
+                          nodes->label_count - 1, bad);
+}
+
+static int check_call(const struct sched_cluster *cluster, const struct sched_label_classes *classes,
+                      const struct sched_tenants *tenants, const struct sched_jobs *jobs,
+                      const struct sched_options *options, struct sched_result *result)
 {
     result->error_index = -1;
     if (!in_range(options->policy, SCHED_POLICY_FIFO, SCHED_POLICY_SPREAD)
@@ -192,28 +284,12 @@ static int check_inputs(const struct sched_nodes *nodes, const struct sched_labe
         || !in_range(options->aging_interval_ms, 0, SCHED_MAX_TIME_MS))
         return SCHED_ERR_OPTIONS;
 
-    if (nodes->count < 0 || nodes->label_count < 0)
-        return SCHED_ERR_NODE;
-    for (int32_t i = 0; i < nodes->count; i++) {
-        result->error_index = i;
-        if (!in_range(nodes->cpu_capacity[i], 0, SCHED_MAX_QUANTITY)
-            || !in_range(nodes->memory_capacity[i], 0, SCHED_MAX_QUANTITY)
-            || !in_range(nodes->cpu_reserved[i], 0, nodes->cpu_capacity[i])
-            || !in_range(nodes->memory_reserved[i], 0, nodes->memory_capacity[i])
-            || !in_range(nodes->cpu_allocated[i], 0, SCHED_MAX_QUANTITY)
-            || !in_range(nodes->memory_allocated[i], 0, SCHED_MAX_QUANTITY)
-            || nodes->flags[i] > (SCHED_NODE_CORDONED | SCHED_NODE_BREAKER_OPEN))
-            return SCHED_ERR_NODE;
-    }
-    if (!check_id_lists(nodes->count, nodes->label_offsets, nodes->label_ids,
-                        nodes->label_count - 1, &result->error_index))
-        return SCHED_ERR_NODE;
-
+    /* Class 0 is the empty set; a class may name label_count, which no node has. */
     result->error_index = 0;
     if (classes->count < 1 || classes->offsets[0] != 0 || classes->offsets[1] != 0)
         return SCHED_ERR_LABEL_CLASS;
     if (!check_id_lists(classes->count, classes->offsets, classes->label_ids,
-                        nodes->label_count, &result->error_index))
+                        cluster->label_count, &result->error_index))
         return SCHED_ERR_LABEL_CLASS;
 
     result->error_index = -1;
@@ -248,15 +324,14 @@ static int check_inputs(const struct sched_nodes *nodes, const struct sched_labe
     return SCHED_OK;
 }
 
-/* ---- labels -------------------------------------------------------------------- */
+/* ---- labels ---------------------------------------------------------------------- */
 
-/* Whether node `index` has every label of class `label_class`. Both lists ascend. */
-static int labels_match(const struct run *r, int32_t index, int32_t label_class)
+/* Whether node `index` has every label in [need, need_end). Both lists ascend. */
+static int labels_match(const struct sched_cluster *c, int32_t index,
+                        const int32_t *need, const int32_t *need_end)
 {
-    const int32_t *need = r->classes->label_ids + r->classes->offsets[label_class];
-    const int32_t *need_end = r->classes->label_ids + r->classes->offsets[label_class + 1];
-    const int32_t *have = r->nodes->label_ids + r->nodes->label_offsets[index];
-    const int32_t *have_end = r->nodes->label_ids + r->nodes->label_offsets[index + 1];
+    const int32_t *have = c->label_ids + c->label_offsets[index];
+    const int32_t *have_end = c->label_ids + c->label_offsets[index + 1];
 
     for (; need < need_end; need++) {
         while (have < have_end && *have < *need)
@@ -268,12 +343,56 @@ static int labels_match(const struct run *r, int32_t index, int32_t label_class)
     return 1;
 }
 
-static int class_is_empty(const struct run *r, int32_t label_class)
+static const int32_t *class_ids(const struct run *r, int32_t label_class)
 {
-    return r->classes->offsets[label_class] == r->classes->offsets[label_class + 1];
+    return r->classes->label_ids + r->classes->offsets[label_class];
 }
 
-/* ---- frontiers (never fits, node unavailable) ----------------------------------- */
+static const int32_t *class_ids_end(const struct run *r, int32_t label_class)
+{
+    return r->classes->label_ids + r->classes->offsets[label_class + 1];
+}
+
+static int slot_matches(const struct run *r, int32_t slot, int32_t label_class)
+{
+    return labels_match(r->cluster, r->cluster->pool.node[slot], class_ids(r, label_class),
+                        class_ids_end(r, label_class));
+}
+
+/* ---- the cluster ------------------------------------------------------------------- */
+
+static void block_refresh(struct sched_cluster *c, int32_t b)
+{
+    const struct pool *p = &c->pool;
+    int32_t low = b * BLOCK;
+    int32_t high = low + BLOCK < p->count ? low + BLOCK : p->count;
+    int64_t free_cpu = 0, free_memory = 0, max_score = 0, min_score = 2 * PPM;
+    for (int32_t a = low; a < high; a++) {
+        if (p->free_cpu[a] > free_cpu)
+            free_cpu = p->free_cpu[a];
+        if (p->free_memory[a] > free_memory)
+            free_memory = p->free_memory[a];
+        if (p->score[a] > max_score)
+            max_score = p->score[a];
+        if (p->score[a] < min_score)
+            min_score = p->score[a];
+    }
+    c->blocks.free_cpu[b] = free_cpu;
+    c->blocks.free_memory[b] = free_memory;
+    c->blocks.max_score[b] = max_score;
+    c->blocks.min_score[b] = min_score;
+}
+
+/* Set a slot's score and its keys. A key contains the slot's rank above the inverted
+ * slot number, so the largest key has the highest rank and, among equal ranks, the
+ * lowest slot. The rank is the score for binpack and 2 * PPM minus it for spread. */
+static void set_score(struct pool *p, int32_t a, int64_t score)
+{
+    uint64_t slot = (uint64_t)(UINT32_MAX - (uint32_t)a);
+    p->score[a] = score;
+    p->binpack_key[a] = ((uint64_t)score << 32) | slot;
+    p->spread_key[a] = ((uint64_t)(2 * PPM - score) << 32) | slot;
+}
 
 static int compare_by_size(const void *a, const void *b)
 {
@@ -284,6 +403,137 @@ static int compare_by_size(const void *a, const void *b)
         return x->memory > y->memory ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index);
 }
+
+static void label_set_free(struct label_set *set)
+{
+    free(set->ids);
+    free(set->fronts.all.cpu);
+    free(set->fronts.all.memory);
+    free(set->fronts.available.cpu);
+    free(set->fronts.available.memory);
+    free(set->mask);
+}
+
+void sched_cluster_free(struct sched_cluster *c)
+{
+    if (!c)
+        return;
+    struct pool *p = &c->pool;
+    free(c->flags);
+    free(c->label_offsets);
+    free(c->label_ids);
+    free(c->by_size);
+    free(c->scratch);
+    free(p->node);
+    free(p->free_cpu);
+    free(p->free_memory);
+    free(p->score);
+    free(p->binpack_key);
+    free(p->spread_key);
+    free(p->cpu_allocated);
+    free(p->memory_allocated);
+    free(p->cpu_usable);
+    free(p->memory_usable);
+    free(c->blocks.free_cpu);
+    free(c->blocks.free_memory);
+    free(c->blocks.max_score);
+    free(c->blocks.min_score);
+    if (c->sets) {
+        for (int32_t i = 0; i < LABEL_SET_SLOTS; i++)
+            label_set_free(&c->sets[i]);
+        free(c->sets);
+    }
+    free(c);
+}
+
+static int cluster_alloc(struct sched_cluster *c, const struct sched_nodes *nodes)
+{
+    /* One spare element everywhere: malloc(0) may return NULL. */
+    size_t n = (size_t)nodes->count + 1;
+    size_t labels = (size_t)nodes->label_offsets[nodes->count] + 1;
+    size_t blocks = (size_t)nodes->count / BLOCK + 1;
+    struct pool *p = &c->pool;
+
+    c->flags = malloc(n);
+    c->label_offsets = malloc(n * sizeof(int32_t));
+    c->label_ids = malloc(labels * sizeof(int32_t));
+    c->by_size = malloc(n * sizeof(struct node_point));
+    c->scratch = malloc(2 * n * sizeof(struct node_point));
+    p->node = malloc(n * sizeof(int32_t));
+    p->free_cpu = malloc(n * sizeof(int64_t));
+    p->free_memory = malloc(n * sizeof(int64_t));
+    p->score = malloc(n * sizeof(int64_t));
+    p->binpack_key = malloc(n * sizeof(uint64_t));
+    p->spread_key = malloc(n * sizeof(uint64_t));
+    p->cpu_allocated = malloc(n * sizeof(int64_t));
+    p->memory_allocated = malloc(n * sizeof(int64_t));
+    p->cpu_usable = malloc(n * sizeof(int64_t));
+    p->memory_usable = malloc(n * sizeof(int64_t));
+    c->blocks.free_cpu = malloc(blocks * sizeof(int64_t));
+    c->blocks.free_memory = malloc(blocks * sizeof(int64_t));
+    c->blocks.max_score = malloc(blocks * sizeof(int64_t));
+    c->blocks.min_score = malloc(blocks * sizeof(int64_t));
+    c->sets = calloc(LABEL_SET_SLOTS, sizeof(struct label_set));
+    return c->flags && c->label_offsets && c->label_ids && c->by_size && c->scratch && p->node
+           && p->free_cpu && p->free_memory && p->score && p->binpack_key && p->spread_key
+           && p->cpu_allocated && p->memory_allocated
+           && p->cpu_usable && p->memory_usable && c->blocks.free_cpu && c->blocks.free_memory
+           && c->blocks.max_score && c->blocks.min_score && c->sets;
+}
+
+int sched_cluster_new(const struct sched_nodes *nodes, struct sched_cluster **cluster,
+                      int32_t *error_index)
+{
+    *cluster = NULL;
+    if (!check_nodes(nodes, error_index))
+        return SCHED_ERR_NODE;
+    *error_index = -1;
+
+    struct sched_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return SCHED_ERR_NO_MEMORY;
+    if (!cluster_alloc(c, nodes)) {
+        sched_cluster_free(c);
+        return SCHED_ERR_NO_MEMORY;
+    }
+
+    int32_t n = nodes->count;
+    c->node_count = n;
+    c->label_count = nodes->label_count;
+    memcpy(c->flags, nodes->flags, (size_t)n);
+    memcpy(c->label_offsets, nodes->label_offsets, ((size_t)n + 1) * sizeof(int32_t));
+    memcpy(c->label_ids, nodes->label_ids, (size_t)nodes->label_offsets[n] * sizeof(int32_t));
+
+    struct pool *p = &c->pool;
+    for (int32_t i = 0; i < n; i++) {
+        int64_t cpu_usable = nodes->cpu_capacity[i] - nodes->cpu_reserved[i];
+        int64_t memory_usable = nodes->memory_capacity[i] - nodes->memory_reserved[i];
+        c->total_cpu += (u128)cpu_usable;
+        c->total_memory += (u128)memory_usable;
+        c->by_size[i] = (struct node_point){cpu_usable, memory_usable, i};
+        if (nodes->flags[i] != 0)
+            continue;
+        int32_t a = p->count++;
+        p->node[a] = i;
+        p->cpu_usable[a] = cpu_usable;
+        p->memory_usable[a] = memory_usable;
+        p->cpu_allocated[a] = nodes->cpu_allocated[i];
+        p->memory_allocated[a] = nodes->memory_allocated[i];
+        p->free_cpu[a] = free_of(cpu_usable, nodes->cpu_allocated[i]);
+        p->free_memory[a] = free_of(memory_usable, nodes->memory_allocated[i]);
+        set_score(p, a, share_ppm(nodes->cpu_allocated[i], cpu_usable)
+                            + share_ppm(nodes->memory_allocated[i], memory_usable));
+    }
+    qsort(c->by_size, (size_t)n, sizeof *c->by_size, compare_by_size);
+
+    c->blocks.count = (p->count + BLOCK - 1) / BLOCK;
+    for (int32_t b = 0; b < c->blocks.count; b++)
+        block_refresh(c, b);
+    *cluster = c;
+    return SCHED_OK;
+}
+
+/* ---- fronts (never fits, node unavailable) ------------------------------------------ */
 
 static int frontier_copy(struct frontier *f, const struct node_point *points, int32_t count)
 {
@@ -301,53 +551,159 @@ static int frontier_copy(struct frontier *f, const struct node_point *points, in
     return 1;
 }
 
-/* Build both frontiers of a label class on first use. Returns NULL when out of memory. */
-static const struct class_frontiers *frontiers_of(struct run *r, int32_t label_class)
+/* Build both fronts of the nodes with every label in [need, need_end). Nodes come
+ * largest CPU first, so a node joins a front when it has more memory than every
+ * node already on it. Returns 0 when out of memory. */
+static int fronts_build(const struct sched_cluster *c, const int32_t *need, const int32_t *need_end,
+                        struct fronts *out)
 {
-    struct class_frontiers *f = &r->frontiers[label_class];
-    if (f->built)
-        return f;
-
-    int32_t n = r->nodes->count;
-    if (!r->by_size && n > 0) {
-        r->by_size = malloc((size_t)n * sizeof *r->by_size);
-        r->scratch_all = malloc((size_t)n * sizeof *r->scratch_all);
-        r->scratch_available = malloc((size_t)n * sizeof *r->scratch_available);
-        if (!r->by_size || !r->scratch_all || !r->scratch_available)
-            return NULL;
-        for (int32_t i = 0; i < n; i++) {
-            r->by_size[i].cpu = r->nodes->cpu_capacity[i] - r->nodes->cpu_reserved[i];
-            r->by_size[i].memory = r->nodes->memory_capacity[i] - r->nodes->memory_reserved[i];
-            r->by_size[i].index = i;
-        }
-        qsort(r->by_size, (size_t)n, sizeof *r->by_size, compare_by_size);
-    }
-
-    /* Nodes come largest CPU first, so a node joins a front when it has more
-     * memory than every node already on it. */
-    int32_t all = 0, available = 0;
-    int empty = class_is_empty(r, label_class);
-    for (int32_t s = 0; s < n; s++) {
-        const struct node_point *p = &r->by_size[s];
-        if (!empty && !labels_match(r, p->index, label_class))
+    struct node_point *all = c->scratch, *available = c->scratch + c->node_count;
+    int32_t all_count = 0, available_count = 0;
+    for (int32_t s = 0; s < c->node_count; s++) {
+        const struct node_point *p = &c->by_size[s];
+        if (need != need_end && !labels_match(c, p->index, need, need_end))
             continue;
-        if (all == 0 || p->memory > r->scratch_all[all - 1].memory)
-            r->scratch_all[all++] = *p;
-        if (r->nodes->flags[p->index] == 0
-            && (available == 0 || p->memory > r->scratch_available[available - 1].memory))
-            r->scratch_available[available++] = *p;
+        if (all_count == 0 || p->memory > all[all_count - 1].memory)
+            all[all_count++] = *p;
+        if (c->flags[p->index] == 0
+            && (available_count == 0 || p->memory > available[available_count - 1].memory))
+            available[available_count++] = *p;
     }
-    f->built = 1;
-    if (!frontier_copy(&f->all, r->scratch_all, all)
-        || !frontier_copy(&f->available, r->scratch_available, available))
+    memset(out, 0, sizeof *out);
+    if (frontier_copy(&out->all, all, all_count)
+        && frontier_copy(&out->available, available, available_count))
+        return 1;
+    free(out->all.cpu);
+    free(out->all.memory);
+    free(out->available.cpu);
+    free(out->available.memory);
+    memset(out, 0, sizeof *out);
+    return 0;
+}
+
+static uint64_t ids_hash(const int32_t *ids, int32_t count)
+{
+    uint64_t h = mix64((uint64_t)count);
+    for (int32_t i = 0; i < count; i++)
+        h = mix64(h ^ (uint64_t)(uint32_t)ids[i]);
+    return h;
+}
+
+/* The cluster's entry for a label set: the one holding it, or the free one for it.
+ * There is always a free entry: at most half of them are ever used. */
+static struct label_set *set_entry(struct sched_cluster *c, const int32_t *ids, int32_t count,
+                                   uint64_t hash)
+{
+    size_t slot = (size_t)hash & (LABEL_SET_SLOTS - 1);
+    for (;;) {
+        struct label_set *e = &c->sets[slot];
+        if (!e->used
+            || (e->hash == hash && e->id_count == count
+                && (count == 0 || memcmp(e->ids, ids, (size_t)count * sizeof *ids) == 0)))
+            return e;
+        slot = (slot + 1) & (LABEL_SET_SLOTS - 1);
+    }
+}
+
+/* The label set of a class if this call or the cluster already has it, or NULL. */
+static struct label_set *label_set_known(struct run *r, int32_t label_class)
+{
+    if (!r->sets[label_class]) {
+        const int32_t *ids = class_ids(r, label_class);
+        int32_t count = (int32_t)(class_ids_end(r, label_class) - ids);
+        struct label_set *e = set_entry(r->cluster, ids, count, ids_hash(ids, count));
+        if (e->used)
+            r->sets[label_class] = e;
+    }
+    return r->sets[label_class];
+}
+
+/* The label set of a class, added to the cluster while it has room and owned by
+ * this call otherwise. Returns NULL when out of memory. */
+static struct label_set *label_set_of(struct run *r, int32_t label_class)
+{
+    struct label_set *known = label_set_known(r, label_class);
+    if (known)
+        return known;
+
+    struct sched_cluster *c = r->cluster;
+    const int32_t *ids = class_ids(r, label_class);
+    int32_t count = (int32_t)(class_ids_end(r, label_class) - ids);
+    if (c->set_count < LABEL_SETS_MAX) {
+        uint64_t hash = ids_hash(ids, count);
+        struct label_set *e = set_entry(c, ids, count, hash);
+        int32_t *copy = malloc((size_t)count * sizeof *copy + 1);
+        if (!copy)
+            return NULL;
+        memcpy(copy, ids, (size_t)count * sizeof *copy);
+        *e = (struct label_set){.used = 1, .id_count = count, .hash = hash, .ids = copy};
+        c->set_count++;
+        r->sets[label_class] = e;
+    } else {
+        if (!r->owned_sets) {
+            r->owned_sets = calloc((size_t)r->classes->count, sizeof *r->owned_sets);
+            if (!r->owned_sets)
+                return NULL;
+        }
+        r->sets[label_class] = &r->owned_sets[label_class];
+    }
+    return r->sets[label_class];
+}
+
+/* The fronts of a class if already built, or NULL; never builds them. */
+static const struct fronts *fronts_known(struct run *r, int32_t label_class)
+{
+    struct label_set *set = label_set_known(r, label_class);
+    return set && set->fronts_built ? &set->fronts : NULL;
+}
+
+/* The fronts of a class, built on first use. Returns NULL when out of memory. */
+static const struct fronts *fronts_of(struct run *r, int32_t label_class)
+{
+    struct label_set *set = label_set_of(r, label_class);
+    if (!set)
         return NULL;
-    return f;
+    if (!set->fronts_built) {
+        if (!fronts_build(r->cluster, class_ids(r, label_class), class_ids_end(r, label_class),
+                          &set->fronts))
+            return NULL;
+        set->fronts_built = 1;
+    }
+    return &set->fronts;
+}
+
+/* Per block, which slots have the labels of a class (built on first use), or NULL
+ * for the empty class, which every slot has. Sets *no_memory on failure. */
+static const uint64_t *mask_of(struct run *r, int32_t label_class, int *no_memory)
+{
+    const int32_t *need = class_ids(r, label_class), *need_end = class_ids_end(r, label_class);
+    *no_memory = 0;
+    if (need == need_end)
+        return NULL;
+    struct label_set *set = label_set_of(r, label_class);
+    if (!set) {
+        *no_memory = 1;
+        return NULL;
+    }
+    if (!set->mask) {
+        const struct pool *p = &r->cluster->pool;
+        uint64_t *mask = calloc((size_t)r->cluster->blocks.count + 1, sizeof *mask);
+        if (!mask) {
+            *no_memory = 1;
+            return NULL;
+        }
+        for (int32_t a = 0; a < p->count; a++)
+            if (labels_match(r->cluster, p->node[a], need, need_end))
+                mask[a / BLOCK] |= (uint64_t)1 << (a % BLOCK);
+        set->mask = mask;
+    }
+    return set->mask;
 }
 
 /* Whether some point of the front has at least `cpu` and at least `memory`. */
 static int frontier_holds(const struct frontier *f, int64_t cpu, int64_t memory)
 {
-    int32_t low = 0, high = f->count;   /* count of points with cpu >= request */
+    int32_t low = 0, high = f->count;   /* becomes the count of points with enough CPU */
     while (low < high) {
         int32_t mid = low + (high - low) / 2;
         if (f->cpu[mid] >= cpu)
@@ -361,7 +717,7 @@ static int frontier_holds(const struct frontier *f, int64_t cpu, int64_t memory)
 static uint8_t never_fits_reason(const struct run *r, const struct frontier *all,
                                  int64_t cpu, int64_t memory)
 {
-    if (r->nodes->count == 0)
+    if (r->cluster->node_count == 0)
         return SCHED_REASON_NO_NODES;
     if (all->count == 0)
         return SCHED_REASON_LABELS;
@@ -374,17 +730,7 @@ static uint8_t never_fits_reason(const struct run *r, const struct frontier *all
     return SCHED_REASON_CPU_AND_MEMORY;
 }
 
-/* ---- shapes that fit nowhere ---------------------------------------------------- */
-
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
+/* ---- shapes that fit nowhere ---------------------------------------------------------- */
 
 static size_t shape_slot(const struct shape_set *set, int64_t cpu, int64_t memory, int32_t label_class)
 {
@@ -429,18 +775,49 @@ static int shape_add(struct shape_set *set, int64_t cpu, int64_t memory, int32_t
     return 1;
 }
 
-/* ---- queue order ------------------------------------------------------------------ */
+/* ---- queue order -------------------------------------------------------------------------- */
 
-static int compare_queued(const void *a, const void *b)
+/* Order of the queue within the sort: tenant, effective priority, runnable time,
+ * job index. Every key differs in its index, so the order is total. */
+static int queued_before(const struct queued_job *x, const struct queued_job *y)
 {
-    const struct queued_job *x = a, *y = b;
     if (x->tenant != y->tenant)
-        return x->tenant < y->tenant ? -1 : 1;
+        return x->tenant < y->tenant;
     if (x->neg_priority != y->neg_priority)
-        return x->neg_priority < y->neg_priority ? -1 : 1;
+        return x->neg_priority < y->neg_priority;
     if (x->runnable_at_ms != y->runnable_at_ms)
-        return x->runnable_at_ms < y->runnable_at_ms ? -1 : 1;
-    return (x->index > y->index) - (x->index < y->index);
+        return x->runnable_at_ms < y->runnable_at_ms;
+    return x->index < y->index;
+}
+
+/* Bottom-up merge sort; qsort() would call a comparison function per step, which
+ * costs about twice as much here. Returns 0 when out of memory. */
+static int sort_queue(struct queued_job *items, int32_t count)
+{
+    struct queued_job *buffer = malloc(((size_t)count + 1) * sizeof *buffer);
+    if (!buffer)
+        return 0;
+    struct queued_job *from = items, *to = buffer;
+    for (int32_t width = 1; width < count; width *= 2) {
+        for (int32_t low = 0; low < count; low += 2 * width) {
+            int32_t middle = low + width < count ? low + width : count;
+            int32_t high = middle + width < count ? middle + width : count;
+            int32_t i = low, k = middle, out = low;
+            while (i < middle && k < high)
+                to[out++] = queued_before(&from[k], &from[i]) ? from[k++] : from[i++];
+            while (i < middle)
+                to[out++] = from[i++];
+            while (k < high)
+                to[out++] = from[k++];
+        }
+        struct queued_job *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != items)
+        memcpy(items, from, (size_t)count * sizeof *items);
+    free(buffer);
+    return 1;
 }
 
 /* Whether tenant a's next job comes before tenant b's: effective priority, then the
@@ -494,87 +871,15 @@ static int32_t heap_pop(struct run *r)
     return top;
 }
 
-/* ---- set-up and clean-up ------------------------------------------------------------ */
-
-static void run_free(struct run *r)
-{
-    struct pool *p = &r->pool;
-    free(p->node);
-    free(p->free_cpu);
-    free(p->free_memory);
-    free(p->score);
-    free(p->cpu_allocated);
-    free(p->memory_allocated);
-    free(p->cpu_usable);
-    free(p->memory_usable);
-    free(r->tenants);
-    free(r->order);
-    free(r->heap);
-    if (r->frontiers) {
-        for (int32_t k = 0; k < r->classes->count; k++) {
-            free(r->frontiers[k].all.cpu);
-            free(r->frontiers[k].all.memory);
-            free(r->frontiers[k].available.cpu);
-            free(r->frontiers[k].available.memory);
-        }
-        free(r->frontiers);
-    }
-    free(r->by_size);
-    free(r->scratch_all);
-    free(r->scratch_available);
-    free(r->failed.slots);
-}
-
-static int pool_init(struct run *r)
-{
-    const struct sched_nodes *nodes = r->nodes;
-    struct pool *p = &r->pool;
-    size_t n = (size_t)nodes->count + 1;   /* + 1: malloc(0) may return NULL */
-
-    p->node = malloc(n * sizeof *p->node);
-    p->free_cpu = malloc(n * sizeof(int64_t));
-    p->free_memory = malloc(n * sizeof(int64_t));
-    p->score = malloc(n * sizeof(int64_t));
-    p->cpu_allocated = malloc(n * sizeof(int64_t));
-    p->memory_allocated = malloc(n * sizeof(int64_t));
-    p->cpu_usable = malloc(n * sizeof(int64_t));
-    p->memory_usable = malloc(n * sizeof(int64_t));
-    if (!p->node || !p->free_cpu || !p->free_memory || !p->score || !p->cpu_allocated
-        || !p->memory_allocated || !p->cpu_usable || !p->memory_usable)
-        return 0;
-
-    for (int32_t i = 0; i < nodes->count; i++) {
-        int64_t cpu_usable = nodes->cpu_capacity[i] - nodes->cpu_reserved[i];
-        int64_t memory_usable = nodes->memory_capacity[i] - nodes->memory_reserved[i];
-        r->total_cpu += (u128)cpu_usable;
-        r->total_memory += (u128)memory_usable;
-        if (nodes->flags[i] != 0)
-            continue;
-        int32_t a = p->count++;
-        p->node[a] = i;
-        p->cpu_usable[a] = cpu_usable;
-        p->memory_usable[a] = memory_usable;
-        p->cpu_allocated[a] = nodes->cpu_allocated[i];
-        p->memory_allocated[a] = nodes->memory_allocated[i];
-        p->free_cpu[a] = free_of(cpu_usable, nodes->cpu_allocated[i]);
-        p->free_memory[a] = free_of(memory_usable, nodes->memory_allocated[i]);
-        p->score[a] = share_ppm(nodes->cpu_allocated[i], cpu_usable)
-                      + share_ppm(nodes->memory_allocated[i], memory_usable);
-    }
-    return 1;
-}
-
 static int queue_init(struct run *r, const struct sched_tenants *tenants)
 {
     const struct sched_jobs *jobs = r->jobs;
     const struct sched_options *o = r->options;
-    size_t t_count = (size_t)tenants->count + 1;
-    size_t j_count = (size_t)jobs->count + 1;
 
-    r->tenant_count = tenants->count;
-    r->tenants = calloc(t_count, sizeof *r->tenants);
-    r->order = malloc(j_count * sizeof *r->order);
-    r->heap = malloc(t_count * sizeof *r->heap);
+    /* One spare element: malloc(0) may return NULL. */
+    r->tenants = calloc((size_t)tenants->count + 1, sizeof *r->tenants);
+    r->order = malloc(((size_t)jobs->count + 1) * sizeof *r->order);
+    r->heap = malloc(((size_t)tenants->count + 1) * sizeof *r->heap);
     if (!r->tenants || !r->order || !r->heap)
         return 0;
 
@@ -586,7 +891,8 @@ static int queue_init(struct run *r, const struct sched_tenants *tenants)
         r->order[j] = (struct queued_job){-(jobs->priority[j] + boost), jobs->runnable_at_ms[j],
                                           jobs->tenant[j], j};
     }
-    qsort(r->order, (size_t)jobs->count, sizeof *r->order, compare_queued);
+    if (!sort_queue(r->order, jobs->count))
+        return 0;
 
     for (int32_t t = 0; t < tenants->count; t++) {
         struct tenant_state *s = &r->tenants[t];
@@ -594,8 +900,7 @@ static int queue_init(struct run *r, const struct sched_tenants *tenants)
         s->memory = (u128)tenants->memory_allocated[t];
         s->running = tenants->running_jobs[t];
         s->limit = tenants->running_limit[t];
-        s->share = tenant_share(r, s);
-        s->next = s->end = 0;
+        s->share = tenant_share(r->cluster, s);
     }
     /* The order is grouped by tenant: record each tenant's range. */
     for (int32_t p = jobs->count - 1; p >= 0; p--)
@@ -608,68 +913,120 @@ static int queue_init(struct run *r, const struct sched_tenants *tenants)
     return 1;
 }
 
-/* ---- deciding one job ---------------------------------------------------------------- */
+/* ---- deciding one job ----------------------------------------------------------------------- */
 
 struct scan {
-    int32_t best;                 /* pool slot, or -1 */
-    int capacity_elsewhere;       /* a pool node (not the reserved one) has the free capacity */
-    int fits_reserved;            /* the reserved node would take the job */
+    int32_t best;                 /* slot, or -1 */
+    int capacity_elsewhere;       /* a slot (not the reserved one) has the free capacity */
+    int fits_reserved;            /* the reserved slot would take the job */
 };
 
-/* Find the node for a job by policy; tie-break by lowest node index. */
-static struct scan scan_pool(const struct run *r, int64_t cpu, int64_t memory, int32_t label_class)
+/* The largest key (see set_score) over slots [low, high) that have the free
+ * capacity and their bit set in `mask` (bit 0 is slot `low`), or 0 if none.
+ * Branch-free, because whether a slot fits is close to random from one slot to
+ * the next. */
+static uint64_t best_key_in(const uint64_t *keys, const int64_t *free_cpu, const int64_t *free_memory,
+                            int32_t low, int32_t high, int64_t cpu, int64_t memory, uint64_t mask)
 {
-    const struct pool *p = &r->pool;
-    const int64_t *free_cpu = p->free_cpu, *free_memory = p->free_memory, *score = p->score;
+    uint64_t best = 0;
+    for (int32_t a = low; a < high; a++) {
+        uint64_t fits = (uint64_t)((free_cpu[a] >= cpu) & (free_memory[a] >= memory))
+                        & (mask >> (a - low));
+        uint64_t key = keys[a] & ((uint64_t)0 - (fits & 1));
+        best = key > best ? key : best;
+    }
+    return best;
+}
+
+/* The first slot in [low, high) with the free capacity and its bit set in `mask`, or -1. */
+static int32_t first_fit_in(const struct pool *p, int32_t low, int32_t high, int64_t cpu,
+                            int64_t memory, uint64_t mask)
+{
+    for (int32_t a = low; a < high; a++)
+        if (((mask >> (a - low)) & 1) && p->free_cpu[a] >= cpu && p->free_memory[a] >= memory)
+            return a;
+    return -1;
+}
+
+/* Whether a slot other than the reserved one has the free capacity, labels aside. */
+static int capacity_anywhere(const struct run *r, int64_t cpu, int64_t memory);
+
+/* Find the slot for a job by policy; ties go to the lowest slot, which is the
+ * lowest node index. `masks` is mask_of() of the job's label class. */
+static struct scan scan_pool(const struct run *r, int64_t cpu, int64_t memory, const uint64_t *masks)
+{
+    const struct pool *p = &r->cluster->pool;
+    const struct blocks *blocks = &r->cluster->blocks;
     int policy = r->options->policy;
-    int any_label = !class_is_empty(r, label_class);
+    const uint64_t *keys = policy == SCHED_POLICY_SPREAD ? p->spread_key : p->binpack_key;
+    int32_t reserved = r->reserved;
     struct scan s = {-1, 0, 0};
+    uint64_t best_key = 0;
     int64_t best_score = 0;
 
-    for (int32_t a = 0; a < p->count; a++) {
-        if (free_cpu[a] < cpu || free_memory[a] < memory)
+    for (int32_t b = 0; b < blocks->count; b++) {
+        if (blocks->free_cpu[b] < cpu || blocks->free_memory[b] < memory)
             continue;
-        int matches = !any_label || labels_match(r, p->node[a], label_class);
-        if (a == r->reserved) {
-            s.fits_reserved = matches;
+        /* A block that cannot beat the best slot so far is skipped; on a tie the
+         * earlier slot wins anyway. */
+        if (best_key && (policy == SCHED_POLICY_SPREAD ? blocks->min_score[b] >= best_score
+                                                       : blocks->max_score[b] <= best_score))
             continue;
-        }
-        if (!matches) {
-            s.capacity_elsewhere = 1;
+        int32_t low = b * BLOCK, high = low + BLOCK < p->count ? low + BLOCK : p->count;
+        uint64_t mask = masks ? masks[b] : ~(uint64_t)0;
+        if (reserved >= low && reserved < high)
+            mask &= ~((uint64_t)1 << (reserved - low));
+        if (!mask)
             continue;
-        }
         if (policy == SCHED_POLICY_FIFO) {
-            s.best = a;
-            break;
+            s.best = first_fit_in(p, low, high, cpu, memory, mask);
+            if (s.best >= 0)
+                return s;
+            continue;
         }
-        if (s.best < 0 || (policy == SCHED_POLICY_BINPACK ? score[a] > best_score : score[a] < best_score)) {
-            s.best = a;
-            best_score = score[a];
+        uint64_t key = best_key_in(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+        if (key > best_key) {
+            best_key = key;
+            s.best = (int32_t)(UINT32_MAX - (uint32_t)key);
+            best_score = p->score[s.best];
         }
+    }
+    if (s.best < 0) {
+        s.fits_reserved = reserved >= 0 && p->free_cpu[reserved] >= cpu
+                          && p->free_memory[reserved] >= memory
+                          && (!masks || ((masks[reserved / BLOCK] >> (reserved % BLOCK)) & 1));
+        /* Nothing outside the reservation has the capacity and the labels, so any
+         * slot there with the capacity lacks the labels. */
+        s.capacity_elsewhere = masks && capacity_anywhere(r, cpu, memory);
     }
     return s;
 }
 
-/* Whether a pool node other than the reserved one has the free capacity, labels aside. */
+/* Whether a slot other than the reserved one has the free capacity, labels aside. */
 static int capacity_anywhere(const struct run *r, int64_t cpu, int64_t memory)
 {
-    const struct pool *p = &r->pool;
-    for (int32_t a = 0; a < p->count; a++)
-        if (p->free_cpu[a] >= cpu && p->free_memory[a] >= memory && a != r->reserved)
-            return 1;
+    const struct pool *p = &r->cluster->pool;
+    const struct blocks *blocks = &r->cluster->blocks;
+    for (int32_t b = 0; b < blocks->count; b++) {
+        if (blocks->free_cpu[b] < cpu || blocks->free_memory[b] < memory)
+            continue;
+        int32_t high = (b + 1) * BLOCK < p->count ? (b + 1) * BLOCK : p->count;
+        for (int32_t a = b * BLOCK; a < high; a++)
+            if (p->free_cpu[a] >= cpu && p->free_memory[a] >= memory && a != r->reserved)
+                return 1;
+    }
     return 0;
 }
 
-/* The pool node held for the head: among nodes with its labels that hold it when
- * empty, the one missing the least (CPU ppm + memory ppm of its usable capacity). */
+/* The slot held for the head: among slots with its labels whose usable capacity
+ * holds it, the one missing the least (CPU ppm + memory ppm of usable capacity). */
 static int32_t choose_reservation(const struct run *r, int64_t cpu, int64_t memory, int32_t label_class)
 {
-    const struct pool *p = &r->pool;
+    const struct pool *p = &r->cluster->pool;
     int32_t best = -1;
     int64_t best_shortfall = 0;
     for (int32_t a = 0; a < p->count; a++) {
-        if (p->cpu_usable[a] < cpu || p->memory_usable[a] < memory
-            || !labels_match(r, p->node[a], label_class))
+        if (p->cpu_usable[a] < cpu || p->memory_usable[a] < memory || !slot_matches(r, a, label_class))
             continue;
         int64_t shortfall = shortfall_ppm(cpu, p->free_cpu[a], p->cpu_usable[a])
                             + shortfall_ppm(memory, p->free_memory[a], p->memory_usable[a]);
@@ -681,134 +1038,211 @@ static int32_t choose_reservation(const struct run *r, int64_t cpu, int64_t memo
     return best;
 }
 
-static void assign(struct run *r, int32_t j, int32_t a, struct tenant_state *t)
+/* Returns 0 when out of memory. */
+static int assign(struct run *r, int32_t j, int32_t a, struct tenant_state *t)
 {
-    struct pool *p = &r->pool;
+    struct sched_cluster *c = r->cluster;
+    struct pool *p = &c->pool;
     int64_t cpu = r->jobs->cpu[j], memory = r->jobs->memory[j];
 
+    if (r->undo_count == r->undo_capacity) {
+        size_t capacity = r->undo_capacity ? 2 * r->undo_capacity : 64;
+        struct undo *grown = realloc(r->undo, capacity * sizeof *grown);
+        if (!grown)
+            return 0;
+        r->undo = grown;
+        r->undo_capacity = capacity;
+    }
+    r->undo[r->undo_count++] = (struct undo){a, p->free_cpu[a], p->free_memory[a], p->score[a],
+                                             p->cpu_allocated[a], p->memory_allocated[a]};
+
+    /* A slot takes a job only when its free capacity holds it, so the sums stay
+     * within the usable capacity (or at an over-allocation the input gave). */
     p->cpu_allocated[a] += cpu;
     p->memory_allocated[a] += memory;
     p->free_cpu[a] -= cpu;
     p->free_memory[a] -= memory;
-    p->score[a] = share_ppm(p->cpu_allocated[a], p->cpu_usable[a])
-                  + share_ppm(p->memory_allocated[a], p->memory_usable[a]);
+    set_score(p, a, share_ppm(p->cpu_allocated[a], p->cpu_usable[a])
+                    + share_ppm(p->memory_allocated[a], p->memory_usable[a]));
+    block_refresh(c, a / BLOCK);
 
     t->cpu += (u128)cpu;
     t->memory += (u128)memory;
     t->running++;
-    t->share = tenant_share(r, t);
+    t->share = tenant_share(c, t);
 
     r->result->node[j] = p->node[a];
     r->result->outcome[j] = SCHED_OUTCOME_ASSIGNED;
     r->result->reason[j] = SCHED_REASON_NONE;
+    return 1;
 }
 
-static void wait_for(struct run *r, int32_t j, uint8_t outcome, uint8_t reason)
+/* Put the slots that placements changed back as they were. */
+static void restore(struct run *r)
+{
+    struct sched_cluster *c = r->cluster;
+    struct pool *p = &c->pool;
+    for (size_t i = r->undo_count; i-- > 0;) {
+        const struct undo *u = &r->undo[i];
+        p->free_cpu[u->slot] = u->free_cpu;
+        p->free_memory[u->slot] = u->free_memory;
+        set_score(p, u->slot, u->score);
+        p->cpu_allocated[u->slot] = u->cpu_allocated;
+        p->memory_allocated[u->slot] = u->memory_allocated;
+    }
+    for (size_t i = 0; i < r->undo_count; i++)
+        block_refresh(c, r->undo[i].slot / BLOCK);
+    r->undo_count = 0;
+}
+
+static void set_result(struct run *r, int32_t j, uint8_t outcome, uint8_t reason)
 {
     r->result->node[j] = -1;
     r->result->outcome[j] = outcome;
     r->result->reason[j] = reason;
 }
 
-/* Decide job j. Returns 0 when out of memory. */
+/* Decide job j. The checks run in the order of the reasons' precedence, but the
+ * fronts are looked at only when needed: a job that gets a node fits some node. */
 static int decide(struct run *r, int32_t j)
 {
     int64_t cpu = r->jobs->cpu[j], memory = r->jobs->memory[j];
     int32_t label_class = r->jobs->label_class[j];
     struct tenant_state *t = &r->tenants[r->jobs->tenant[j]];
+    int limited = t->limit != SCHED_NO_LIMIT && t->running >= t->limit;
 
-    const struct class_frontiers *f = frontiers_of(r, label_class);
-    if (!f)
-        return 0;
-    if (!frontier_holds(&f->all, cpu, memory)) {
-        wait_for(r, j, SCHED_OUTCOME_NEVER_FITS, never_fits_reason(r, &f->all, cpu, memory));
-        return 1;
+    const struct fronts *f = fronts_known(r, label_class);
+    if (f || limited || r->queue_blocked) {
+        if (!f && !(f = fronts_of(r, label_class)))
+            return 0;
+        if (!frontier_holds(&f->all, cpu, memory)) {
+            set_result(r, j, SCHED_OUTCOME_NEVER_FITS, never_fits_reason(r, &f->all, cpu, memory));
+            return 1;
+        }
+        if (limited || r->queue_blocked) {
+            set_result(r, j, SCHED_OUTCOME_WAITS,
+                       limited ? SCHED_REASON_TENANT_LIMIT : SCHED_REASON_QUEUE_BLOCKED);
+            return 1;
+        }
+        if (!frontier_holds(&f->available, cpu, memory)) {
+            set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_NODE_UNAVAILABLE);
+            return 1;
+        }
     }
-    if (t->limit != SCHED_NO_LIMIT && t->running >= t->limit) {
-        wait_for(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_TENANT_LIMIT);
-        return 1;
-    }
-    if (r->queue_blocked) {
-        wait_for(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_QUEUE_BLOCKED);
-        return 1;
-    }
-    if (!frontier_holds(&f->available, cpu, memory)) {
-        wait_for(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_NODE_UNAVAILABLE);
-        return 1;
+
+    if (r->reservation_pending) {
+        r->reserved = choose_reservation(r, r->head_cpu, r->head_memory, r->head_class);
+        r->reservation_pending = 0;
     }
 
     struct scan s;
     if (!shape_failed(&r->failed, cpu, memory, label_class)) {
-        s = scan_pool(r, cpu, memory, label_class);
-        if (s.best >= 0) {
-            assign(r, j, s.best, t);
-            return 1;
-        }
+        int no_memory;
+        const uint64_t *masks = mask_of(r, label_class, &no_memory);
+        if (no_memory)
+            return 0;
+        s = scan_pool(r, cpu, memory, masks);
+        if (s.best >= 0)
+            return assign(r, j, s.best, t);
         if (!shape_add(&r->failed, cpu, memory, label_class))
             return 0;
-        /* No pool node outside the reservation has this free capacity at all. */
+        /* No slot outside the reservation has this free capacity at all. */
         if (!s.capacity_elsewhere && !shape_add(&r->failed, cpu, memory, 0))
             return 0;
     } else {
-        const struct pool *p = &r->pool;
+        const struct pool *p = &r->cluster->pool;
         int32_t a = r->reserved;
         s.best = -1;
         s.fits_reserved = a >= 0 && p->free_cpu[a] >= cpu && p->free_memory[a] >= memory
-                          && labels_match(r, p->node[a], label_class);
+                          && slot_matches(r, a, label_class);
         s.capacity_elsewhere = 0;
-        if (!class_is_empty(r, label_class) && !shape_failed(&r->failed, cpu, memory, 0)) {
+        if (class_ids(r, label_class) != class_ids_end(r, label_class)
+            && !shape_failed(&r->failed, cpu, memory, 0)) {
             s.capacity_elsewhere = capacity_anywhere(r, cpu, memory);
             if (!s.capacity_elsewhere && !shape_add(&r->failed, cpu, memory, 0))
                 return 0;
         }
     }
 
+    if (!f) {
+        if (!(f = fronts_of(r, label_class)))
+            return 0;
+        if (!frontier_holds(&f->all, cpu, memory)) {
+            set_result(r, j, SCHED_OUTCOME_NEVER_FITS, never_fits_reason(r, &f->all, cpu, memory));
+            return 1;
+        }
+        if (!frontier_holds(&f->available, cpu, memory)) {
+            set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_NODE_UNAVAILABLE);
+            return 1;
+        }
+    }
+
     if (s.fits_reserved) {
-        wait_for(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_RESERVED);
+        set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_RESERVED);
         return 1;
     }
-    uint8_t reason = s.capacity_elsewhere ? SCHED_REASON_LABELS : SCHED_REASON_CAPACITY;
-    wait_for(r, j, SCHED_OUTCOME_WAITS, reason);
+    set_result(r, j, SCHED_OUTCOME_WAITS,
+               s.capacity_elsewhere ? SCHED_REASON_LABELS : SCHED_REASON_CAPACITY);
 
     /* The first job that waits for capacity is the head: strict order stops here,
-     * backfill keeps going but holds one node for the head. */
+     * backfill keeps going but reserves one node for the head. The node is chosen
+     * when the next job needs it; nothing changes the slots before then. */
     if (!r->head_seen) {
         r->head_seen = 1;
-        if (r->options->backfill)
-            r->reserved = choose_reservation(r, cpu, memory, label_class);
-        else
+        if (r->options->backfill) {
+            r->reservation_pending = 1;
+            r->head_cpu = cpu;
+            r->head_memory = memory;
+            r->head_class = label_class;
+        } else {
             r->queue_blocked = 1;
+        }
     }
     return 1;
 }
 
-/* ---- entry point ------------------------------------------------------------------------ */
+/* ---- entry point --------------------------------------------------------------------------- */
 
-int sched_place(const struct sched_nodes *nodes,
+static void run_free(struct run *r)
+{
+    free(r->tenants);
+    free(r->order);
+    free(r->heap);
+    free(r->sets);
+    if (r->owned_sets) {
+        for (int32_t k = 0; k < r->classes->count; k++)
+            label_set_free(&r->owned_sets[k]);
+        free(r->owned_sets);
+    }
+    free(r->failed.slots);
+    free(r->undo);
+}
+
+int sched_place(struct sched_cluster *cluster,
                 const struct sched_label_classes *classes,
                 const struct sched_tenants *tenants,
                 const struct sched_jobs *jobs,
                 const struct sched_options *options,
                 struct sched_result *result)
 {
-    int rc = check_inputs(nodes, classes, tenants, jobs, options, result);
+    int rc = check_call(cluster, classes, tenants, jobs, options, result);
     if (rc != SCHED_OK)
         return rc;
 
     struct run r;
     memset(&r, 0, sizeof r);
-    r.nodes = nodes;
+    r.cluster = cluster;
     r.classes = classes;
     r.jobs = jobs;
     r.options = options;
     r.result = result;
     r.reserved = -1;
-    r.frontiers = calloc((size_t)classes->count, sizeof *r.frontiers);
-    r.failed.capacity = 1024;
+    r.sets = calloc((size_t)classes->count, sizeof *r.sets);
+    r.failed.capacity = 64;
     r.failed.slots = calloc(r.failed.capacity, sizeof *r.failed.slots);
 
     rc = SCHED_ERR_NO_MEMORY;
-    if (!r.frontiers || !r.failed.slots || !pool_init(&r) || !queue_init(&r, tenants))
+    if (!r.sets || !r.failed.slots || !queue_init(&r, tenants))
         goto done;
 
     int timed = result->latency_ns != NULL;
@@ -828,6 +1262,7 @@ int sched_place(const struct sched_nodes *nodes,
     rc = SCHED_OK;
 
 done:
+    restore(&r);
     run_free(&r);
     return rc;
 }

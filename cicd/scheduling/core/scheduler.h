@@ -1,9 +1,10 @@
 /*
  * Placement of pending jobs on nodes: the C core of cicd.scheduling.core.
  *
- * One call of sched_place() decides a whole batch of jobs against a snapshot of
- * the nodes. Inputs are parallel arrays (one array per field), so the Python
- * wrapper can fill each with one ffi.new() call. The rules (queue order, policies,
+ * sched_cluster_new() prepares a snapshot of the nodes once; each call of
+ * sched_place() then decides a whole batch of jobs against it. Inputs are
+ * parallel arrays (one array per field), so the Python wrapper can fill each with
+ * one ffi.new() call. The rules (queue order, policies,
  * backfill, reasons, tie-breaking) are written down in docs/scheduling.md, and
  * reference.py implements the same rules in Python; both must decide alike.
  *
@@ -16,7 +17,7 @@
 
 #include <stdint.h>
 
-/* Limits of the inputs; sched_place() rejects values outside them. */
+/* Limits of the inputs; values outside them are rejected. */
 #define SCHED_MAX_QUANTITY 4611686018427387904LL  /* 2**62: CPU, memory, job counts */
 #define SCHED_MIN_PRIORITY (-2147483647LL - 1)
 #define SCHED_MAX_PRIORITY 2147483647LL
@@ -49,8 +50,8 @@
 #define SCHED_REASON_MEMORY 9
 #define SCHED_REASON_CPU_AND_MEMORY 10
 
-/* Return codes of sched_place(). On an input error, result->error_index names the
- * offending node, label class, tenant or job (or is -1 for the options). */
+/* Return codes. On an input error, the error index names the offending node, label
+ * class, tenant or job, or is -1 when the error concerns no single element. */
 #define SCHED_OK 0
 #define SCHED_ERR_NO_MEMORY (-1)
 #define SCHED_ERR_OPTIONS (-2)
@@ -114,13 +115,27 @@ struct sched_result {
     uint8_t *reason;                  /* SCHED_REASON_*; SCHED_REASON_NONE when placed */
     int32_t *position;                /* 0-based position of the job in queue order */
     int64_t *latency_ns;              /* NULL, or the monotonic time spent on each job */
-    int32_t error_index;              /* set on SCHED_ERR_NODE .. SCHED_ERR_JOB */
+    int32_t error_index;              /* set on SCHED_ERR_LABEL_CLASS .. SCHED_ERR_JOB */
 };
 
-/* Decide every job of one batch. Returns SCHED_OK or a negative SCHED_ERR_* code;
- * on error the result arrays hold no meaningful values. Thread-safe: the function
- * keeps no state between calls and writes only to *result. */
-int sched_place(const struct sched_nodes *nodes,
+/* A snapshot of the nodes prepared for many calls: the derived state (usable and
+ * free capacity, shares, block summaries) is computed once, and each call of
+ * sched_place() restores it before returning. */
+struct sched_cluster;
+
+/* Copy and prepare the nodes. Returns SCHED_OK and sets *cluster, or
+ * SCHED_ERR_NODE (with *error_index set) or SCHED_ERR_NO_MEMORY. */
+int sched_cluster_new(const struct sched_nodes *nodes, struct sched_cluster **cluster,
+                      int32_t *error_index);
+
+void sched_cluster_free(struct sched_cluster *cluster);
+
+/* Decide every job of one batch against the cluster. Returns SCHED_OK or a negative
+ * SCHED_ERR_* code; on error the result arrays hold no meaningful values. The
+ * cluster is the same after the call as before it, but it is modified during the
+ * call (and its cache of per-label-set results grows), so calls on one cluster
+ * must not overlap. Calls on different clusters may run in parallel. */
+int sched_place(struct sched_cluster *cluster,
                 const struct sched_label_classes *classes,
                 const struct sched_tenants *tenants,
                 const struct sched_jobs *jobs,

@@ -1,8 +1,8 @@
 """Validation of placement inputs, and their packing into columns of integers.
 
 Both implementations (``native`` and ``reference``) decide from the same tables,
-so they reject the same inputs with the same messages. A table holds one list per
-field, which the C wrapper turns into an array with a single ``ffi.new`` call.
+so they reject the same inputs with the same messages. A table contains one list per
+field, which the C wrapper copies into a C array in one step.
 Labels and tenants become small integer ids:
 
 - every distinct ``key=value`` pair of the nodes gets a label id, and each node a
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -43,14 +43,16 @@ NO_LIMIT = -1  # JobTable.tenant_limit for a tenant without a limit
 FLAG_CORDONED = 1
 FLAG_BREAKER_OPEN = 2
 
-_NODE_FIELDS = attrgetter(
+_POLICY_BY_NAME: dict[str, Policy] = {policy.value: policy for policy in POLICIES}
+_POLICY_CODES: dict[Policy, int] = {policy: code for code, policy in enumerate(POLICIES)}
+_NODE_FIELDS = [attrgetter(name) for name in (
     "name", "cpu_millis", "memory_bytes", "reserved_cpu_millis", "reserved_memory_bytes",
     "allocated_cpu_millis", "allocated_memory_bytes", "labels", "cordoned", "breaker_open",
-)
-_JOB_FIELDS = attrgetter(
+)]
+_JOB_FIELDS = [attrgetter(name) for name in (
     "job_id", "tenant", "cpu_millis", "memory_bytes", "priority", "runnable_at_ms",
     "required_labels",
-)
+)]
 
 
 class NodeTable:
@@ -62,9 +64,19 @@ class NodeTable:
     """
 
     __slots__ = (
-        "count", "names", "cpu_capacity", "memory_capacity", "cpu_reserved", "memory_reserved",
-        "cpu_allocated", "memory_allocated", "flags", "label_ids", "label_offsets",
-        "node_label_ids", "caches",
+        "caches",
+        "count",
+        "cpu_allocated",
+        "cpu_capacity",
+        "cpu_reserved",
+        "flags",
+        "label_ids",
+        "label_offsets",
+        "memory_allocated",
+        "memory_capacity",
+        "memory_reserved",
+        "names",
+        "node_label_ids",
     )
 
     def __init__(self, *, names: list[str], cpu_capacity: list[int], memory_capacity: list[int],
@@ -91,9 +103,20 @@ class JobTable:
     """Validated jobs in columns, with their label classes and tenants."""
 
     __slots__ = (
-        "count", "cpu", "memory", "priority", "runnable_at_ms", "tenant", "label_class",
-        "class_offsets", "class_label_ids", "tenant_names", "tenant_running", "tenant_cpu",
-        "tenant_memory", "tenant_limit",
+        "class_label_ids",
+        "class_offsets",
+        "count",
+        "cpu",
+        "label_class",
+        "memory",
+        "priority",
+        "runnable_at_ms",
+        "tenant",
+        "tenant_cpu",
+        "tenant_limit",
+        "tenant_memory",
+        "tenant_names",
+        "tenant_running",
     )
 
     def __init__(self, *, cpu: list[int], memory: list[int], priority: list[int],
@@ -148,17 +171,28 @@ def _first(values: Iterable[object], bad: Callable[[object], bool]) -> int:
     return next(i for i, value in enumerate(values) if bad(value))
 
 
+# Below this length a plain loop checks a column faster than set(), min() and max().
+_SHORT = 8
+
+
 def _check_ints(values: list[int], low: int, high: int, where: str, field: str) -> None:
     """Raise TypeError or ValueError naming the first value that is no int in [low, high]."""
-    if not set(map(type, values)) <= {int}:
-        i = _first(values, lambda value: type(value) is not int)
-        raise TypeError(f"{where}[{i}].{field} must be an integer, got {values[i]!r}")
-    if values and (min(values) < low or max(values) > high):
-        i = _first(values, lambda value: not low <= value <= high)  # type: ignore[operator]
-        raise ValueError(f"{where}[{i}].{field} must be from {low} to {high}, got {values[i]}")
+    if len(values) <= _SHORT:
+        valid = all(type(value) is int and low <= value <= high for value in values)
+    else:
+        valid = set(map(type, values)) <= {int} and min(values) >= low and max(values) <= high
+    if valid:
+        return
+    for i, value in enumerate(values):
+        if type(value) is not int:
+            raise TypeError(f"{where}[{i}].{field} must be an integer, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"{where}[{i}].{field} must be from {low} to {high}, got {value}")
 
 
 def _check_types(values: list[object], expected: type, where: str, field: str) -> None:
+    if len(values) <= _SHORT and all(type(value) is expected for value in values):
+        return
     if not set(map(type, values)) <= {expected}:
         i = _first(values, lambda value: type(value) is not expected)
         raise TypeError(f"{where}[{i}].{field} must be a {expected.__name__}, "
@@ -193,8 +227,8 @@ def pack_nodes(nodes: Sequence[NodeState]) -> NodeTable:
     if len(nodes) > MAX_NODES:
         raise ValueError(f"at most {MAX_NODES} nodes fit in one call, got {len(nodes)}")
     _check_items(nodes, NodeState, "nodes")
-    rows = list(map(_NODE_FIELDS, nodes))
-    columns: list[list[object]] = [list(column) for column in zip(*rows)] or [[] for _ in range(10)]
+    # One pass per field: faster than building a tuple per node and transposing.
+    columns: list[list[Any]] = [list(map(field, nodes)) for field in _NODE_FIELDS]
     (names, cpu, memory, cpu_reserved, memory_reserved, cpu_allocated, memory_allocated,
      labels, cordoned, breaker_open) = columns
 
@@ -204,20 +238,20 @@ def pack_nodes(nodes: Sequence[NodeState]) -> NodeTable:
         ("reserved_cpu_millis", cpu_reserved), ("reserved_memory_bytes", memory_reserved),
         ("allocated_cpu_millis", cpu_allocated), ("allocated_memory_bytes", memory_allocated),
     ):
-        _check_ints(values, 0, MAX_QUANTITY, "nodes", field)  # type: ignore[arg-type]
+        _check_ints(values, 0, MAX_QUANTITY, "nodes", field)
     for reserved, capacity, reserved_field, capacity_field in (
         (cpu_reserved, cpu, "reserved_cpu_millis", "cpu_millis"),
         (memory_reserved, memory, "reserved_memory_bytes", "memory_bytes"),
     ):
-        if any(map(int.__gt__, reserved, capacity)):  # type: ignore[arg-type]
-            i = _first(zip(reserved, capacity), lambda pair: pair[0] > pair[1])  # type: ignore[index]
+        if any(map(int.__gt__, reserved, capacity)):
+            i = next(i for i, (r, c) in enumerate(zip(reserved, capacity)) if r > c)
             raise ValueError(
                 f"nodes[{i}].{reserved_field} is {reserved[i]}, more than its {capacity_field} "
                 f"{capacity[i]}; lower the reserve or raise the capacity")
     _check_types(cordoned, bool, "nodes", "cordoned")
     _check_types(breaker_open, bool, "nodes", "breaker_open")
     flags = [FLAG_CORDONED * c + FLAG_BREAKER_OPEN * b
-             for c, b in zip(cordoned, breaker_open)]  # type: ignore[operator]
+             for c, b in zip(cordoned, breaker_open)]
 
     label_ids: dict[tuple[str, str], int] = {}
     offsets = [0]
@@ -226,7 +260,7 @@ def pack_nodes(nodes: Sequence[NodeState]) -> NodeTable:
         if node_labels:
             _check_labels(node_labels, f"nodes[{i}].labels")
             ids.extend(sorted(label_ids.setdefault(item, len(label_ids))
-                              for item in node_labels.items()))  # type: ignore[attr-defined]
+                              for item in node_labels.items()))
         elif type(node_labels) is not dict:
             _check_labels(node_labels, f"nodes[{i}].labels")
         offsets.append(len(ids))
@@ -234,10 +268,10 @@ def pack_nodes(nodes: Sequence[NodeState]) -> NodeTable:
         raise ValueError(f"at most {MAX_NODES} node labels fit in one call, got {len(ids)}")
 
     return NodeTable(
-        names=names,  # type: ignore[arg-type]
-        cpu_capacity=cpu, memory_capacity=memory,  # type: ignore[arg-type]
-        cpu_reserved=cpu_reserved, memory_reserved=memory_reserved,  # type: ignore[arg-type]
-        cpu_allocated=cpu_allocated, memory_allocated=memory_allocated,  # type: ignore[arg-type]
+        names=names,
+        cpu_capacity=cpu, memory_capacity=memory,
+        cpu_reserved=cpu_reserved, memory_reserved=memory_reserved,
+        cpu_allocated=cpu_allocated, memory_allocated=memory_allocated,
         flags=flags, label_ids=label_ids, label_offsets=offsets, node_label_ids=ids,
     )
 
@@ -261,13 +295,40 @@ def _pack_tenants(
                              f"got {limit}")
 
     idle = TenantUsage()
-    usage = [tenants.get(name, idle) for name in names]
+    usages = [tenants.get(name, idle) for name in names]
     return (
-        [u.running_jobs for u in usage],
-        [u.cpu_millis for u in usage],
-        [u.memory_bytes for u in usage],
+        [u.running_jobs for u in usages],
+        [u.cpu_millis for u in usages],
+        [u.memory_bytes for u in usages],
         [tenant_limits.get(name, NO_LIMIT) for name in names],
     )
+
+
+class _LabelClasses:
+    """Numbers the distinct sets of required labels of one batch; class 0 is the empty set."""
+
+    def __init__(self, nodes: NodeTable) -> None:
+        self.label_ids = nodes.label_ids
+        self.unknown = len(nodes.label_ids)  # the id of a label no node has
+        self.offsets = [0, 0]
+        self.ids: list[int] = []
+        self._by_ids: dict[tuple[int, ...], int] = {(): 0}
+        # Equal dicts usually come in the same order, so their items find the class.
+        self._by_items: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def of(self, required: dict[str, str], job: int) -> int:
+        items = tuple(required.items())
+        found = self._by_items.get(items)
+        if found is None:
+            _check_labels(required, f"jobs[{job}].required_labels")
+            key = tuple(sorted({self.label_ids.get(item, self.unknown) for item in items}))
+            found = self._by_ids.get(key)
+            if found is None:
+                found = self._by_ids[key] = len(self.offsets) - 1
+                self.ids.extend(key)
+                self.offsets.append(len(self.ids))
+            self._by_items[items] = found
+        return found
 
 
 def pack_jobs(
@@ -284,56 +345,33 @@ def pack_jobs(
     if len(jobs) > MAX_JOBS:
         raise ValueError(f"at most {MAX_JOBS} jobs fit in one call, got {len(jobs)}")
     _check_items(jobs, JobRequest, "jobs")
-    rows = list(map(_JOB_FIELDS, jobs))
-    columns: list[list[object]] = [list(column) for column in zip(*rows)] or [[] for _ in range(7)]
+    columns: list[list[Any]] = [list(map(field, jobs)) for field in _JOB_FIELDS]
     job_ids, tenant_names, cpu, memory, priority, runnable, labels = columns
 
     _check_types(job_ids, str, "jobs", "job_id")
     _check_types(tenant_names, str, "jobs", "tenant")
-    _check_ints(cpu, 0, MAX_QUANTITY, "jobs", "cpu_millis")  # type: ignore[arg-type]
-    _check_ints(memory, 0, MAX_QUANTITY, "jobs", "memory_bytes")  # type: ignore[arg-type]
-    _check_ints(priority, MIN_PRIORITY, MAX_PRIORITY, "jobs", "priority")  # type: ignore[arg-type]
-    _check_ints(runnable, 0, MAX_TIME_MS, "jobs", "runnable_at_ms")  # type: ignore[arg-type]
+    _check_ints(cpu, 0, MAX_QUANTITY, "jobs", "cpu_millis")
+    _check_ints(memory, 0, MAX_QUANTITY, "jobs", "memory_bytes")
+    _check_ints(priority, MIN_PRIORITY, MAX_PRIORITY, "jobs", "priority")
+    _check_ints(runnable, 0, MAX_TIME_MS, "jobs", "runnable_at_ms")
 
-    tenant_index: dict[str, int] = {}
-    tenant = [tenant_index.setdefault(name, len(tenant_index))
-              for name in tenant_names]  # type: ignore[call-overload]
+    names: list[str] = list(dict.fromkeys(tenant_names))
+    tenant_index = {name: i for i, name in enumerate(names)}
+    tenant = list(map(tenant_index.__getitem__, tenant_names))
     if "" in tenant_index:
         raise ValueError(f"jobs[{tenant_names.index('')}].tenant must not be empty")
 
-    # Label classes, cached by the dict's items so equal dicts are sorted once.
-    unknown = len(nodes.label_ids)
-    class_offsets = [0, 0]
-    class_ids: list[int] = []
-    class_of_set: dict[tuple[int, ...], int] = {(): 0}
-    class_of_items: dict[tuple[tuple[str, str], ...], int] = {}
-    label_class: list[int] = []
-    for i, required in enumerate(labels):
-        if not required:
-            if type(required) is not dict:
-                _check_labels(required, f"jobs[{i}].required_labels")
-            label_class.append(0)
-            continue
-        items = tuple(required.items())  # type: ignore[attr-defined]
-        found = class_of_items.get(items)
-        if found is None:
-            _check_labels(required, f"jobs[{i}].required_labels")
-            key = tuple(sorted({nodes.label_ids.get(item, unknown) for item in items}))
-            found = class_of_set.get(key)
-            if found is None:
-                found = class_of_set[key] = len(class_offsets) - 1
-                class_ids.extend(key)
-                class_offsets.append(len(class_ids))
-            class_of_items[items] = found
-        label_class.append(found)
+    _check_types(labels, dict, "jobs", "required_labels")
+    classes = _LabelClasses(nodes)
+    label_class = [classes.of(required, i) if required else 0
+                   for i, required in enumerate(labels)]
 
-    names = list(tenant_index)
     running, tenant_cpu, tenant_memory, limits = _pack_tenants(
         names, tenants or {}, tenant_limits or {})
     return JobTable(
-        cpu=cpu, memory=memory, priority=priority, runnable_at_ms=runnable,  # type: ignore[arg-type]
-        tenant=tenant, label_class=label_class, class_offsets=class_offsets,
-        class_label_ids=class_ids, tenant_names=names, tenant_running=running,
+        cpu=cpu, memory=memory, priority=priority, runnable_at_ms=runnable,
+        tenant=tenant, label_class=label_class, class_offsets=classes.offsets,
+        class_label_ids=classes.ids, tenant_names=names, tenant_running=running,
         tenant_cpu=tenant_cpu, tenant_memory=tenant_memory, tenant_limit=limits,
     )
 
@@ -344,11 +382,10 @@ def pack_jobs(
 def make_options(policy: Policy | str, backfill: bool, now_ms: int | None,
                  aging_interval_ms: int) -> Options:
     """Validate the per-call settings; raise ValueError or TypeError naming the setting."""
-    try:
-        chosen = Policy(policy)
-    except ValueError:
+    chosen = _POLICY_BY_NAME.get(policy) if isinstance(policy, str) else None
+    if chosen is None:
         choices = ", ".join(p.value for p in POLICIES)
-        raise ValueError(f"unknown policy {policy!r}; choose one of {choices}") from None
+        raise ValueError(f"unknown policy {policy!r}; choose one of {choices}")
     if type(backfill) is not bool:
         raise TypeError(f"backfill must be a bool, got {backfill!r}")
     if backfill and chosen is Policy.FIFO:
@@ -357,7 +394,7 @@ def make_options(policy: Policy | str, backfill: bool, now_ms: int | None,
         _check_ints([now_ms], 0, MAX_TIME_MS, "options", "now_ms")
     _check_ints([aging_interval_ms], 0, MAX_TIME_MS, "options", "aging_interval_ms")
     return Options(
-        policy=POLICIES.index(chosen),
+        policy=_POLICY_CODES[chosen],
         backfill=backfill,
         now_ms=NO_AGING if now_ms is None else now_ms,
         aging_interval_ms=aging_interval_ms,

@@ -1,0 +1,381 @@
+"""Benchmark of the scheduling core, C against the Python reference: ``python3 -m benchmarks.scheduler``.
+
+For 100, 1,000 and 10,000 nodes and queues of 10,000 and 100,000 jobs it measures:
+
+- a batch: every queued job in one ``place`` call. Throughput is decisions per
+  second of the whole call, which includes validation, packing and building the
+  Decision list. Latency is the time spent on each job inside the core
+  (``latency_ns`` of ``place_tables``), given as p50 and p99;
+- one job per call: ``place(table, [job])`` on a node table packed once, timed
+  around the call, against the same cluster state every time.
+
+Both implementations run in the same invocation on the same jobs. Where the
+reference would take too long, it runs on the first jobs of the queue only (the
+"reference jobs" column), and the C core runs on that same prefix for the ratio.
+Prints a markdown report; ``--json FILE`` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cicd.scheduling.core import JobRequest, NodeState, pack_nodes, reference
+from cicd.scheduling.core.tables import NodeTable, make_options, pack_jobs
+
+NAME = "scheduler"
+GiB = 1 << 30
+NOW_MS = 3_600_000          # the queue's jobs became runnable during the last hour
+AGING_INTERVAL_MS = 600_000
+NODE_COUNTS = (100, 1_000, 10_000)
+QUEUE_LENGTHS = (10_000, 100_000)
+# The reference's batch runs on at most this many jobs per node count, and its
+# one-job calls are this many, so the whole run stays within about five minutes.
+REFERENCE_BATCH_JOBS = {100: 100_000, 1_000: 100_000, 10_000: 10_000}
+REFERENCE_CALLS = {100: 5_000, 1_000: 2_000, 10_000: 1_000}
+NATIVE_CALLS = 20_000
+BATCH_REPETITIONS = 5
+TARGET_RATIO = 50.0
+TARGET_P99_US = 50.0
+
+
+def make_cluster(count: int, rng: random.Random) -> list[NodeState]:
+    """Nodes of mixed sizes, 0-60% allocated, three zones, a few ARM and GPU nodes,
+    and 1% each cordoned and with an open breaker."""
+    nodes = []
+    for i in range(count):
+        cpu = rng.choice([4_000, 8_000, 16_000, 32_000])
+        memory = rng.choice([8, 16, 32, 64]) * GiB
+        labels = {"zone": rng.choice("abc"), "arch": "arm64" if rng.random() < 0.1 else "amd64"}
+        if rng.random() < 0.02:
+            labels["pool"] = "gpu"
+        nodes.append(NodeState(
+            name=f"node-{i}", cpu_millis=cpu, memory_bytes=memory,
+            reserved_cpu_millis=cpu // 20, reserved_memory_bytes=memory // 20,
+            allocated_cpu_millis=rng.randrange(0, cpu * 6 // 10 + 1, 250),
+            allocated_memory_bytes=rng.randrange(0, memory * 6 // 10 + 1, GiB // 4),
+            labels=labels, cordoned=rng.random() < 0.01, breaker_open=rng.random() < 0.01,
+        ))
+    return nodes
+
+
+def make_queue(count: int, rng: random.Random) -> list[JobRequest]:
+    """CI-like jobs: mostly small, 20% with labels, 50 tenants, four priorities."""
+    jobs = []
+    for i in range(count):
+        labels: dict[str, str] = {}
+        draw = rng.random()
+        if draw < 0.15:
+            labels["zone"] = rng.choice("abc")
+        elif draw < 0.19:
+            labels["arch"] = "arm64"
+        elif draw < 0.20:
+            labels["pool"] = "gpu"
+        jobs.append(JobRequest(
+            job_id=f"job-{i}", tenant=f"tenant-{rng.randrange(50)}",
+            cpu_millis=rng.choice([250, 500, 1_000, 1_000, 2_000, 4_000, 16_000]),
+            memory_bytes=rng.choice([1, 2, 2, 4, 8, 16]) * GiB // 2,
+            required_labels=labels, priority=rng.randrange(4),
+            runnable_at_ms=rng.randrange(NOW_MS),
+        ))
+    return jobs
+
+
+@dataclass
+class BatchRow:
+    nodes: int
+    jobs: int
+    native_decisions_per_s: float
+    native_p50_us: float
+    native_p99_us: float
+    reference_jobs: int
+    reference_decisions_per_s: float
+    reference_p50_us: float
+    reference_p99_us: float
+    ratio: float          # reference time / C time for the whole call, same jobs
+    core_ratio: float     # the same for place_tables alone (no validation, no Decisions)
+
+
+@dataclass
+class CallRow:
+    nodes: int
+    native_calls: int
+    native_decisions_per_s: float
+    native_p50_us: float
+    native_p99_us: float
+    native_core_p99_us: float  # inside the core only, as in the batch rows
+    reference_calls: int
+    reference_decisions_per_s: float
+    reference_p50_us: float
+    reference_p99_us: float
+    ratio: float          # mean reference call / mean C call
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+PLACE_OPTIONS: dict[str, Any] = {
+    "policy": "binpack", "backfill": True, "now_ms": NOW_MS,
+    "aging_interval_ms": AGING_INTERVAL_MS, "tenant_limits": {"tenant-0": 20, "tenant-1": 200},
+}
+
+
+def time_batch(place: Callable[..., Any], table: NodeTable, jobs: list[JobRequest],
+               repetitions: int) -> float:
+    """Return the median seconds of ``place`` over the whole batch."""
+    durations = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        place(table, jobs, **PLACE_OPTIONS)
+        durations.append(time.perf_counter() - started)
+    return statistics.median(durations)
+
+
+def time_core(place_tables: Callable[..., Any], table: NodeTable,
+              jobs: list[JobRequest]) -> tuple[float, list[int]]:
+    """Return the seconds of ``place_tables`` and the per-job latencies it measured."""
+    job_table = pack_jobs(jobs, table, None, PLACE_OPTIONS["tenant_limits"])
+    options = make_options("binpack", True, NOW_MS, AGING_INTERVAL_MS)
+    started = time.perf_counter()
+    placement = place_tables(table, job_table, options, latencies=True)
+    return time.perf_counter() - started, placement.latency_ns
+
+
+def time_calls(place: Callable[..., Any], table: NodeTable,
+               jobs: list[JobRequest]) -> list[float]:
+    """Return the seconds of each one-job call."""
+    durations = []
+    clock = time.perf_counter_ns
+    for job in jobs:
+        started = clock()
+        place(table, [job], **PLACE_OPTIONS)
+        durations.append((clock() - started) / 1e9)
+    return durations
+
+
+def core_latencies_per_call(place_tables: Callable[..., Any], table: NodeTable,
+                            jobs: list[JobRequest]) -> list[int]:
+    """Return the time each one-job call spent inside the core, in nanoseconds."""
+    options = make_options("binpack", True, NOW_MS, AGING_INTERVAL_MS)
+    latencies = []
+    for job in jobs:
+        job_table = pack_jobs([job], table, None, PLACE_OPTIONS["tenant_limits"])
+        latencies.append(place_tables(table, job_table, options, latencies=True).latency_ns[0])
+    return latencies
+
+
+def progress(message: str) -> None:
+    print(f"benchmarks.scheduler: {message}", file=sys.stderr, flush=True)
+
+
+def run(node_counts: Sequence[int], queue_lengths: Sequence[int], seed: int
+        ) -> tuple[list[BatchRow], list[CallRow]]:
+    from cicd.scheduling.core import native  # ImportError when the extension is not built
+
+    batch_rows, call_rows = [], []
+    for node_count in node_counts:
+        rng = random.Random(seed + node_count)
+        cluster = make_cluster(node_count, rng)
+        queue = make_queue(max(queue_lengths), rng)
+        table = pack_nodes(cluster)
+        # Build each implementation's form of the table outside the timings.
+        native.place(table, queue[:1], **PLACE_OPTIONS)
+        reference.place(table, queue[:1], **PLACE_OPTIONS)
+
+        for length in queue_lengths:
+            jobs = queue[:length]
+            sample = jobs[:REFERENCE_BATCH_JOBS.get(node_count, length)]
+            progress(f"batch: {node_count} nodes, {length} jobs "
+                     f"(reference on {len(sample)})")
+            native_s = time_batch(native.place, table, jobs, BATCH_REPETITIONS)
+            _, native_latency = time_core(native.place_tables, table, jobs)
+            native_sample_s = (native_s if len(sample) == length
+                               else time_batch(native.place, table, sample, BATCH_REPETITIONS))
+            native_core_s, _ = time_core(native.place_tables, table, sample)
+            reference_s = time_batch(reference.place, table, sample, 1)
+            reference_core_s, reference_latency = time_core(reference.place_tables, table, sample)
+            batch_rows.append(BatchRow(
+                nodes=node_count, jobs=length,
+                native_decisions_per_s=length / native_s,
+                native_p50_us=percentile(native_latency, 0.5) / 1e3,
+                native_p99_us=percentile(native_latency, 0.99) / 1e3,
+                reference_jobs=len(sample),
+                reference_decisions_per_s=len(sample) / reference_s,
+                reference_p50_us=percentile(reference_latency, 0.5) / 1e3,
+                reference_p99_us=percentile(reference_latency, 0.99) / 1e3,
+                ratio=reference_s / native_sample_s,
+                core_ratio=reference_core_s / native_core_s,
+            ))
+
+        progress(f"one job per call: {node_count} nodes")
+        native_durations = time_calls(native.place, table, queue[:NATIVE_CALLS])
+        reference_durations = time_calls(reference.place, table,
+                                         queue[:REFERENCE_CALLS.get(node_count, 100)])
+        native_core = core_latencies_per_call(native.place_tables, table, queue[:NATIVE_CALLS])
+        native_mean = statistics.fmean(native_durations)
+        reference_mean = statistics.fmean(reference_durations)
+        call_rows.append(CallRow(
+            nodes=node_count, native_calls=len(native_durations),
+            native_decisions_per_s=1 / native_mean,
+            native_p50_us=percentile(native_durations, 0.5) * 1e6,
+            native_p99_us=percentile(native_durations, 0.99) * 1e6,
+            native_core_p99_us=percentile(native_core, 0.99) / 1e3,
+            reference_calls=len(reference_durations),
+            reference_decisions_per_s=1 / reference_mean,
+            reference_p50_us=percentile(reference_durations, 0.5) * 1e6,
+            reference_p99_us=percentile(reference_durations, 0.99) * 1e6,
+            ratio=reference_mean / native_mean,
+        ))
+    return batch_rows, call_rows
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def format_report(batch_rows: list[BatchRow], call_rows: list[CallRow], seconds: float,
+                  load_before: str) -> str:
+    lines = [
+        "# Scheduling core: C against the Python reference",
+        "",
+        (f"Machine: {os.cpu_count()} CPUs (`nproc`), {cpu_model()}, Python "
+        f"{platform.python_version()}. Load average before the run: {load_before}; "
+        f"after: {load_average()}. The run took {seconds:.0f} s."),
+        "Policy binpack with backfill, aging on, two tenants limited.",
+        "",
+        "## One batch per queue",
+        "",
+        ("Decisions per second over the whole `place` call; p50 and p99 of the time "
+        "spent on each job inside the core. The ratio divides the reference's time by "
+        "the C core's on the same jobs, for the whole call and for the core alone."),
+        "",
+        ("| nodes | jobs | C decisions/s | C p50 µs | C p99 µs | reference jobs | "
+        "reference decisions/s | reference p50 µs | reference p99 µs | ratio | core ratio |"),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in batch_rows:
+        lines.append(
+            f"| {r.nodes:,} | {r.jobs:,} | {r.native_decisions_per_s:,.0f} | "
+            f"{r.native_p50_us:.2f} | {r.native_p99_us:.2f} | {r.reference_jobs:,} | "
+            f"{r.reference_decisions_per_s:,.0f} | {r.reference_p50_us:.1f} | "
+            f"{r.reference_p99_us:.1f} | {r.ratio:.1f} | {r.core_ratio:.1f} |")
+    lines += [
+        "",
+        "## One job per call",
+        "",
+        ("`place(table, [job])` with the nodes packed once, timed around the call. "
+        "\"C core p99\" is the time inside the core alone, from separate calls of "
+        "`place_tables` on the same jobs."),
+        "",
+        ("| nodes | C calls | C decisions/s | C p50 µs | C p99 µs | C core p99 µs | "
+        "reference calls | reference decisions/s | reference p50 µs | reference p99 µs | ratio |"),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in call_rows:
+        lines.append(
+            f"| {c.nodes:,} | {c.native_calls:,} | {c.native_decisions_per_s:,.0f} | "
+            f"{c.native_p50_us:.1f} | {c.native_p99_us:.1f} | {c.native_core_p99_us:.1f} | "
+            f"{c.reference_calls:,} | "
+            f"{c.reference_decisions_per_s:,.0f} | {c.reference_p50_us:.1f} | "
+            f"{c.reference_p99_us:.1f} | {c.ratio:.1f} |")
+
+    ratios = [r.ratio for r in batch_rows] + [c.ratio for c in call_rows]
+    largest = max((r.nodes for r in batch_rows), default=0)
+    p99_batch = [r.native_p99_us for r in batch_rows if r.nodes == largest]
+    p99_call = [c.native_p99_us for c in call_rows if c.nodes == largest]
+    p99_call_core = [c.native_core_p99_us for c in call_rows if c.nodes == largest]
+    core_ratios = [r.core_ratio for r in batch_rows]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---:|---|",
+        (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, whole call) | "
+        f"{min(ratios, default=0):.1f}x | {yes_no(min(ratios, default=0) >= TARGET_RATIO)} |"),
+        (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, core alone, batches) | "
+        f"{min(core_ratios, default=0):.1f}x | "
+        f"{yes_no(min(core_ratios, default=0) >= TARGET_RATIO)} |"),
+    ]
+    if p99_batch:
+        lines.append(f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, "
+                     f"in a batch | {max(p99_batch):.1f} µs | "
+                     f"{yes_no(max(p99_batch) < TARGET_P99_US)} |")
+    if p99_call:
+        lines.append(f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, "
+                     f"one job per call, whole call | {max(p99_call):.1f} µs | "
+                     f"{yes_no(max(p99_call) < TARGET_P99_US)} |")
+        lines.append(f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, "
+                     f"one job per call, core alone | {max(p99_call_core):.1f} µs | "
+                     f"{yes_no(max(p99_call_core) < TARGET_P99_US)} |")
+    return "\n".join(lines) + "\n"
+
+
+def yes_no(met: bool) -> str:
+    return "yes" if met else "**no**"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m benchmarks.scheduler",
+        description="Measure the C scheduling core against the Python reference.")
+    parser.add_argument("--nodes", type=int, nargs="+", default=list(NODE_COUNTS),
+                        help="node counts (default: 100 1000 10000)")
+    parser.add_argument("--jobs", type=int, nargs="+", default=list(QUEUE_LENGTHS),
+                        help="queue lengths (default: 10000 100000)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the workload (default: 1)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if min(args.nodes) < 1 or min(args.jobs) < 1:
+        parser.error("node counts and queue lengths must be at least 1")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    load_before = load_average()
+    started = time.perf_counter()
+    try:
+        batch_rows, call_rows = run(args.nodes, args.jobs, args.seed)
+    except ImportError as exc:
+        print(f"benchmarks.scheduler: the C core is not built ({exc}); run "
+              f"`python3 -m pip install -e .` first", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - started
+    print(format_report(batch_rows, call_rows, seconds, load_before))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "batch": [asdict(r) for r in batch_rows], "calls": [asdict(c) for c in call_rows],
+            "seconds": seconds, "nproc": os.cpu_count(), "cpu_model": cpu_model(),
+        }, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
