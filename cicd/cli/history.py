@@ -71,11 +71,13 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def print_document(document: RunDocument) -> None:
-    print(f"run {document.id} ({document.pipeline}#{document.number}): {document.state}"
-          f" in {format_duration_ms(document.duration_ms)}"
+    took = f" in {format_duration_ms(document.duration_ms)}" if document.duration_ms is not None else ""
+    print(f"run {document.id} ({document.pipeline}#{document.number}): {document.state}{took}"
           + (f" ({document.reason})" if document.reason else ""))
     for job in document.jobs:
-        reason = f"  {job.reason}: {job.message}" if job.reason else ""
+        reason = f"  {job.reason}" if job.reason else ""
+        if job.message:
+            reason += f": {job.message}"
         print(f"  {job.id:<20} {job.state:<10} {format_duration_ms(job.duration_ms):>8}{reason}")
         for step in job.steps:
             code = "" if step.exit_code is None else f"exit {step.exit_code}"

@@ -154,7 +154,7 @@ class RunEngine:
                     await self._end_unstarted(pipeline.jobs[job_id], ev.JobSkipped(
                         **base, job=job_id, reason="succeeded in the run this one retries"))
         if resume is not None:
-            await self._apply_resume(plan, resume)
+            await self._apply_resume(plan, resume, request.only_jobs)
 
         async def start_job(job_id: str, node_name: str) -> JobResult:
             job = pipeline.jobs[job_id]
@@ -176,7 +176,8 @@ class RunEngine:
 
         dispatcher = Dispatcher(node, run_id=run_id, tenant_id=request.tenant_id,
                                 emit=self._emit, start_job=start_job,
-                                on_assigned=self.on_assigned)
+                                on_assigned=self.on_assigned,
+                                assigned_before=set(resume.reattach) if resume else set())
         size = max(1, len(pipeline.jobs))
         runnable_send, runnable_receive = trio.open_memory_channel[str](size)
         finished_send, finished_receive = trio.open_memory_channel[object](2 * size + 1)
@@ -217,8 +218,11 @@ class RunEngine:
         first = [] if resume is None else plan.take_released(list(resume.reattach))
         return first + plan.take_ready()
 
-    async def _apply_resume(self, plan: RunPlan, resume: RunResume) -> None:
+    async def _apply_resume(self, plan: RunPlan, resume: RunResume,
+                            only_jobs: list[str] | None) -> None:
         for job_id, state in resume.ended.items():
+            if only_jobs is not None and job_id not in only_jobs:
+                continue  # a retry's job that passed in the original run: RunPlan counts it so
             plan.states[job_id] = state
             plan.mark_released(job_id)
         pipeline = plan.pipeline

@@ -103,7 +103,7 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     except FileNotFoundError as exc:
         raise PipelineError(
             "pipeline file not found; create it (docs/pipeline.md describes the format) "
-            "or pass the path of another file with -f",
+            "or give the path of another pipeline file",
             file=file,
         ) from exc
     except OSError as exc:

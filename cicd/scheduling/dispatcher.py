@@ -35,8 +35,12 @@ class Node:
 class Dispatcher:
     def __init__(self, node: Node, *, run_id: str, tenant_id: str, emit: Emit,
                  start_job: StartJob,
-                 on_assigned: Callable[[float, str], None] | None = None) -> None:
+                 on_assigned: Callable[[float, str], None] | None = None,
+                 assigned_before: set[str] | None = None) -> None:
         self.on_assigned = on_assigned  # (milliseconds from runnable to assigned, node)
+        # Jobs a previous server process assigned, taken over after a restart: they get
+        # a slot again but no second AssignmentCreated.
+        self.assigned_before = assigned_before or set()
         self.node = node
         self.run_id = run_id
         self.tenant_id = tenant_id
@@ -51,6 +55,9 @@ class Dispatcher:
                 token = object()
                 runnable_at = trio.current_time()
                 await self.node.slots.acquire_on_behalf_of(token)
+                if job_id in self.assigned_before:
+                    nursery.start_soon(self._run, job_id, token, finished.clone())
+                    continue
                 if self.on_assigned is not None:
                     self.on_assigned((trio.current_time() - runnable_at) * 1000, self.node.name)
                 await self.emit(ev.AssignmentCreated(

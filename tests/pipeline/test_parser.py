@@ -942,7 +942,7 @@ def test_load_pipeline_missing(tmp_path: Path) -> None:
         load_pipeline(path)
     assert str(caught.value) == (
         f"{path}: pipeline file not found; create it (docs/pipeline.md describes the format) "
-        "or pass the path of another file with -f"
+        "or give the path of another pipeline file"
     )
 
 

@@ -106,6 +106,35 @@ def test_sigkill_with_lost_container_fails_run(server_process: ServerProcess) ->
     assert pending_id is None
 
 
+def test_retry_run_survives_restart(server_process: ServerProcess) -> None:
+    server_process.start()
+    url = server_process.url
+    pipeline = f"""
+jobs:
+  quick:
+    image: {BUSYBOX}
+    steps: [{{run: "true"}}]
+  flaky:
+    image: {BUSYBOX}
+    steps: [{{run: "test -f /tmp/never || sleep 3"}}, {{run: "exit 0"}}]
+"""
+    first = _submit(url, pipeline.replace("sleep 3", "exit 1"))
+    assert _wait(url, first, _ended)["state"] == "failed"
+    retry = httpx.post(f"{url}/api/v1/runs/{first}/retry", timeout=30).json()["run"]["id"]
+    _wait(url, retry, lambda d: any(s["state"] == "running" for j in d["jobs"]
+                                   for s in j["steps"]))
+    server_process.kill()
+    server_process.start()
+    document = _wait(server_process.url, retry, _ended)
+    assert document["state"] == "succeeded", document
+    states = {job["id"]: job["state"] for job in document["jobs"]}
+    assert states == {"quick": "skipped", "flaky": "succeeded"}
+    conn = sqlite3.connect(server_process.db)
+    rejected = conn.execute("SELECT COUNT(*) FROM events WHERE name = 'TransitionRejected'"
+                            " AND run_id = ?", (retry,)).fetchone()[0]
+    assert rejected == 0
+
+
 def test_pending_runs_start_after_restart(tmp_path: Path, docker_engine: object) -> None:
     server = ServerProcess(tmp_path / "db", tmp_path / "log", "--config",
                            str(_config(tmp_path, "[runs]\nper_tenant_runs = 1\n")))
@@ -143,6 +172,8 @@ def test_intake_full_answers_429(tmp_path: Path, docker_engine: object) -> None:
         assert rejected.json()["code"] == "SCH-CAP"
         httpx.post(f"{server.url}/api/v1/runs/{running}/cancel", timeout=30)
         assert _wait(server.url, waiting, lambda d: d["state"] == "running")
+        server.signal(signal.SIGTERM)  # cancels the waiting run and removes its objects
+        assert server.wait(timeout=60) == 0
     finally:
         server.kill()
 
