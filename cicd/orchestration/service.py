@@ -1,7 +1,7 @@
-"""The server's orchestration context: accepting runs, running them, answering about them.
+"""The server's orchestration context: accepting runs, running them, and reporting on them.
 
 :class:`RunService` is what the HTTP API calls. Submitted runs are written to the
-event log first (the API answers only once the RunRequested event is durable),
+event log first (the API returns only once the RunRequested event is durable),
 then queued on the bounded intake channel; the intake task starts each run when
 its tenant has a free slot. Runs execute with :class:`RunEngine` on a node shared
 by every run of the server. See ``cicd.orchestration.recovery`` for what happens
