@@ -32,7 +32,7 @@ from benchmarks.measure import REPO_ROOT, BenchmarkResult, Observation, Series
 NAME = "server"
 TITLE = "Server: run creation latency under load, event-log append throughput"
 
-RATES = (25, 50, 100, 200)
+RATES = tuple(int(r) for r in os.environ.get("CICD_BENCH_RATES", "25,50,100,200").split(","))
 SECONDS_PER_RATE = 5
 EVENTS = 50_000
 

@@ -25,6 +25,9 @@ logger = logging.getLogger("cicd.storage")
 Handler = Callable[[int, ev.Event], Awaitable[None]]
 
 BATCH = 500
+# Subscribers read the log at most this often (seconds): one read then covers many
+# commits, which keeps their cost off busy servers; handlers run that much later.
+POLL_INTERVAL = 0.25
 
 
 class Subscriber:
@@ -60,6 +63,7 @@ class Subscriber:
                 (after, BATCH)).fetchall())
             if not rows:
                 await changed.wait()
+                await trio.sleep(POLL_INTERVAL)
                 continue
             for event_id, body in rows:
                 await self.deliver(store, int(event_id), ev.decode_event(body))

@@ -84,9 +84,15 @@ async def test_run_lifecycle_and_logs(api: httpx.AsyncClient, server: Server) ->
     nodes = (await api.get("/nodes")).json()
     assert nodes[0]["state"] == "ready"
     assert nodes[0]["slots"] >= 1
-    metrics = await httpx.AsyncClient().get(f"http://127.0.0.1:{server.port}/metrics")
+    # The metrics subscriber reads the event log a moment after each commit.
+    async with httpx.AsyncClient() as plain:
+        with trio.fail_after(10):
+            while True:
+                metrics = await plain.get(f"http://127.0.0.1:{server.port}/metrics")
+                if 'cicd_events_total{name="RunCompleted"}' in metrics.text:
+                    break
+                await trio.sleep(0.1)
     assert "orc_job_latency_ms_bucket" in metrics.text
-    assert 'cicd_events_total{name="RunCompleted"}' in metrics.text
 
 
 async def test_idempotent_under_concurrent_retries(api: httpx.AsyncClient) -> None:
