@@ -14,7 +14,7 @@ from cicd.errors import EngineUnavailable, PipelineError, UsageError
 from cicd.execution.control import StopRequest
 from cicd.execution.output import LivePrinter
 from cicd.orchestration.documents import encode_document
-from cicd.orchestration.engine import RunEngine, RunRequest
+from cicd.orchestration.engine import RunEngine, RunRequest, RunSummary
 from cicd.orchestration.states import State
 from cicd.pipeline import load_pipeline
 from cicd.storage import EventStore, default_db_path, open_database

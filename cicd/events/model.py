@@ -52,7 +52,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="name"):
 # --- run level -------------------------------------------------------------------
 
 
-class RunRequested(Event, tag="RunRequested"):
+class RunRequested(Event, frozen=True, kw_only=True, tag="RunRequested"):
     """A run was accepted: the pipeline, its source and the jobs it will run."""
 
     pipeline: str
@@ -76,21 +76,21 @@ class RunRequested(Event, tag="RunRequested"):
     owner: str = ""
 
 
-class SourceResolved(Event, tag="SourceResolved"):
+class SourceResolved(Event, frozen=True, kw_only=True, tag="SourceResolved"):
     """The run's source is in its workspace: for git, cloned at ``commit``."""
 
     commit: str = ""
     workspace: str = ""
 
 
-class LogsPruned(Event, tag="LogsPruned"):
+class LogsPruned(Event, frozen=True, kw_only=True, tag="LogsPruned"):
     """Retention removed a finished run's step logs and workspace; the run record stays."""
 
     bytes_removed: int = 0
     policy: str = ""
 
 
-class TransitionRejected(Event, tag="TransitionRejected"):
+class TransitionRejected(Event, frozen=True, kw_only=True, tag="TransitionRejected"):
     """An event asked for a state change the state machine forbids; nothing changed."""
 
     rejected_event: str
@@ -100,19 +100,19 @@ class TransitionRejected(Event, tag="TransitionRejected"):
     step: int = 0
 
 
-class RunStarted(Event, tag="RunStarted"):
+class RunStarted(Event, frozen=True, kw_only=True, tag="RunStarted"):
     pass
 
 
-class RunCompleted(Event, tag="RunCompleted"):
+class RunCompleted(Event, frozen=True, kw_only=True, tag="RunCompleted"):
     """Every job ended, and none failed unless it was allowed to."""
 
 
-class RunFailed(Event, tag="RunFailed"):
+class RunFailed(Event, frozen=True, kw_only=True, tag="RunFailed"):
     reason: str = ""
 
 
-class RunCancelled(Event, tag="RunCancelled"):
+class RunCancelled(Event, frozen=True, kw_only=True, tag="RunCancelled"):
     reason: str = "cancelled"
 
 
@@ -127,29 +127,29 @@ class _JobEvent(Event, frozen=True, kw_only=True):
         return self.job
 
 
-class JobRequested(_JobEvent, tag="JobRequested"):
+class JobRequested(_JobEvent, frozen=True, kw_only=True, tag="JobRequested"):
     image: str
     needs: list[str] = []
     allow_failure: bool = False
     steps: list[str] = []
 
 
-class AssignmentCreated(_JobEvent, tag="AssignmentCreated"):
+class AssignmentCreated(_JobEvent, frozen=True, kw_only=True, tag="AssignmentCreated"):
     """The scheduler placed a runnable job on a node."""
 
     node: str
     assignment_id: str = ""
 
 
-class JobStarted(_JobEvent, tag="JobStarted"):
+class JobStarted(_JobEvent, frozen=True, kw_only=True, tag="JobStarted"):
     node: str = ""
 
 
-class JobCompleted(_JobEvent, tag="JobCompleted"):
+class JobCompleted(_JobEvent, frozen=True, kw_only=True, tag="JobCompleted"):
     pass
 
 
-class JobFailed(_JobEvent, tag="JobFailed"):
+class JobFailed(_JobEvent, frozen=True, kw_only=True, tag="JobFailed"):
     """The job ended without success: ``state`` is ``failed`` or ``timed_out``."""
 
     state: str = "failed"
@@ -158,11 +158,11 @@ class JobFailed(_JobEvent, tag="JobFailed"):
     allowed: bool = False
 
 
-class JobCancelled(_JobEvent, tag="JobCancelled"):
+class JobCancelled(_JobEvent, frozen=True, kw_only=True, tag="JobCancelled"):
     reason: str = "cancelled"
 
 
-class JobSkipped(_JobEvent, tag="JobSkipped"):
+class JobSkipped(_JobEvent, frozen=True, kw_only=True, tag="JobSkipped"):
     """The job never ran because a job it needs did not succeed."""
 
     reason: str = ""
@@ -179,17 +179,17 @@ class _WorkerEvent(_JobEvent, frozen=True, kw_only=True):
         return self.worker
 
 
-class WorkerCreated(_WorkerEvent, tag="WorkerCreated"):
+class WorkerCreated(_WorkerEvent, frozen=True, kw_only=True, tag="WorkerCreated"):
     provider: str
     node: str = ""
     image: str = ""
 
 
-class WorkerTerminated(_WorkerEvent, tag="WorkerTerminated"):
+class WorkerTerminated(_WorkerEvent, frozen=True, kw_only=True, tag="WorkerTerminated"):
     pass
 
 
-class WorkerFailed(_WorkerEvent, tag="WorkerFailed"):
+class WorkerFailed(_WorkerEvent, frozen=True, kw_only=True, tag="WorkerFailed"):
     message: str = ""
 
 
@@ -205,17 +205,17 @@ class _StepEvent(_JobEvent, frozen=True, kw_only=True):
         return f"{self.job}/{self.step}"
 
 
-class StepStarted(_StepEvent, tag="StepStarted"):
+class StepStarted(_StepEvent, frozen=True, kw_only=True, tag="StepStarted"):
     worker: str = ""
 
 
-class StepCompleted(_StepEvent, tag="StepCompleted"):
+class StepCompleted(_StepEvent, frozen=True, kw_only=True, tag="StepCompleted"):
     exit_code: int = 0
     log_size: int = 0
     truncated_bytes: int = 0
 
 
-class StepFailed(_StepEvent, tag="StepFailed"):
+class StepFailed(_StepEvent, frozen=True, kw_only=True, tag="StepFailed"):
     """The step ended without success: ``state`` is failed, timed_out or cancelled."""
 
     state: str = "failed"
@@ -227,7 +227,7 @@ class StepFailed(_StepEvent, tag="StepFailed"):
     truncated_bytes: int = 0
 
 
-class StepSkipped(_StepEvent, tag="StepSkipped"):
+class StepSkipped(_StepEvent, frozen=True, kw_only=True, tag="StepSkipped"):
     reason: str = ""
 
 
