@@ -8,28 +8,14 @@ unfinished steps and jobs fail with reason ``abandoned``, and the run fails.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sqlite3
 from typing import Any
 
 from cicd.events import model as ev
 from cicd.storage.store import EventStore
+from cicd.workers.labels import owner_is_dead
 
 logger = logging.getLogger("cicd.orchestration")
-
-
-def _owner_alive(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another host's process, or a server's run: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _thd_abandoned(conn: sqlite3.Connection) -> list[tuple[str, str, list[tuple[str, int, str]],
@@ -40,7 +26,7 @@ def _thd_abandoned(conn: sqlite3.Connection) -> list[tuple[str, str, list[tuple[
             "SELECT r.id, r.tenant_id, json_extract(e.body, '$.owner') FROM runs r"
             " JOIN events e ON e.run_id = r.id AND e.name = 'RunRequested'"
             " WHERE r.state IN ('pending', 'running')"):
-        if not owner or _owner_alive(str(owner)):
+        if not owner or not owner_is_dead(str(owner)):
             continue
         steps = [(str(job), int(step), str(state)) for job, step, state in conn.execute(
             "SELECT job_id, step, state FROM steps WHERE run_id = ? AND state IN"

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 
 import trio
 
 from cicd.errors import ProviderError
 from cicd.workers.docker import DockerProvider
-from cicd.workers.labels import MANAGED, OWNER, RUN
+from cicd.workers.labels import MANAGED, OWNER, RUN, owner_is_dead
 
 logger = logging.getLogger("cicd.workers")
 
@@ -31,22 +29,9 @@ async def remove_orphans(provider: DockerProvider) -> int:
     owners |= {(n.get("Labels") or {}).get(OWNER, "") for n in networks}
     removed = 0
     for owner in owners:
-        if owner and _owner_is_dead(owner):
+        if owner and owner_is_dead(owner):
             removed += await _remove_matching(provider, [f"{OWNER}={owner}"])
     return removed
-
-
-def _owner_is_dead(owner: str) -> bool:
-    host, _, pid_text = owner.rpartition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another host's process: not ours to judge
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 async def _remove_matching(provider: DockerProvider, label_filters: list[str]) -> int:

@@ -25,3 +25,21 @@ def labels_for(run_id: str, job_id: str | None = None, step: int | None = None, 
     if step is not None:
         labels[STEP] = str(step)
     return labels
+
+
+def owner_is_dead(owner: str) -> bool:
+    """Tell whether ``owner`` (``host:pid``) names a process of this host that has exited.
+
+    An owner on another host, or one that is not ``host:pid`` (a server's), is never
+    judged dead here.
+    """
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
