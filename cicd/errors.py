@@ -78,7 +78,7 @@ class StorageError(CicdError):
 
 
 class SchemaTooNewError(StorageError):
-    """The database has a schema version newer than this cicd knows."""
+    """The database has a schema version newer than this cicd supports."""
 
 
 class ProviderError(CicdError):
@@ -88,7 +88,7 @@ class ProviderError(CicdError):
 
 
 class EngineUnavailable(ProviderError):
-    """No Docker engine answers at the configured address."""
+    """No Docker engine responds at the configured address."""
 
 
 class ImagePullError(ProviderError):

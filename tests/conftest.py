@@ -1,4 +1,4 @@
-"""Shared fixtures: a Docker engine that must answer in CI, temp databases, the CLI."""
+"""Shared fixtures: a Docker engine that must respond in CI, temp databases, the CLI."""
 
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ def _engine_problem() -> str | None:
             client.ping()
             client.close()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            _engine_error = f"no Docker engine answers: {exc}"
+            _engine_error = f"no Docker engine responds: {exc}"
     return _engine_error
 
 
 def require_docker() -> None:
-    """Fail under CI=true, skip elsewhere, when no Docker engine answers."""
+    """Fail under CI=true, skip elsewhere, when no Docker engine responds."""
     problem = _engine_problem()
     if problem is None:
         return

@@ -23,10 +23,10 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 class ServerError(CicdError):
-    """The server answered with an error (its code and message are kept)."""
+    """The server returned an error (its code and message are kept)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"server answered {status} {code}: {message}")
+        super().__init__(f"server returned {status} {code}: {message}")
         self.code = code
         self.status = status
 

@@ -55,7 +55,7 @@ async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provid
     except EngineUnavailable as exc:
         await provider.aclose()
         if executor == "auto":
-            message = (f"cicd: no Docker engine answers ({provider.base_url}); running steps as "
+            message = (f"cicd: no Docker engine responds at {provider.base_url}; running steps as "
                        "local processes. Install Docker (https://docs.docker.com/engine/install/) "
                        "or run `bash .ci/docker-setup` to run them in containers.")
             print(message, file=sys.stderr)

@@ -1,4 +1,4 @@
-"""How a run asks its steps to stop: gracefully first, then at once."""
+"""Stop requests from a run to its steps: graceful first, then immediate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ class StopRequest:
     """Set by the first request (``graceful``) and by a second one (``immediate``).
 
     On ``graceful`` running steps get SIGTERM and the grace period; on
-    ``immediate`` they get SIGKILL without waiting for the rest of it. A run holds
+    ``immediate`` they get SIGKILL without waiting for the rest of it. A run has
     one request and gives each job a child: stopping the run stops every job, and
     stopping a job leaves the others running.
     """

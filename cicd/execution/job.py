@@ -25,7 +25,7 @@ Emit = Callable[[ev.Event], Awaitable[object]]
 
 
 class JobContext(msgspec.Struct, kw_only=True):
-    """What every job of one run shares."""
+    """Settings shared by every job of one run."""
 
     run_id: str
     pipeline: Pipeline
@@ -36,7 +36,8 @@ class JobContext(msgspec.Struct, kw_only=True):
 
 
 class ResumePoint(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a job interrupted by a server restart goes on: a step whose container lives."""
+    """The point where a job interrupted by a server restart resumes: a step whose container
+    still exists."""
 
     step: int
     container_id: str

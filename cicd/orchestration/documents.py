@@ -60,11 +60,11 @@ def encode_document(document: RunDocument) -> bytes:
     return msgspec.json.format(msgspec.json.encode(document), indent=2) + b"\n"
 
 
-# --- the server's API types (requests and answers around the run document) -------
+# --- the server's API types (requests and responses around the run document) -----
 
 
 class SourceSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Where a run's files come from: a directory on the server, or a git repository."""
+    """The origin of a run's files: a directory on the server, or a git repository."""
 
     dir: str | None = None
     git: str | None = None
@@ -88,7 +88,7 @@ class RunPage(msgspec.Struct, kw_only=True):
 
 
 class ActionResult(msgspec.Struct, kw_only=True):
-    """The answer to cancel and retry: the run after the action, and whether it changed."""
+    """The response to cancel and retry: the run after the action, and whether it changed."""
 
     run: RunDocument
     changed: bool

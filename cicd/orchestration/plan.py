@@ -1,8 +1,8 @@
 """Progress of one run through its job graph (a pure core).
 
-:class:`RunPlan` answers which jobs can start now and, when a job ends, which
+:class:`RunPlan` returns which jobs can start now and, when a job ends, which
 jobs can never run because of it. It does no I/O: the run driver feeds it the
-outcomes and acts on its answers.
+outcomes and acts on what it returns.
 """
 
 from __future__ import annotations

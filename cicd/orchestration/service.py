@@ -165,8 +165,7 @@ class RunService:
         if event.source_kind == "git":
             workspace = self.workspaces / run_id / "source"
             if resume is None or not workspace.is_dir():
-                await trio.to_thread.run_sync(lambda: shutil.rmtree(workspace, ignore_errors=True))
-                workspace.parent.mkdir(parents=True, exist_ok=True)
+                await trio.to_thread.run_sync(_thd_fresh_parent, workspace)
                 commit = await sources.clone_at(event.source, event.source_ref or None, str(workspace))
                 await self.store.append(ev.SourceResolved(run_id=run_id, tenant_id=event.tenant_id,
                                                           commit=commit, workspace=str(workspace)))
@@ -268,7 +267,7 @@ class RunService:
             if not created:
                 self._reserved -= 1
         if created:
-            # The projection holds exactly this; building it here saves a read.
+            # The projection contains exactly this, so building it here saves a read.
             return RunDocument(
                 id=run_id, number=number, pipeline=event.pipeline, tenant_id=event.tenant_id,
                 state="pending", source=event.source, executor=event.executor,
@@ -478,6 +477,12 @@ class RunService:
         if await subscriber.replay(self.store, self.readers, dead_letter_id):
             return True, f"dead letter {dead_letter_id} replayed"
         return False, f"dead letter {dead_letter_id} failed again; a new dead letter records it"
+
+
+def _thd_fresh_parent(workspace: Path) -> None:
+    """Remove ``workspace`` (left by an earlier attempt) and create its parent."""
+    shutil.rmtree(workspace, ignore_errors=True)
+    workspace.parent.mkdir(parents=True, exist_ok=True)
 
 
 _PARSED: dict[tuple[str, str], Pipeline] = {}

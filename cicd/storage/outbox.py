@@ -25,8 +25,8 @@ logger = logging.getLogger("cicd.storage")
 Handler = Callable[[int, ev.Event], Awaitable[None]]
 
 BATCH = 500
-# Subscribers read the log at most this often (seconds): one read then covers many
-# commits, which keeps their cost off busy servers; handlers run that much later.
+# Subscribers read the log at most this often (seconds), so one read covers many
+# commits on a busy server. Handlers therefore run up to that much later.
 POLL_INTERVAL = 0.25
 
 

@@ -1,4 +1,4 @@
-"""What the execution context needs from a worker provider.
+"""The interface between the execution context and a worker provider.
 
 A provider (the Docker engine, or the local host) gives each job a
 :class:`JobWorker`: a workspace holding a fresh copy of the source, in which steps
@@ -61,7 +61,7 @@ class StepProcess(abc.ABC):
 
     @abc.abstractmethod
     async def release(self) -> None:
-        """Free what the step holds (its container or process group); safe to call twice."""
+        """Free the step's resources (its container or process group); safe to call twice."""
 
 
 class JobWorker(abc.ABC):
@@ -102,7 +102,7 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def check(self) -> None:
-        """Raise ProviderError unless the provider answers."""
+        """Raise ProviderError unless the provider responds."""
 
     @abc.abstractmethod
     def job_worker(

@@ -95,7 +95,7 @@ class DockerProvider(Provider):
             raise self._translate(exc) from exc
         except requests.exceptions.RequestException as exc:
             raise EngineUnavailable(
-                f"the Docker engine at {self.base_url} does not answer ({exc}); {_START_HINT}"
+                f"the Docker engine at {self.base_url} does not respond ({exc}); {_START_HINT}"
             ) from exc
 
     def _translate(self, exc: docker.errors.DockerException) -> ProviderError:
@@ -423,7 +423,7 @@ class DockerStepProcess(StepProcess):
                 f"waiting for container {self.container_id[:12]} failed: {exc}") from exc
         if result.get("StatusCode") == 0:
             return ExitStatus(exit_code=0)
-        # A failure may be an OOM kill of any process of the step: only inspect says.
+        # A failure may be an OOM kill of any process of the step, which only inspect reports.
         info = await provider.call(api.inspect_container, self.container_id)
         state = info["State"]
         return ExitStatus(exit_code=int(state.get("ExitCode", -1)),
