@@ -47,6 +47,45 @@ class DockerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = ""  # default: $DOCKER_HOST or unix:///var/run/docker.sock
 
 
+class NodeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One Docker engine the scheduler places jobs on (a ``[[nodes]]`` table)."""
+
+    name: str
+    host: str  # unix:///var/run/docker.sock, tcp://host:2376, ssh://user@host
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    cpu: str = ""  # capacity override (cores: "8", "7500m"); default: read from the engine
+    memory: str = ""  # capacity override ("16G"); default: read from the engine
+    reserve_cpu: str = ""  # kept free for the engine and other work ("1", "500m")
+    reserve_memory: str = ""  # ("2G")
+    max_jobs: int = 0  # jobs at once; 0: the engine's CPU count
+    tls_ca: str = ""  # tcp:// with TLS: CA certificate file to verify the engine
+    tls_cert: str = ""  # client certificate and key files
+    tls_key: str = ""
+    tls_verify: bool = True
+
+
+class PoolSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    policy: str = ""  # the pool's own policy; default: scheduling.policy
+    backfill: bool | None = None
+
+
+class SchedulingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    policy: str = "fifo"  # fifo, binpack or spread
+    backfill: bool = False  # binpack and spread: later jobs run beside a waiting large one
+    aging_interval: str = "1m"  # each interval waited raises a job's priority by one
+    default_cpu: str = ""  # request of a job without resources.cpu; "": none
+    default_memory: str = ""  # request of a job without resources.memory; "": none
+    probe_interval: str = "5s"  # how often each node's engine is asked for health and capacity
+    breaker_error_rate: float = 0.5  # failed share of recent calls that opens a node's breaker
+    breaker_window: int = 10  # recent calls counted
+    breaker_min_calls: int = 3  # calls needed before the rate counts
+    breaker_open_for: str = "30s"  # then one probe decides (half-open)
+    node_lost_after: str = "30s"  # a node that does not respond's jobs end failed node_lost after this
+    # Pools: nodes with the label pool=<name>; jobs with runs_on {pool: <name>} use
+    # the pool's policy.
+    pools: dict[str, PoolSettings] = msgspec.field(default_factory=dict)
+
+
 class RetentionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_age: str = "30d"  # logs and workspaces of runs older than this are removed
     max_runs_per_pipeline: int = 200  # keep logs of this many newest runs per pipeline
@@ -61,10 +100,25 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     runs: RunSettings = msgspec.field(default_factory=RunSettings)
     docker: DockerSettings = msgspec.field(default_factory=DockerSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    scheduling: SchedulingSettings = msgspec.field(default_factory=SchedulingSettings)
+    # Empty: one node, the engine of docker.host (or the local host with runs.executor=local).
+    nodes: list[NodeSettings] = msgspec.field(default_factory=list)
 
     # Values in the units the code uses.
     def seconds(self, value: str) -> float:
         return _duration_with_days(value)
+
+    @staticmethod
+    def cpu_millis(value: str) -> int:
+        """Millicores of a configured CPU amount; 0 for an empty value."""
+        from cicd.pipeline.quantities import parse_cpu
+
+        return parse_cpu(value) if value else 0
+
+    @staticmethod
+    def memory_bytes(value: str) -> int:
+        """Bytes of a configured memory size; 0 for an empty value."""
+        return parse_memory(value) if value else 0
 
     @property
     def log_limit_bytes(self) -> int:
@@ -79,8 +133,11 @@ def _duration_with_days(text: str) -> float:
 
 
 _DURATION_KEYS = {("runs", "grace"), ("runs", "shutdown_grace"), ("retention", "max_age"),
-                  ("retention", "interval"), ("retention", "reaper_interval")}
+                  ("retention", "interval"), ("retention", "reaper_interval"),
+                  ("scheduling", "aging_interval"), ("scheduling", "probe_interval"),
+                  ("scheduling", "breaker_open_for"), ("scheduling", "node_lost_after")}
 _SIZE_KEYS = {("storage", "log_limit"), ("retention", "max_total_log_size")}
+_POLICIES = ("fifo", "binpack", "spread")
 
 
 def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None = None,
@@ -95,10 +152,13 @@ def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None 
             raise UsageError(f"configuration file {path} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"configuration file {path} is not valid TOML: {exc}") from None
-    fields = {name: getattr(Settings(), name) for name in Settings.__struct_fields__}
+    fields = {name: getattr(Settings(), name) for name in Settings.__struct_fields__
+              if name != "nodes"}
     for section, defaults in fields.items():
         for key in type(defaults).__struct_fields__:
             variable = f"CICD_{section}_{key}".upper()
+            if isinstance(getattr(defaults, key), dict):
+                continue  # tables are set in the file only
             if variable in environ:
                 data.setdefault(section, {})[key] = _from_env(
                     environ[variable], getattr(defaults, key), variable)
@@ -106,6 +166,9 @@ def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None 
         if value is None:
             continue
         section, _, key = dotted.partition(".")
+        if not key:
+            data[section] = value  # a whole section or list, such as "nodes"
+            continue
         data.setdefault(section, {})[key] = value
     try:
         settings = msgspec.convert(data, Settings)
@@ -119,6 +182,11 @@ def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None 
 def _from_env(text: str, default: object, variable: str) -> object:
     if isinstance(default, bool):
         return text.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"{variable}={text!r}: expected a number") from None
     if isinstance(default, int):
         try:
             return int(text)
@@ -148,3 +216,58 @@ def _check_units(settings: Settings, path: str | None) -> None:
         raise UsageError(f"runs.executor = {settings.runs.executor!r}: expected docker or local")
     if settings.runs.intake_size < 1 or settings.runs.per_tenant_runs < 1:
         raise UsageError("runs.intake_size and runs.per_tenant_runs must be at least 1")
+    _check_scheduling(settings)
+
+
+def _check_scheduling(settings: Settings) -> None:
+    from cicd.pipeline.quantities import parse_cpu
+
+    scheduling = settings.scheduling
+    if scheduling.policy not in _POLICIES:
+        raise UsageError(f"scheduling.policy = {scheduling.policy!r}: expected fifo, binpack "
+                         "or spread")
+    for pool, pool_settings in scheduling.pools.items():
+        if pool_settings.policy and pool_settings.policy not in _POLICIES:
+            raise UsageError(f"scheduling.pools.{pool}.policy = {pool_settings.policy!r}: "
+                             "expected fifo, binpack or spread")
+    if not 0 < scheduling.breaker_error_rate <= 1:
+        raise UsageError(f"scheduling.breaker_error_rate = {scheduling.breaker_error_rate}: "
+                         "expected a share above 0 and at most 1, like 0.5")
+    if scheduling.breaker_window < 1 or not 1 <= scheduling.breaker_min_calls:
+        raise UsageError("scheduling.breaker_window and breaker_min_calls must be at least 1")
+    for key, parse in (("default_cpu", parse_cpu), ("default_memory", parse_memory)):
+        value = getattr(scheduling, key)
+        if value:
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise UsageError(f"scheduling.{key} = {value!r}: {exc}") from None
+    seen: set[str] = set()
+    for position, node in enumerate(settings.nodes):
+        where = f"nodes[{position}] ({node.name!r})"
+        if not node.name or node.name in seen:
+            raise UsageError(f"{where}: each node needs a name of its own")
+        seen.add(node.name)
+        if not node.host.startswith(("unix://", "tcp://", "ssh://", "npipe://")):
+            raise UsageError(f"{where}: host = {node.host!r}: expected unix://PATH, "
+                             "tcp://HOST:PORT or ssh://USER@HOST")
+        for key in ("cpu", "reserve_cpu"):
+            value = getattr(node, key)
+            if value:
+                try:
+                    parse_cpu(value)
+                except ValueError as exc:
+                    raise UsageError(f"{where}: {key} = {value!r}: {exc}") from None
+        for key in ("memory", "reserve_memory"):
+            value = getattr(node, key)
+            if value:
+                try:
+                    parse_memory(value)
+                except ValueError as exc:
+                    raise UsageError(f"{where}: {key} = {value!r}: {exc}") from None
+        if node.max_jobs < 0:
+            raise UsageError(f"{where}: max_jobs = {node.max_jobs}: expected 0 or more")
+        for path_key in ("tls_ca", "tls_cert", "tls_key"):
+            value = getattr(node, path_key)
+            if value and not Path(value).is_file():
+                raise UsageError(f"{where}: {path_key} = {value!r}: no such file")

@@ -46,3 +46,39 @@ def test_invalid_configuration_named(tmp_path: Path, text: str, message: str) ->
 def test_invalid_environment_value() -> None:
     with pytest.raises(UsageError, match="CICD_SERVER_PORT='http': expected a whole number"):
         load_settings(environ={"CICD_SERVER_PORT": "http"})
+
+
+def test_nodes_and_scheduling_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "cicd.toml"
+    path.write_text('[scheduling]\npolicy = "binpack"\nbackfill = true\n'
+                    '[scheduling.pools.fast]\npolicy = "spread"\n'
+                    '[[nodes]]\nname = "a"\nhost = "unix:///run/a.sock"\n'
+                    'labels = { pool = "fast" }\ncpu = "4"\nreserve_memory = "1G"\n'
+                    '[[nodes]]\nname = "b"\nhost = "ssh://ci@builder"\n')
+    settings = load_settings(str(path), environ={"CICD_SCHEDULING_POLICY": "spread"})
+    assert settings.scheduling.policy == "spread"
+    assert settings.scheduling.pools["fast"].policy == "spread"
+    assert [node.name for node in settings.nodes] == ["a", "b"]
+    assert settings.nodes[0].labels == {"pool": "fast"}
+    assert settings.cpu_millis(settings.nodes[0].cpu) == 4000
+    assert settings.memory_bytes(settings.nodes[0].reserve_memory) == 1_000_000_000
+    assert settings.cpu_millis(settings.nodes[1].cpu) == 0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[scheduling]\npolicy = "random"\n', "scheduling.policy = 'random': expected fifo"),
+    ('[scheduling.pools.x]\npolicy = "lifo"\n', "scheduling.pools.x.policy = 'lifo'"),
+    ('[[nodes]]\nname = "a"\nhost = "http://a"\n', "host = 'http://a': expected unix://"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\n[[nodes]]\nname = "a"\nhost = "unix:///b"\n',
+     "nodes[1] ('a'): each node needs a name of its own"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\ncpu = "lots"\n', "nodes[0] ('a'): cpu = 'lots'"),
+    ('[[nodes]]\nname = "a"\nhost = "tcp://a:2376"\ntls_ca = "/missing/ca.pem"\n',
+     "tls_ca = '/missing/ca.pem': no such file"),
+    ('[scheduling]\nbreaker_error_rate = 1.5\n', "breaker_error_rate = 1.5"),
+])
+def test_invalid_scheduling_settings(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "cicd.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as caught:
+        load_settings(str(path), environ={})
+    assert message in str(caught.value)

@@ -89,6 +89,14 @@ class RunServiceProtocol(Protocol):
 
     def nodes(self) -> list[NodeInfo]: ...
 
+    def node_info(self, name: str) -> NodeInfo:
+        """Return one node; raises NotFoundError for an unknown name."""
+        ...
+
+    async def cordon_node(self, name: str, *, cordoned: bool, drain: bool = False) -> NodeInfo:
+        """Cordon (with ``drain``: drain) or uncordon a node and return it."""
+        ...
+
     def metrics_text(self) -> str:
         """Return the metrics in the Prometheus text exposition format (version 0.0.4)."""
         ...

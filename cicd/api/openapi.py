@@ -130,6 +130,7 @@ def _shared_parameters() -> Schema:
         "RunId": _path("run_id", "The run's id."),
         "JobId": _path("job_id", "The job's id within the run."),
         "Step": _path("step", "The step's 1-based index within the job, or its name."),
+        "NodeName": _path("name", "The node's name, as listed by GET /api/v1/nodes."),
         "DeadLetterId": {
             "name": "dead_letter_id", "in": "path", "required": True,
             "description": "The dead letter's id, as listed by GET /api/v1/dead-letters.",
@@ -374,6 +375,34 @@ def _event_and_system_paths() -> Schema:
                 {"200": _json("The nodes.", {"type": "array", "items": _ref("NodeInfo")})},
             ),
         },
+        "/api/v1/nodes/{name}": {
+            "get": _operation(
+                "getNode", "One node: capacity, allocation, jobs, labels, breaker", "server",
+                {"200": _json("The node.", _ref("NodeInfo"))},
+                errors=(404,), parameters=[_param("NodeName")],
+            ),
+        },
+        "/api/v1/nodes/{name}/cordon": {
+            "post": _operation(
+                "cordonNode", "Take no new jobs on the node; running jobs go on", "server",
+                {"200": _json("The node.", _ref("NodeInfo"))},
+                errors=(404,), parameters=[_param("NodeName")],
+            ),
+        },
+        "/api/v1/nodes/{name}/drain": {
+            "post": _operation(
+                "drainNode", "Cordon the node; it shows drained once its jobs ended", "server",
+                {"200": _json("The node.", _ref("NodeInfo"))},
+                errors=(404,), parameters=[_param("NodeName")],
+            ),
+        },
+        "/api/v1/nodes/{name}/uncordon": {
+            "post": _operation(
+                "uncordonNode", "Let the node take jobs again", "server",
+                {"200": _json("The node.", _ref("NodeInfo"))},
+                errors=(404,), parameters=[_param("NodeName")],
+            ),
+        },
         "/api/v1/openapi.json": {
             "get": _operation(
                 "getOpenApi", "This document", "server",
@@ -406,7 +435,10 @@ def _event_and_system_paths() -> Schema:
 
 def openapi_document() -> Schema:
     """Build the OpenAPI 3.1 document as a dict."""
-    return {
+    # The browser console's routes are described beside them, in cicd.api.console.
+    from cicd.api.console import add_console_routes
+
+    return add_console_routes({
         "openapi": "3.1.0",
         "info": {
             "title": "cicd API",
@@ -417,7 +449,7 @@ def openapi_document() -> Schema:
             **_run_paths(), **_log_paths(), **_dead_letter_paths(), **_event_and_system_paths(),
         },
         "components": _components(),
-    }
+    })
 
 
 def openapi_json() -> bytes:

@@ -56,6 +56,33 @@ async def nodes() -> Response:
     return json_response(current_service().nodes())
 
 
+@system.get("/api/v1/nodes/<name>")
+async def node(name: str) -> Response:
+    Query(request.args, ())
+    return json_response(current_service().node_info(name))
+
+
+@system.post("/api/v1/nodes/<name>/cordon")
+async def cordon(name: str) -> Response:
+    """Take no new jobs on the node; running jobs go on."""
+    Query(request.args, ())
+    return json_response(await current_service().cordon_node(name, cordoned=True))
+
+
+@system.post("/api/v1/nodes/<name>/drain")
+async def drain(name: str) -> Response:
+    """Cordon the node and report it drained once its running jobs ended."""
+    Query(request.args, ())
+    return json_response(await current_service().cordon_node(name, cordoned=True, drain=True))
+
+
+@system.post("/api/v1/nodes/<name>/uncordon")
+async def uncordon(name: str) -> Response:
+    """Let the node take jobs again."""
+    Query(request.args, ())
+    return json_response(await current_service().cordon_node(name, cordoned=False))
+
+
 @system.get("/api/v1/openapi.json")
 async def openapi() -> Response:
     return Response(current_state().openapi, status=200, content_type=JSON)

@@ -197,3 +197,33 @@ def remote_logs(args: argparse.Namespace, url: str) -> int:
                     "GET", f"/runs/{document.id}/jobs/{job.id}/steps/{step.index}/log").content)
     out.flush()
     return 0
+
+
+def nodes_command(args: argparse.Namespace) -> int:
+    """List the server's nodes, or cordon, drain or uncordon one."""
+    from cicd.orchestration.documents import NodeInfo
+
+    client = Client(_require_server(args))
+    if args.command != "nodes":
+        node = msgspec.json.decode(
+            client.request("POST", f"/nodes/{args.name}/{args.command}").content, type=NodeInfo)
+        print(f"node {node.name}: {node.state} ({node.running_jobs} jobs running)")
+        return 0
+    nodes = msgspec.json.decode(client.request("GET", "/nodes").content, type=list[NodeInfo])
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(nodes).decode() + "\n")
+        return 0
+    from cicd.scheduling.cluster import format_bytes, format_cpu
+
+    print(f"{'NODE':<16} {'STATE':<12} {'BREAKER':<10} {'CPU':<14} {'MEMORY':<18} "
+          f"{'JOBS':<6} LABELS")
+    for node in nodes:
+        cpu = f"{format_cpu(node.allocated_cpu_millis)}/{format_cpu(node.cpu_millis)}"
+        memory = (f"{format_bytes(node.allocated_memory_bytes)}/"
+                  f"{format_bytes(node.memory_bytes)}")
+        labels = ",".join(f"{k}={v}" for k, v in sorted(node.labels.items())) or "-"
+        print(f"{node.name:<16} {node.state:<12} {node.breaker:<10} {cpu:<14} {memory:<18} "
+              f"{node.running_jobs:<6} {labels}")
+        if node.message:
+            print(f"  {node.message}")
+    return 0

@@ -78,7 +78,13 @@ def print_document(document: RunDocument) -> None:
         reason = f"  {job.reason}" if job.reason else ""
         if job.message:
             reason += f": {job.message}"
-        print(f"  {job.id:<20} {job.state:<10} {format_duration_ms(job.duration_ms):>8}{reason}")
+        if job.state == "pending" and job.wait_reason:
+            reason = f"  waits ({job.wait_reason}): {job.wait_message}"
+        where = f"  on {job.node}" if job.node else ""
+        if job.attempt > 1:
+            where += f", attempt {job.attempt}"
+        print(f"  {job.id:<20} {job.state:<10} {format_duration_ms(job.duration_ms):>8}"
+              f"{where}{reason}")
         for step in job.steps:
             code = "" if step.exit_code is None else f"exit {step.exit_code}"
             print(f"    {step.index:>2}. {step.name[:40]:<40} {step.state:<10} {code:<8}"

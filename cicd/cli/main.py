@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grace", type=_seconds, default=10.0,
                      help="seconds between SIGTERM and SIGKILL when a step is stopped (default 10)")
     run.add_argument("--db", help=db_help)
+    run.add_argument("--config", metavar="FILE",
+                     help="server configuration whose [[nodes]] and [scheduling] to use "
+                     "(default: the local engine as the only node)")
     run.add_argument("--report", metavar="FILE", help="write the run document as JSON to FILE")
     run.add_argument("--no-color", action="store_true", help="never colour the output")
     run.add_argument("-q", "--quiet", action="store_true", help="do not print step output live")
@@ -79,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", help="rerun the jobs of a run that did not succeed")
     retry.add_argument("run", help="run id")
     retry.add_argument("--server", help=server_help)
+
+    nodes = sub.add_parser("nodes", help="list a server's nodes: capacity, jobs, breaker")
+    nodes.add_argument("--server", help=server_help)
+    nodes.add_argument("--json", action="store_true", help="print JSON")
+    for action, text in (("cordon", "take no new jobs on a node; running jobs go on"),
+                         ("drain", "cordon a node; it shows drained once its jobs ended"),
+                         ("uncordon", "let a cordoned or drained node take jobs again")):
+        node_action = sub.add_parser(action, help=text)
+        node_action.add_argument("name", help="node name, as `cicd nodes` lists it")
+        node_action.add_argument("--server", help=server_help)
 
     rebuild = sub.add_parser(
         "rebuild-projections",
@@ -157,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from cicd.cli import maintenance
 
             return int(getattr(maintenance, args.command.replace("-", "_") + "_command")(args))
+        if args.command in ("nodes", "cordon", "drain", "uncordon"):
+            from cicd.cli import client
+
+            return client.nodes_command(args)
         if args.command in ("submit", "cancel", "retry"):
             from cicd.cli import client
 

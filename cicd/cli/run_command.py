@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -23,6 +24,10 @@ from cicd.workers.base import Provider
 from cicd.workers.docker import DockerProvider
 from cicd.workers.labels import owner_id
 from cicd.workers.local import LocalProvider
+
+if TYPE_CHECKING:
+    from cicd.config import Settings
+    from cicd.scheduling.cluster import Cluster
 
 logger = logging.getLogger("cicd.cli")
 
@@ -42,7 +47,14 @@ def run_command(args: argparse.Namespace) -> int:
     printer = None if args.quiet else LivePrinter(colour=False if args.no_color else None)
     request = RunRequest(pipeline=pipeline, pipeline_yaml=pipeline_yaml, source_dir=str(source),
                          parallel=args.parallel, grace=args.grace, owner=owner_id())
-    return trio.run(_run, request, args.executor, db_path, printer, args.report)
+    settings = None
+    if args.config:
+        from cicd.config import load_settings
+
+        settings = load_settings(args.config)
+        if not settings.nodes:
+            settings = None  # no [[nodes]]: the local engine, as without --config
+    return trio.run(_run, request, args.executor, db_path, printer, args.report, settings)
 
 
 async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provider:
@@ -63,10 +75,29 @@ async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provid
         raise exc
 
 
+async def _configured_cluster(settings: Settings, request: RunRequest) -> Cluster:
+    """The nodes of ``settings``, each probed once for its health and capacity."""
+    from cicd.server.nodes import build_cluster, probe_node
+
+    cluster = build_cluster(settings, request.owner)
+    async with trio.open_nursery() as nursery:
+        for node in cluster.nodes.values():
+            nursery.start_soon(probe_node, cluster, node, request.owner)
+    for node in cluster.nodes.values():
+        if not node.takes_work:
+            print(f"cicd: node {node.name} is {node.state}: {node.message}", file=sys.stderr)
+    return cluster
+
+
 async def _run(request: RunRequest, executor: str, db_path: Path, printer: LivePrinter | None,
-               report: str | None) -> int:
+               report: str | None, settings: Settings | None = None) -> int:
     stop = StopRequest()
-    provider = await _choose_provider(executor, printer)
+    cluster = None
+    if settings is not None:
+        cluster = await _configured_cluster(settings, request)
+        provider = next(iter(cluster.nodes.values())).provider
+    else:
+        provider = await _choose_provider(executor, printer)
     store = EventStore(db_path)
     interrupted = False
     try:
@@ -94,11 +125,14 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
                 # Housekeeping of earlier runs goes on beside this run: it touches only
                 # the objects and runs of dead processes.
                 chores.start_soon(_clean_earlier_runs, store, provider, db_path)
-                summary = await _execute(store, provider, printer, stop, request)
+                summary = await _execute(store, provider, printer, stop, request, cluster,
+                                         settings)
             watcher.cancel()
             await store.close()
     finally:
-        await provider.aclose()
+        for node_provider in ({provider} if cluster is None else
+                              {node.provider for node in cluster.nodes.values()}):
+            await node_provider.aclose()
 
     document = await trio.to_thread.run_sync(_load_document, db_path, request.run_id)
     _print_summary(document, printer)
@@ -110,8 +144,17 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
 
 
 async def _execute(store: EventStore, provider: Provider, printer: LivePrinter | None,
-                   stop: StopRequest, request: RunRequest) -> RunSummary:
-    engine = RunEngine(store, provider, printer=printer, stop=stop)
+                   stop: StopRequest, request: RunRequest, cluster: Cluster | None = None,
+                   settings: Settings | None = None) -> RunSummary:
+    if settings is None:
+        engine = RunEngine(store, provider, printer=printer, stop=stop)
+    else:
+        scheduling = settings.scheduling
+        engine = RunEngine(
+            store, provider, printer=printer, stop=stop, cluster=cluster,
+            default_request=(settings.cpu_millis(scheduling.default_cpu),
+                             settings.memory_bytes(scheduling.default_memory)),
+            node_lost_after=settings.seconds(scheduling.node_lost_after))
     finished = False
     try:
         summary = await engine.execute(request)
@@ -121,12 +164,15 @@ async def _execute(store: EventStore, provider: Provider, printer: LivePrinter |
         with trio.CancelScope(shield=True):
             # Every worker removes what it created; the sweep by label is for when
             # that may not have happened.
-            if isinstance(provider, DockerProvider) and (
-                    not finished or request.run_id in provider.unclean_runs):
-                from cicd.workers.cleanup import remove_run_objects
+            providers = [provider] if cluster is None else [
+                node.provider for node in cluster.nodes.values() if node.takes_work]
+            for each in providers:
+                if isinstance(each, DockerProvider) and (
+                        not finished or request.run_id in each.unclean_runs):
+                    from cicd.workers.cleanup import remove_run_objects
 
-                with trio.move_on_after(120):
-                    await remove_run_objects(provider, request.run_id)
+                    with trio.move_on_after(120):
+                        await remove_run_objects(each, request.run_id)
             await store.flush()
 
 

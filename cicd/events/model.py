@@ -74,6 +74,8 @@ class RunRequested(Event, frozen=True, kw_only=True, tag="RunRequested"):
     pipeline_path: str = ""
     # host:pid of the `cicd run` process that runs it ("" for a server's runs).
     owner: str = ""
+    # The run's priority when waiting for nodes; None: the pipeline's ``priority``.
+    priority: int | None = None
 
 
 class SourceResolved(Event, frozen=True, kw_only=True, tag="SourceResolved"):
@@ -139,6 +141,44 @@ class AssignmentCreated(_JobEvent, frozen=True, kw_only=True, tag="AssignmentCre
 
     node: str
     assignment_id: str = ""
+
+
+class OfferCreated(_JobEvent, frozen=True, kw_only=True, tag="OfferCreated"):
+    """A runnable job entered the scheduler's queue with its request."""
+
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    labels: dict[str, str] = {}
+    priority: int = 0
+
+
+class AssignmentRejected(_JobEvent, frozen=True, kw_only=True, tag="AssignmentRejected"):
+    """The scheduler could not place a job: it waits (``final`` false) or never fits."""
+
+    reason: str  # capacity, labels, tenant_limit, node_unavailable, queue_blocked, ...
+    message: str = ""
+    final: bool = False
+
+
+class JobRetried(_JobEvent, frozen=True, kw_only=True, tag="JobRetried"):
+    """A failed job starts again as the pipeline's ``retry`` asks; its steps start over."""
+
+    attempt: int  # 2 for the first retry
+    reason: str  # the cause of the failure retried, such as node_lost
+    previous_node: str = ""
+
+
+class CapacityUpdated(Event, frozen=True, kw_only=True, tag="CapacityUpdated"):
+    """A node's capacity or state changed. ``run_id`` is empty: it concerns no run."""
+
+    node: str
+    cpu_millis: int
+    memory_bytes: int
+    state: str = "ready"
+    allocated_cpu_millis: int = 0
+    allocated_memory_bytes: int = 0
+    cordoned: bool = False  # set by an operator; kept across restarts
+    draining: bool = False
 
 
 class JobStarted(_JobEvent, frozen=True, kw_only=True, tag="JobStarted"):
@@ -241,7 +281,11 @@ AnyEvent = Union[
     RunFailed,
     RunCancelled,
     JobRequested,
+    OfferCreated,
     AssignmentCreated,
+    AssignmentRejected,
+    JobRetried,
+    CapacityUpdated,
     JobStarted,
     JobCompleted,
     JobFailed,
@@ -272,13 +316,17 @@ def decode_event(data: bytes | str) -> Event:
 __all__ = [
     "AnyEvent",
     "AssignmentCreated",
+    "AssignmentRejected",
+    "CapacityUpdated",
     "JobCancelled",
     "JobCompleted",
     "JobFailed",
     "JobRequested",
+    "JobRetried",
     "JobSkipped",
     "JobStarted",
     "LogsPruned",
+    "OfferCreated",
     "RunCancelled",
     "RunCompleted",
     "RunFailed",

@@ -33,6 +33,9 @@ class JobContext(msgspec.Struct, kw_only=True):
     tenant_id: str = "default"
     grace: float = 10.0
     log_limit: int | None = None  # bytes kept per step; None keeps everything
+    # node_lost(node): after an engine error, tell whether the node stopped answering;
+    # the job then ends failed with reason node_lost.
+    node_lost: Callable[[str], Awaitable[bool]] | None = None
 
 
 class ResumePoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +52,7 @@ class JobResult(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str
     state: State
     reason: str = ""
+    retry: bool = False  # the job ended failed and starts again (a new attempt)
 
 
 def step_environment(ctx: JobContext, job: Job, step_index: int, workspace: str) -> dict[str, str]:
@@ -93,7 +97,8 @@ async def run_job(
         if resume is not None:
             await worker.adopt()
             return await _run_steps(ctx, job, worker, emit=emit, store=store, printer=printer,
-                                    stop=stop, job_deadline=job_deadline, base=base, resume=resume)
+                                    stop=stop, job_deadline=job_deadline, base=base, resume=resume,
+                                    node=node)
         if stop.requested:
             await emit(ev.JobCancelled(**base, reason=stop.reason))
             return JobResult(job_id=job.id, state=State.CANCELLED, reason=stop.reason)
@@ -102,15 +107,16 @@ async def run_job(
             with trio.move_on_at(job_deadline) as prepare_scope:
                 await worker.prepare()
         except ProviderError as exc:
+            reason = await _lost_or(ctx, node, _reason_of(exc))
             return await _fail_before_steps(ctx, job, emit, base, State.FAILED,
-                                            _reason_of(exc), str(exc), printer)
+                                            reason, str(exc), printer)
         if prepare_scope.cancelled_caught:
             return await _fail_before_steps(ctx, job, emit, base, State.TIMED_OUT, "timeout",
                                             "the job's timeout expired while preparing it", printer)
         await emit(ev.WorkerCreated(**base, worker=worker.id, provider=node, node=node,
                                     image=job.image))
         return await _run_steps(ctx, job, worker, emit=emit, store=store, printer=printer,
-                                stop=stop, job_deadline=job_deadline, base=base)
+                                stop=stop, job_deadline=job_deadline, base=base, node=node)
     finally:
         with trio.CancelScope(shield=True):
             await worker.close()
@@ -119,7 +125,8 @@ async def run_job(
 
 async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit, store: object,
                      printer: LivePrinter | None, stop: StopRequest, job_deadline: float,
-                     base: dict[str, Any], resume: ResumePoint | None = None) -> JobResult:
+                     base: dict[str, Any], resume: ResumePoint | None = None,
+                     node: str = "") -> JobResult:
     job_state = State.SUCCEEDED
     job_reason = ""
     job_message = ""
@@ -180,6 +187,8 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
             continue
         job_state = outcome.state
         job_reason = outcome.reason if outcome.state is not State.CANCELLED else stop.reason
+        if job_state is State.FAILED:
+            job_reason = await _lost_or(ctx, node, job_reason)
         job_message = f"step {step.display_name!r}: {outcome.message}" if outcome.message else ""
 
     if job_state is State.SUCCEEDED:
@@ -212,6 +221,16 @@ async def _work_ahead_quietly(worker: JobWorker, next_spec: StepSpec | None) -> 
         await worker.work_ahead(next_spec)
     except CicdError as exc:
         logger.debug("work ahead of worker %s failed: %s", worker.id, exc)
+
+
+_ENGINE_REASONS = frozenset({"engine_unavailable", ProviderError.code})
+
+
+async def _lost_or(ctx: JobContext, node: str, reason: str) -> str:
+    """Return ``node_lost`` when an engine error came from a node that stopped answering."""
+    if reason in _ENGINE_REASONS and ctx.node_lost is not None and await ctx.node_lost(node):
+        return "node_lost"
+    return reason
 
 
 def _reason_of(exc: CicdError) -> str:

@@ -33,6 +33,11 @@ class JobDocument(msgspec.Struct, kw_only=True):
     message: str = ""
     node: str = ""
     worker: str = ""
+    # Why a pending job has not started: capacity, labels, tenant_limit,
+    # node_unavailable (cordoned or broken nodes), queue_blocked or reserved.
+    wait_reason: str = ""
+    wait_message: str = ""
+    attempt: int = 1  # 2 and up after a retry
     started_at: str | None = None
     finished_at: str | None = None
     duration_ms: int | None = None
@@ -79,6 +84,7 @@ class SubmitRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pipeline_path: str | None = None  # default .cicd.yml when pipeline_yaml is absent
     run_id: str | None = None  # client-chosen id: submitting it again returns the same run
     tenant: str = "default"
+    priority: int | None = None  # -1000 to 1000; default: the pipeline's priority
     trigger: str = "api"
 
 
@@ -115,12 +121,25 @@ class EventPage(msgspec.Struct, kw_only=True):
 
 
 class NodeInfo(msgspec.Struct, kw_only=True):
+    """One node (a Docker engine, or the local host) as the scheduler sees it."""
+
     name: str
-    kind: str
+    kind: str  # docker or local
     address: str
-    state: str  # ready, unavailable
-    slots: int
-    running_jobs: int
+    state: str  # ready, unavailable, fencing, cordoned, draining, drained
+    labels: dict[str, str] = {}
+    cpu_millis: int = 0  # capacity used for placement
+    memory_bytes: int = 0
+    reserved_cpu_millis: int = 0  # kept free
+    reserved_memory_bytes: int = 0
+    allocated_cpu_millis: int = 0  # requests of the jobs placed there
+    allocated_memory_bytes: int = 0
+    running_jobs: int = 0
+    max_jobs: int = 0  # jobs it runs at once
+    jobs: list[str] = []  # "run_id/job_id" of each job placed there
+    breaker: str = "closed"  # closed, open, half_open
+    cordoned: bool = False
+    draining: bool = False
     message: str = ""
 
 

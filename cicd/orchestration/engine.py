@@ -4,8 +4,8 @@ Three contexts cooperate as tasks of one nursery, linked by bounded channels:
 
 - orchestration (this module) releases jobs whose needs have passed into the
   ``runnable`` channel, and reads job results from the ``finished`` channel;
-- scheduling (:class:`~cicd.scheduling.dispatcher.Dispatcher`) places each
-  runnable job on a node when a slot is free;
+- scheduling (:class:`~cicd.scheduling.dispatcher.Dispatcher`) queues each
+  runnable job in the cluster and starts it on the node it is placed on;
 - execution (:func:`~cicd.execution.job.run_job`) runs the job's steps on a
   worker from the node's provider.
 
@@ -33,8 +33,10 @@ from cicd.execution.output import LivePrinter
 from cicd.orchestration.plan import RunPlan
 from cicd.orchestration.states import State
 from cicd.pipeline import Job, Pipeline
-from cicd.scheduling.dispatcher import Dispatcher, Node
-from cicd.storage.store import EventStore
+from cicd.scheduling.cluster import Cluster, NeverFits, single_node_cluster
+from cicd.scheduling.core import JobRequest
+from cicd.scheduling.dispatcher import Dispatcher
+from cicd.storage.store import DropLogChunks, EventStore
 from cicd.workers.base import Provider, SourceArchive
 
 logger = logging.getLogger("cicd.orchestration")
@@ -64,6 +66,7 @@ class RunRequest(msgspec.Struct, kw_only=True):
     parallel: int = msgspec.field(default_factory=lambda: os.cpu_count() or 1)
     grace: float = 10.0
     only_jobs: list[str] | None = None
+    priority: int | None = None  # the run's; None: the pipeline's ``priority``
     owner: str = ""  # host:pid of a `cicd run` process
     # The server writes RunRequested when it accepts the run; `cicd run` lets
     # execute() write it.
@@ -75,6 +78,8 @@ class RunResume(msgspec.Struct, kw_only=True):
 
     ended: dict[str, State]  # jobs that had ended, with their end state
     reattach: dict[str, ResumePoint]  # running jobs whose step container lives
+    nodes: dict[str, str] = {}  # reattached job -> the node it runs on
+    attempts: dict[str, int] = {}  # reattached job -> its attempt number, when above 1
     lost: dict[str, int]  # running jobs without a live container: job -> running step (0: none)
 
 
@@ -87,19 +92,24 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
 class RunEngine:
     def __init__(self, store: EventStore, provider: Provider, *,
                  printer: LivePrinter | None = None, stop: StopRequest | None = None,
-                 node: Node | None = None, log_limit: int | None = None,
-                 on_assigned: Callable[[float, str], None] | None = None) -> None:
+                 cluster: Cluster | None = None, log_limit: int | None = None,
+                 on_assigned: Callable[[float, str], None] | None = None,
+                 default_request: tuple[int, int] = (0, 0),
+                 node_lost_after: float = 30.0) -> None:
         self.on_assigned = on_assigned
         self.store = store
-        self.provider = provider
+        self.provider = provider  # the provider of a single-node cluster built per run
         self.printer = printer
         self.stop = stop or StopRequest()
-        self.node = node
+        self.cluster = cluster
+        self.default_request = default_request  # (millicores, bytes) of a job without resources
+        self.node_lost_after = node_lost_after
         self.log_limit = log_limit
         self.job_stops: dict[str, StopRequest] = {}
         self._plan: RunPlan | None = None
         self._base: dict[str, Any] = {}
         self._wake: trio.MemorySendChannel[object] | None = None
+        self.dispatcher: Dispatcher | None = None  # of the run being executed
 
     def pipeline_name(self, request: RunRequest) -> str:
         if request.pipeline_name:
@@ -139,13 +149,14 @@ class RunEngine:
         logger.info("run %s of pipeline %s %s with %d jobs", run_id, name,
                     "resumed" if resume else "started", len(pipeline.jobs))
 
+        cluster = self.cluster or single_node_cluster(self.provider, max_jobs=request.parallel)
         ctx = JobContext(run_id=run_id, pipeline=pipeline, pipeline_name=name,
                          tenant_id=request.tenant_id, grace=request.grace,
-                         log_limit=self.log_limit)
+                         log_limit=self.log_limit, node_lost=cluster.confirm_lost)
         source = SourceArchive(request.source_dir)
         plan = RunPlan(pipeline, only=request.only_jobs)
         self._plan = plan
-        node = self.node or Node(self.provider.name, request.parallel)
+        priority = pipeline.priority if request.priority is None else request.priority
         for job_id in pipeline.jobs:
             self.job_stops[job_id] = self.stop.child()
         if request.only_jobs is not None and resume is None:
@@ -156,28 +167,71 @@ class RunEngine:
         if resume is not None:
             await self._apply_resume(plan, resume, request.only_jobs)
 
-        async def start_job(job_id: str, node_name: str) -> JobResult:
+        def request_for(job_id: str) -> tuple[JobRequest, str]:
             job = pipeline.jobs[job_id]
-            worker = self.provider.job_worker(
+            cpu = job.resources.cpu_millis or self.default_request[0]
+            memory = job.resources.memory_bytes or self.default_request[1]
+            return JobRequest(
+                job_id=f"{run_id}/{job_id}", tenant=request.tenant_id,
+                cpu_millis=max(1, cpu), memory_bytes=memory, required_labels=job.runs_on,
+                priority=priority, runnable_at_ms=int(trio.current_time() * 1000),
+            ), job.runs_on.get("pool", "")
+
+        async def start_job(job_id: str, node_name: str, attempt: int) -> JobResult:
+            job = pipeline.jobs[job_id]
+            if resume is not None and job_id in resume.attempts:
+                attempt = resume.attempts.pop(job_id)
+            worker = cluster.provider(node_name).job_worker(
                 run_id=run_id, job_id=job_id, image=job.image,
                 cpu_millis=job.resources.cpu_millis, memory_bytes=job.resources.memory_bytes,
-                source=source, on_progress=self._progress,
+                source=source, on_progress=self._progress, attempt=attempt,
             )
             point = resume.reattach.get(job_id) if resume is not None else None
             try:
-                return await run_job(ctx, job, worker, emit=self._emit, store=self.store,
-                                     printer=self.printer, stop=self.job_stops[job_id],
-                                     node=node_name, resume=point)
+                result = await run_job(ctx, job, worker, emit=self._emit, store=self.store,
+                                       printer=self.printer, stop=self.job_stops[job_id],
+                                       node=node_name, resume=point)
             except CicdError as exc:
                 logger.error("job %s of run %s failed: %s", job_id, run_id, exc)
                 await self._emit(ev.JobFailed(**base, job=job_id, reason=exc.code,
                                               message=str(exc)))
                 return JobResult(job_id=job_id, state=State.FAILED, reason=exc.code)
+            finally:
+                if resume is not None:
+                    resume.reattach.pop(job_id, None)
+            retry = job.retry
+            if result.reason == "node_lost" and result.reason in retry.when \
+                    and attempt <= retry.max and not self.job_stops[job_id].requested:
+                logger.warning("job %s of run %s lost its node %s; attempt %d of %d follows",
+                               job_id, run_id, node_name, attempt + 1, retry.max + 1)
+                return JobResult(job_id=job_id, state=result.state, reason=result.reason,
+                                 retry=True)
+            return result
 
-        dispatcher = Dispatcher(node, run_id=run_id, tenant_id=request.tenant_id,
-                                emit=self._emit, start_job=start_job,
+        async def never_fits(job_id: str, exc: NeverFits) -> JobResult:
+            await self._end_unstarted(pipeline.jobs[job_id], ev.JobFailed(
+                **base, job=job_id, reason="unschedulable", message=f"{exc} [{exc.reason}]",
+                allowed=pipeline.jobs[job_id].allow_failure))
+            return JobResult(job_id=job_id, state=State.FAILED, reason="unschedulable")
+
+        async def before_retry(job_id: str, node_name: str, attempt: int) -> bool:
+            stop = self.job_stops[job_id]
+            await cluster.wait_lost_or_fenced(node_name, self.node_lost_after,
+                                              stopped=lambda: stop.requested)
+            if stop.requested:
+                return False
+            for step in pipeline.jobs[job_id].steps:
+                await self.store.append_log(DropLogChunks(run_id, job_id, step.index, 0, 2**62))
+            await self._emit(ev.JobRetried(**base, job=job_id, attempt=attempt,
+                                           reason="node_lost", previous_node=node_name))
+            return True
+
+        dispatcher = Dispatcher(cluster, run_id=run_id, tenant_id=request.tenant_id,
+                                emit=self._emit, start_job=start_job, request_for=request_for,
+                                never_fits=never_fits, before_retry=before_retry,
                                 on_assigned=self.on_assigned,
-                                assigned_before=set(resume.reattach) if resume else set())
+                                assigned_before=dict(resume.nodes) if resume else {})
+        self.dispatcher = dispatcher
         size = max(1, len(pipeline.jobs))
         runnable_send, runnable_receive = trio.open_memory_channel[str](size)
         finished_send, finished_receive = trio.open_memory_channel[object](2 * size + 1)
@@ -199,6 +253,7 @@ class RunEngine:
                     for job_id in plan.take_ready():
                         await runnable_send.send(job_id)
             await self._wake.aclose()
+        await cluster.flush_events(self._emit)
 
         state = plan.run_state(cancelled=self.stop.requested)
         if state is State.SUCCEEDED:
@@ -214,7 +269,7 @@ class RunEngine:
         return RunSummary(run_id=run_id, state=state, jobs=dict(plan.states))
 
     def _first_jobs(self, plan: RunPlan, resume: RunResume | None) -> list[str]:
-        # Jobs to take over go first, so they get node slots before new jobs.
+        # Jobs to take over go first, so they hold their nodes before new jobs queue.
         first = [] if resume is None else plan.take_released(list(resume.reattach))
         return first + plan.take_ready()
 
@@ -271,11 +326,11 @@ class RunEngine:
 
     async def _end_unstarted(self, job: Job, event: ev.Event) -> None:
         """Record the end of a job that never started: its steps first, then the job."""
-        what = type(event).__name__.removeprefix("Job").lower()
+        what = {"JobFailed": "the job failed before it started"}.get(
+            type(event).__name__, f"the job was {type(event).__name__[3:].lower()}")
         for step in job.steps:
             await self._emit(ev.StepSkipped(**self._base, job=job.id, step=step.index,
-                                            step_name=step.display_name,
-                                            reason=f"the job was {what}"))
+                                            step_name=step.display_name, reason=what))
         await self._emit(event)
 
     async def _emit(self, event: ev.Event) -> None:

@@ -37,11 +37,14 @@ def _thd_unfinished(conn: sqlite3.Connection) -> list[tuple[str, str]]:
         " AND COALESCE(json_extract(e.body, '$.owner'), '') = '' ORDER BY r.id")]
 
 
-def _thd_jobs(conn: sqlite3.Connection, run_id: str) -> list[tuple[str, str, int, int, int]]:
-    """Return (job, state, running step, stored log bytes of it, its last chunk seq)."""
+def _thd_jobs(conn: sqlite3.Connection,
+              run_id: str) -> list[tuple[str, str, int, int, int, str, int]]:
+    """Return (job, state, running step, stored log bytes of it, its last chunk seq, node,
+    attempt)."""
     jobs = []
-    for job_id, state in conn.execute(
-            "SELECT job_id, state FROM jobs WHERE run_id = ? ORDER BY position", (run_id,)):
+    for job_id, state, node, attempt in conn.execute(
+            "SELECT job_id, state, node, attempt FROM jobs WHERE run_id = ? ORDER BY position",
+            (run_id,)):
         row = conn.execute(
             "SELECT step FROM steps WHERE run_id = ? AND job_id = ? AND state = 'running'",
             (run_id, job_id)).fetchone()
@@ -52,7 +55,8 @@ def _thd_jobs(conn: sqlite3.Connection, run_id: str) -> list[tuple[str, str, int
                 "SELECT COALESCE(MAX(byte_offset + length(data)), 0), COALESCE(MAX(seq), 0)"
                 " FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?",
                 (run_id, job_id, step)).fetchone()
-        jobs.append((str(job_id), str(state), step, int(size), int(seq)))
+        jobs.append((str(job_id), str(state), step, int(size), int(seq), str(node),
+                     int(attempt)))
     return jobs
 
 
@@ -78,22 +82,30 @@ async def recover(service: RunService) -> list[str]:
         if state == "pending":
             logger.info("run %s was accepted before the restart; starting it", run_id)
             continue
-        try:
-            containers = await _step_containers(service.provider, run_id)
-        except CicdError as exc:
-            logger.warning("cannot list the containers of run %s (%s); its running jobs "
-                           "end server_restarted", run_id, exc)
-            containers = {}
         jobs = await service.readers.run(lambda conn, r=run_id: _thd_jobs(conn, r))
+        containers: dict[str, dict[tuple[str, int], str]] = {}
+        for node_name in {job[5] for job in jobs if job[1] == "running"}:
+            node = service.cluster.nodes.get(node_name)
+            if node is None:
+                continue
+            try:
+                containers[node_name] = await _step_containers(node.provider, run_id)
+            except CicdError as exc:
+                logger.warning("cannot list the containers of run %s on node %s (%s); its "
+                               "running jobs there end server_restarted", run_id, node_name, exc)
         resume = RunResume(ended={}, reattach={}, lost={})
-        for job_id, job_state, step, size, seq in jobs:
+        for job_id, job_state, step, size, seq, node_name, attempt in jobs:
             if State(job_state).terminal:
                 resume.ended[job_id] = State(job_state)
             elif job_state == "running":
-                container = containers.get((job_id, step)) if step else None
+                found = containers.get(node_name, {})
+                container = found.get((job_id, step)) if step else None
                 if container is not None:
                     resume.reattach[job_id] = ResumePoint(step=step, container_id=container,
                                                           log_size=size, last_seq=seq)
+                    resume.nodes[job_id] = node_name
+                    if attempt > 1:
+                        resume.attempts[job_id] = attempt
                 else:
                     resume.lost[job_id] = step
         logger.info("run %s was running before the restart: %d jobs reattached, %d lost",

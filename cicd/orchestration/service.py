@@ -44,7 +44,7 @@ from cicd.orchestration.documents import (
 )
 from cicd.orchestration.engine import RunEngine, RunRequest, RunResume, new_run_id
 from cicd.pipeline import Pipeline, parse_pipeline
-from cicd.scheduling.dispatcher import Node
+from cicd.scheduling.cluster import Cluster
 from cicd.storage import queries
 from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
@@ -61,22 +61,24 @@ _ACTIVE = ("pending", "running")
 
 class RunService:
     def __init__(self, settings: Settings, store: EventStore, readers: ReaderPool,
-                 provider: Provider, metrics: Metrics) -> None:
+                 cluster: Cluster, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
         self.readers = readers
-        self.provider = provider
+        self.cluster = cluster
+        # The first node's provider: its kind is the runs' executor.
+        self.provider: Provider = next(iter(cluster.nodes.values())).provider
         self.metrics = metrics
-        slots = settings.runs.max_parallel_jobs or os.cpu_count() or 1
-        self.node = Node(provider.name, slots)
+        scheduling = settings.scheduling
+        self.default_request = (settings.cpu_millis(scheduling.default_cpu),
+                                settings.memory_bytes(scheduling.default_memory))
+        self.node_lost_after = settings.seconds(scheduling.node_lost_after)
         self.grace = settings.seconds(settings.runs.grace)
         self.log_limit = settings.log_limit_bytes
         data_dir = settings.storage.data_dir or str(Path(store.path).parent / "workspaces")
         self.workspaces = Path(data_dir)
         self.accepting = False
         self.stopping = False  # set by shutdown: queued runs stay pending for the next start
-        self.node_state = "unknown"
-        self.node_message = ""
         self.engines: dict[str, RunEngine] = {}
         self.components: dict[str, str] = {"orchestration": "starting"}
         capacity = settings.runs.intake_size
@@ -145,8 +147,11 @@ class RunService:
             resume = self._resume.pop(run_id, None)
             if state is None or (state[0] not in _ACTIVE) or (resume is None and state[0] != "pending"):
                 return  # cancelled while it waited, or already ended
-            engine = RunEngine(self.store, self.provider, node=self.node, log_limit=self.log_limit,
-                               stop=StopRequest(), on_assigned=self._record_assignment)
+            engine = RunEngine(self.store, self.provider, cluster=self.cluster,
+                               log_limit=self.log_limit, stop=StopRequest(),
+                               on_assigned=self._record_assignment,
+                               default_request=self.default_request,
+                               node_lost_after=self.node_lost_after)
             self.engines[run_id] = engine
             try:
                 await self._execute(engine, event, resume)
@@ -176,7 +181,8 @@ class RunService:
         request = RunRequest(pipeline=pipeline, pipeline_yaml=event.pipeline_yaml,
                              source_dir=source_dir, run_id=run_id, pipeline_name=event.pipeline,
                              tenant_id=event.tenant_id, trigger=event.trigger, grace=self.grace,
-                             only_jobs=event.only_jobs, requested=True)
+                             only_jobs=event.only_jobs, priority=event.priority,
+                             requested=True)
         await engine.execute(request, resume)
 
     async def _pipeline_for(self, event: ev.RunRequested, source_dir: str) -> Pipeline:
@@ -202,25 +208,38 @@ class RunService:
         return event
 
     async def _remove_run_objects(self, run_id: str) -> None:
-        if isinstance(self.provider, DockerProvider):
-            from cicd.workers.cleanup import remove_run_objects
+        from cicd.workers.cleanup import remove_run_objects
 
+        for node in self.cluster.nodes.values():
+            provider = node.provider
+            if not isinstance(provider, DockerProvider) or node.lost_since is not None:
+                continue  # a lost node is fenced when it comes back
             with trio.move_on_after(120):
                 try:
-                    await remove_run_objects(self.provider, run_id)
+                    await remove_run_objects(provider, run_id)
                 except CicdError as exc:
-                    logger.warning("removing the objects of run %s failed: %s; the reaper "
-                                   "retries", run_id, exc)
+                    logger.warning("removing the objects of run %s on node %s failed: %s; the "
+                                   "reaper retries", run_id, node.name, exc)
 
     def _record_assignment(self, milliseconds: float, node: str) -> None:
-        self.metrics.assignment.record(milliseconds, {"policy": "fifo", "pool": node})
+        pool = self.cluster.nodes[node].labels.get("pool", node) if node in self.cluster.nodes \
+            else node
+        self.metrics.assignment.record(milliseconds, {"policy": self.cluster.policy.value,
+                                                      "pool": pool})
 
     # --- the API's calls --------------------------------------------------------------
 
     def readiness(self) -> dict[str, str]:
+        """Each component's state; ready when at least one node takes work."""
         states = dict(self.components)
-        states["docker" if self.provider.kind == "docker" else "executor"] = (
-            "ok" if self.node_state == "ready" else self.node_message or self.node_state)
+        nodes = list(self.cluster.nodes.values())
+        usable = [node for node in nodes if node.takes_work or node.state == "cordoned"]
+        name = "docker" if self.provider.kind == "docker" else "executor"
+        if usable:
+            states[name] = "ok"
+        else:
+            states[name] = "; ".join(f"{node.name}: {node.message or node.state}"
+                                     for node in nodes) or "no nodes"
         return states
 
     async def submit(self, request: SubmitRequest, *,
@@ -242,6 +261,8 @@ class RunService:
         if request.run_id is not None and not _RUN_ID.match(request.run_id):
             raise UsageError(f"run_id {request.run_id!r} must be 1 to 64 letters, digits, "
                              "'-' or '_'")
+        if request.priority is not None and not -1000 <= request.priority <= 1000:
+            raise UsageError(f"priority {request.priority} must be from -1000 to 1000")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
             raise UsageError("the Idempotency-Key header must be 1 to 255 characters")
         pipeline_yaml, pipeline_path, name = await self._check_pipeline(request)
@@ -259,6 +280,7 @@ class RunService:
                 jobs=[], executor=self.provider.kind, trigger=request.trigger,
                 idempotency_key=idempotency_key, source_kind="dir" if source.dir else "git",
                 source_ref=source.ref or "", pipeline_path=pipeline_path,
+                priority=request.priority,
             )
             run_id, created, number = await self.store.submit_run(event)
             if created:
@@ -436,12 +458,34 @@ class RunService:
                 await changed.wait()
 
     def nodes(self) -> list[NodeInfo]:
-        address = getattr(self.provider, "base_url", "local processes")
-        total = int(self.node.slots.total_tokens)
-        return [NodeInfo(name=self.provider.name, kind=self.provider.kind, address=address,
-                         state=self.node_state, slots=total,
-                         running_jobs=int(self.node.slots.borrowed_tokens),
-                         message=self.node_message)]
+        return [self.node_info(name) for name in self.cluster.nodes]
+
+    def node_info(self, name: str) -> NodeInfo:
+        try:
+            node = self.cluster.node(name)
+        except LookupError as exc:
+            raise NotFoundError(str(exc)) from None
+        cpu, memory = node.allocated
+        return NodeInfo(
+            name=node.name, kind=node.provider.kind,
+            address=getattr(node.provider, "base_url", "local processes"), state=node.state,
+            labels=dict(node.labels), cpu_millis=node.cpu_millis, memory_bytes=node.memory_bytes,
+            reserved_cpu_millis=node.reserved_cpu_millis,
+            reserved_memory_bytes=node.reserved_memory_bytes, allocated_cpu_millis=cpu,
+            allocated_memory_bytes=memory, running_jobs=len(node.allocations),
+            jobs=sorted(node.allocations), max_jobs=node.max_jobs, breaker=node.breaker.state,
+            cordoned=node.cordoned, draining=node.draining, message=node.message)
+
+    async def cordon_node(self, name: str, *, cordoned: bool, drain: bool = False) -> NodeInfo:
+        """Cordon, drain or uncordon a node; the change is recorded in the event log."""
+        try:
+            changed = self.cluster.cordon(name, cordoned=cordoned, drain=drain)
+        except LookupError as exc:
+            raise NotFoundError(str(exc)) from None
+        if changed:
+            logger.info("node %s: %s by an operator", name,
+                        "drained" if drain else "cordoned" if cordoned else "uncordoned")
+        return self.node_info(name)
 
     def metrics_text(self) -> str:
         return self.metrics.prometheus_text()

@@ -26,6 +26,17 @@ class Resources(msgspec.Struct, frozen=True, kw_only=True):
     memory_bytes: int | None = None
 
 
+RETRY_WHEN = ("node_lost",)
+MAX_RETRIES = 10
+
+
+class Retry(msgspec.Struct, frozen=True, kw_only=True):
+    """When a failed job starts again: at most ``max`` more times, for the causes in ``when``."""
+
+    max: int = 0
+    when: tuple[str, ...] = ()
+
+
 class Step(msgspec.Struct, frozen=True, kw_only=True):
     """One command of a job, run by a shell inside the job's container."""
 
@@ -62,6 +73,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds for the whole job, steps included."""
     allow_failure: bool = False
     resources: Resources = Resources()
+    runs_on: dict[str, str] = msgspec.field(default_factory=dict)
+    """Node labels the job needs, all of them (``pool: fast``)."""
+    retry: Retry = Retry()
     steps: tuple[Step, ...]
     line: int = 0
     """1-based line of the job's id in the pipeline file, or 0 when not parsed from a file."""
@@ -98,6 +112,8 @@ class Pipeline(msgspec.Struct, frozen=True, kw_only=True):
     version: int = 1
     name: str | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    priority: int = 0
+    """Higher runs first when jobs wait for nodes."""
     jobs: dict[str, Job]
     """Jobs by id, in file order."""
     source_file: str = "<pipeline>"

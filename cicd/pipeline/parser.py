@@ -35,7 +35,16 @@ from ruamel.yaml.reader import ReaderError
 
 from cicd.errors import PipelineError
 from cicd.pipeline import graph
-from cicd.pipeline.model import DEFAULT_JOB_TIMEOUT_SECONDS, Job, Pipeline, Resources, Step
+from cicd.pipeline.model import (
+    DEFAULT_JOB_TIMEOUT_SECONDS,
+    MAX_RETRIES,
+    RETRY_WHEN,
+    Job,
+    Pipeline,
+    Resources,
+    Retry,
+    Step,
+)
 from cicd.pipeline.quantities import (
     CPU_EXAMPLE,
     DURATION_EXAMPLE,
@@ -50,10 +59,14 @@ MAX_NODES = 100_000
 MAX_DEPTH = 64
 MAX_JOB_ID_CHARS = 63
 
-TOP_LEVEL_KEYS = ("version", "name", "env", "jobs")
-JOB_KEYS = ("image", "needs", "env", "timeout", "allow_failure", "resources", "steps")
+TOP_LEVEL_KEYS = ("version", "name", "env", "priority", "jobs")
+JOB_KEYS = ("image", "needs", "env", "timeout", "allow_failure", "resources", "runs_on",
+            "retry", "steps")
 STEP_KEYS = ("name", "run", "env", "timeout", "allow_failure")
 RESOURCE_KEYS = ("cpu", "memory")
+RETRY_KEYS = ("max", "when")
+PRIORITY_RANGE = (-1000, 1000)
+_LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
 
 _JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -448,6 +461,7 @@ class _PipelineReader:
         return Pipeline(
             name=None if name is None else self.read_text(name, ("name",), "a non-empty name"),
             env=self.read_env(fields.get("env"), ("env",)),
+            priority=self.read_priority(fields.get("priority"), ("priority",)),
             jobs=jobs,
             source_file=self.file,
         )
@@ -524,6 +538,8 @@ class _PipelineReader:
             timeout=DEFAULT_JOB_TIMEOUT_SECONDS if timeout is None else timeout,
             allow_failure=self.read_bool(fields.get("allow_failure"), (*path, "allow_failure")),
             resources=self.read_resources(fields.get("resources"), (*path, "resources")),
+            runs_on=self.read_labels(fields.get("runs_on"), (*path, "runs_on")),
+            retry=self.read_retry(fields.get("retry"), (*path, "retry")),
             steps=self.read_steps(fields["steps"], (*path, "steps")),
             line=key.line,
         )
@@ -624,6 +640,54 @@ class _PipelineReader:
                 else self.read_quantity(memory, (*path, "memory"), parse_memory, MEMORY_EXAMPLE)
             ),
         )
+
+    def read_priority(self, value: _Value | None, path: _Path) -> int:
+        if value is None:
+            return 0
+        low, high = PRIORITY_RANGE
+        return self.read_integer(value, path, low, high, f"a whole number from {low} to {high}")
+
+    def read_integer(self, value: _Value, path: _Path, low: int, high: int, expected: str) -> int:
+        text = value.text.strip() if isinstance(value, _Scalar) and value.plain else None
+        if text is None or not re.fullmatch(r"[+-]?[0-9]+", text) or not low <= int(text) <= high:
+            self.fail(value, path, f"expected {expected}, found {_describe(value)}")
+        return int(text)
+
+    def read_labels(self, value: _Value | None, path: _Path) -> dict[str, str]:
+        if value is None:
+            return {}
+        if not isinstance(value, _Mapping):
+            self.fail(value, path, "expected a mapping of node labels to values, like "
+                      f"'pool: fast', found {_describe(value)}")
+        labels: dict[str, str] = {}
+        for key, item in value.entries:
+            if not _LABEL_KEY.fullmatch(key.text):
+                self.fail(key, path, f"invalid label name {key.text!r}; use up to 63 letters, "
+                          "digits, '_', '.', '/' and '-', starting with a letter or digit")
+            labels[key.text] = self.read_text(item, (*path, key.text), "a label value")
+        return labels
+
+    def read_retry(self, value: _Value | None, path: _Path) -> Retry:
+        if value is None:
+            return Retry()
+        fields = self.read_fields(value, path, RETRY_KEYS, ("max",),
+                                  "a mapping with 'max' and 'when'")
+        count = self.read_integer(fields["max"], (*path, "max"), 0, MAX_RETRIES,
+                                  f"a whole number from 0 to {MAX_RETRIES}")
+        when_value = fields.get("when")
+        when: list[str] = []
+        if when_value is not None:
+            entries = when_value.items if isinstance(when_value, _Sequence) else (when_value,)
+            for entry in entries:
+                text = entry.text if isinstance(entry, _Scalar) else None
+                if text not in RETRY_WHEN:
+                    self.fail(entry, (*path, "when"), f"expected a retry cause "
+                              f"({', '.join(RETRY_WHEN)}), found {_describe(entry)}")
+                if text not in when:
+                    when.append(text)
+        else:
+            when = list(RETRY_WHEN)
+        return Retry(max=count, when=tuple(when))
 
     def read_env(self, value: _Value | None, path: _Path) -> dict[str, str]:
         if value is None:

@@ -1,10 +1,10 @@
-"""The dispatcher: places runnable jobs on a node as its slots free up.
+"""The dispatcher: takes a run's runnable jobs to the cluster and starts each where it is placed.
 
-It reads job ids from a bounded channel in the order they became runnable
-(FIFO), waits for a free slot on the node (a full node is backpressure on the
-run driver, never a growing queue), records the assignment, and starts the job.
-Capacity-aware placement across several nodes replaces the single node later;
-the channel contract stays the same.
+It reads job ids from a bounded channel in the order they became runnable, queues
+each in the :class:`~cicd.scheduling.cluster.Cluster` with its request, and when
+the cluster places it, records the assignment and starts the job on that node. A
+job that never fits ends at once with the reason. A job whose node was lost, and
+whose pipeline asks for it, is placed again for its next attempt.
 """
 
 from __future__ import annotations
@@ -15,62 +15,98 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from cicd.events import model as ev
+from cicd.scheduling.cluster import Cluster, NeverFits
+from cicd.scheduling.core import JobRequest
 
 logger = logging.getLogger("cicd.scheduling")
 
-StartJob = Callable[[str, str], Awaitable[object]]
+# start_job(job, node, attempt) -> result; a result with ``retry`` true asks for another attempt.
+StartJob = Callable[[str, str, int], Awaitable[object]]
 Emit = Callable[[ev.Event], Awaitable[object]]
 
 
-class Node:
-    """One place where jobs run (a Docker engine, or the local host) with a slot count."""
-
-    def __init__(self, name: str, slots: int) -> None:
-        if slots < 1:
-            raise ValueError(f"a node needs at least one slot, got {slots}")
-        self.name = name
-        self.slots = trio.CapacityLimiter(slots)
-
-
 class Dispatcher:
-    def __init__(self, node: Node, *, run_id: str, tenant_id: str, emit: Emit,
+    def __init__(self, cluster: Cluster, *, run_id: str, tenant_id: str, emit: Emit,
                  start_job: StartJob,
+                 request_for: Callable[[str], tuple[JobRequest, str]],
+                 never_fits: Callable[[str, NeverFits], Awaitable[object]],
+                 before_retry: Callable[[str, str, int], Awaitable[bool]],
                  on_assigned: Callable[[float, str], None] | None = None,
-                 assigned_before: set[str] | None = None) -> None:
-        self.on_assigned = on_assigned  # (milliseconds from runnable to assigned, node)
-        # Jobs a previous server process assigned, taken over after a restart: they get
-        # a slot again but no second AssignmentCreated.
-        self.assigned_before = assigned_before or set()
-        self.node = node
+                 assigned_before: dict[str, str] | None = None) -> None:
+        self.cluster = cluster
         self.run_id = run_id
         self.tenant_id = tenant_id
         self.emit = emit
         self.start_job = start_job
+        self.request_for = request_for  # job -> (its request, its pool)
+        self.never_fits = never_fits  # ends a job that fits no node; returns its result
+        # before_retry(job, lost node, next attempt): waits until the lost attempt can no
+        # longer run, records the retry, and returns False when the run stopped meanwhile.
+        self.before_retry = before_retry
+        self.on_assigned = on_assigned  # (milliseconds from runnable to assigned, node)
+        # Jobs a previous server process assigned, taken over after a restart, with their
+        # node: they hold their place there again, without a second AssignmentCreated.
+        self.assigned_before = assigned_before or {}
+        self.runnable_at: dict[str, float] = {}  # trio clock time each job was received
 
     async def serve(self, runnable: trio.MemoryReceiveChannel[str],
                     finished: trio.MemorySendChannel[object]) -> None:
         """Dispatch until ``runnable`` closes and every started job has reported."""
         async with finished, trio.open_nursery() as nursery:
             async for job_id in runnable:
-                token = object()
-                runnable_at = trio.current_time()
-                await self.node.slots.acquire_on_behalf_of(token)
-                if job_id in self.assigned_before:
-                    nursery.start_soon(self._run, job_id, token, finished.clone())
-                    continue
-                if self.on_assigned is not None:
-                    self.on_assigned((trio.current_time() - runnable_at) * 1000, self.node.name)
-                await self.emit(ev.AssignmentCreated(
-                    run_id=self.run_id, tenant_id=self.tenant_id, job=job_id,
-                    node=self.node.name, assignment_id=f"{self.run_id}/{job_id}",
-                ))
-                nursery.start_soon(self._run, job_id, token, finished.clone())
+                self.runnable_at[job_id] = trio.current_time()
+                nursery.start_soon(self._dispatch, job_id, finished.clone())
 
-    async def _run(self, job_id: str, token: object,
-                   finished: trio.MemorySendChannel[object]) -> None:
+    async def _dispatch(self, job_id: str, finished: trio.MemorySendChannel[object]) -> None:
         async with finished:
-            try:
-                result = await self.start_job(job_id, self.node.name)
-            finally:
-                self.node.slots.release_on_behalf_of(token)
+            key = f"{self.run_id}/{job_id}"
+            attempt = 1
+            if job_id in self.assigned_before:
+                request, _pool = self.request_for(job_id)
+                node = self.assigned_before[job_id]
+                self.cluster.adopt(request, node)
+            else:
+                placed = await self._place(job_id)
+                if not isinstance(placed, str):
+                    await finished.send(placed)
+                    return
+                node = placed
+            while True:
+                try:
+                    result = await self.start_job(job_id, node, attempt)
+                finally:
+                    self.cluster.release(key)
+                if not getattr(result, "retry", False):
+                    break
+                attempt += 1
+                if not await self.before_retry(job_id, node, attempt):
+                    break
+                placed = await self._place(job_id)
+                if not isinstance(placed, str):
+                    result = placed
+                    break
+                node = placed
             await finished.send(result)
+
+    async def _place(self, job_id: str) -> str | object:
+        """Return the node the job was placed on, or the result of a job that never fits."""
+        request, pool = self.request_for(job_id)
+        runnable_at = trio.current_time()
+        try:
+            node = await self.cluster.acquire(request, run_id=self.run_id, pool=pool)
+        except NeverFits as exc:
+            logger.info("job %s of run %s fits no node: %s", job_id, self.run_id, exc)
+            await self.cluster.flush_events(self.emit)
+            return await self.never_fits(job_id, exc)
+        if self.on_assigned is not None:
+            self.on_assigned((trio.current_time() - runnable_at) * 1000, node)
+        try:
+            await self.cluster.flush_events(self.emit)  # the offer goes before the assignment
+            await self.emit(ev.AssignmentCreated(
+                run_id=self.run_id, tenant_id=self.tenant_id, job=job_id, node=node,
+                assignment_id=f"{self.run_id}/{job_id}",
+            ))
+        except BaseException:
+            self.cluster.release(request.job_id)
+            raise
+        return node

@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import logging
 import signal
+import sqlite3
 from pathlib import Path
 from typing import IO
 
@@ -32,31 +33,21 @@ from cicd.errors import CicdError, UsageError
 from cicd.events import model as ev
 from cicd.orchestration.service import RunService
 from cicd.pipeline import parse_memory
+from cicd.server.nodes import build_cluster, restore_cordons, watch_nodes
 from cicd.server.supervisor import periodic, supervise
 from cicd.storage import EventStore, default_db_path
 from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
 from cicd.storage.retention import apply_retention
 from cicd.telemetry.metrics import Metrics
-from cicd.workers.base import Provider
 from cicd.workers.docker import DockerProvider
-from cicd.workers.local import LocalProvider
 
 logger = logging.getLogger("cicd.server")
-
-PROBE_INTERVAL = 5.0
-
 
 def server_owner(db_path: Path) -> str:
     """Return the owner label of this server's Docker objects: stable across restarts."""
     digest = hashlib.sha256(str(db_path.resolve()).encode()).hexdigest()[:12]
     return f"server-{digest}"
-
-
-def make_provider(settings: Settings, db_path: Path) -> Provider:
-    if settings.runs.executor == "local":
-        return LocalProvider()
-    return DockerProvider(settings.docker.host or None, owner=server_owner(db_path))
 
 
 def _lock_database(db_path: Path) -> IO[bytes]:
@@ -80,8 +71,9 @@ class Server:
         self.store = EventStore(self.db_path)
         self.readers = ReaderPool(self.db_path)
         self.metrics = Metrics()
-        self.provider = make_provider(settings, self.db_path)
-        self.service = RunService(settings, self.store, self.readers, self.provider, self.metrics)
+        self.owner = server_owner(self.db_path)
+        self.cluster = build_cluster(settings, self.owner)
+        self.service = RunService(settings, self.store, self.readers, self.cluster, self.metrics)
         self.port: int | None = None
         self._stop_http = trio.Event()
         self._http_done = trio.Event()
@@ -105,8 +97,11 @@ class Server:
                     self.service.subscribers[subscriber.name] = subscriber
                     await background.start(supervise, "telemetry", self._bind(
                         subscriber.run, self.store, self.readers), health)
-                    await background.start(supervise, "workers", periodic(
-                        PROBE_INTERVAL, self._probe_node), health)
+                    restore_cordons(self.cluster, await self.readers.run(_thd_cordons))
+                    background.start_soon(self.cluster.record_events, self.store.append)
+                    await background.start(supervise, "workers", self._bind(
+                        watch_nodes, self.cluster, self.owner,
+                        settings.seconds(settings.scheduling.probe_interval)), health)
                     async with trio.open_nursery() as orchestration:
                         await orchestration.start(self.service.run)
                         background.start_soon(supervise, "reaper", periodic(
@@ -132,7 +127,8 @@ class Server:
                 await self.store.close()
         finally:
             self.readers.close()
-            await self.provider.aclose()
+            for node in self.cluster.nodes.values():
+                await node.provider.aclose()
             lock.close()
         logger.info("cicd server stopped")
 
@@ -168,25 +164,16 @@ class Server:
     async def _observe(self, event_id: int, event: ev.Event) -> None:
         self.metrics.observe_event(event)
 
-    async def _probe_node(self) -> None:
-        try:
-            await self.provider.check()
-        except CicdError as exc:
-            if self.service.node_state != "unavailable":
-                logger.error("node %s is unavailable: %s", self.provider.name, exc)
-            self.service.node_state, self.service.node_message = "unavailable", str(exc)
-            return
-        if self.service.node_state != "ready":
-            logger.info("node %s is ready", self.provider.name)
-        self.service.node_state, self.service.node_message = "ready", ""
-
     async def _reap(self) -> None:
-        if not isinstance(self.provider, DockerProvider) or self.service.node_state != "ready":
-            return
         from cicd.workers.cleanup import reap
 
         active = set(self.service.engines) | set(self.service._resume)
-        await reap(self.provider, self.provider.owner, active)
+        for node in self.cluster.nodes.values():
+            if isinstance(node.provider, DockerProvider) and node.takes_work:
+                try:
+                    await reap(node.provider, self.owner, active)
+                except CicdError as exc:
+                    logger.warning("reaper: node %s: %s", node.name, exc)
 
     async def _retain(self) -> None:
         retention = self.settings.retention
@@ -197,3 +184,12 @@ class Server:
             max_total_bytes=parse_memory(retention.max_total_log_size),
         )
 
+
+
+def _thd_cordons(conn: sqlite3.Connection) -> dict[str, tuple[bool, bool]]:
+    """Each node's cordon and drain flags as last recorded."""
+    rows = conn.execute(
+        "SELECT json_extract(body, '$.node'), json_extract(body, '$.cordoned'),"
+        " json_extract(body, '$.draining') FROM events WHERE id IN (SELECT MAX(id) FROM events"
+        " WHERE name = 'CapacityUpdated' GROUP BY json_extract(body, '$.node'))").fetchall()
+    return {str(node): (bool(cordoned), bool(draining)) for node, cordoned, draining in rows}

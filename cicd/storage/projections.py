@@ -46,6 +46,16 @@ _RUN_TARGETS: dict[type, str] = {
 
 def _check_transition(conn: sqlite3.Connection, e: ev.Event) -> ev.TransitionRejected | None:
     kind = type(e)
+    if kind is ev.JobRetried:
+        # Only a failed job starts again (not a state machine edge: a retry is a new attempt).
+        row = conn.execute("SELECT state FROM jobs WHERE run_id = ? AND job_id = ?",
+                           (e.run_id, e.job)).fetchone()  # type: ignore[attr-defined]
+        current = row[0] if row else "missing"
+        if current == "failed":
+            return None
+        return ev.TransitionRejected(run_id=e.run_id, tenant_id=e.tenant_id, rejected_event=e.name,
+                                     job=e.job, step=0, current=current,  # type: ignore[attr-defined]
+                                     requested="pending")
     if kind in _JOB_TARGETS or kind is ev.JobFailed:
         assert isinstance(e, ev._JobEvent)
         target = e.state if isinstance(e, ev.JobFailed) else _JOB_TARGETS[kind]
@@ -135,8 +145,36 @@ def _job_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None
 def _assignment_created(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
     assert isinstance(e, ev.AssignmentCreated)
     conn.execute(
-        "UPDATE jobs SET state = 'scheduled', node = ? WHERE run_id = ? AND job_id = ?",
+        "UPDATE jobs SET state = 'scheduled', node = ?, wait_reason = '', wait_message = ''"
+        " WHERE run_id = ? AND job_id = ?",
         (e.node, e.run_id, e.job),
+    )
+
+
+def _assignment_rejected(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+    assert isinstance(e, ev.AssignmentRejected)
+    conn.execute(
+        "UPDATE jobs SET wait_reason = ?, wait_message = ?"
+        " WHERE run_id = ? AND job_id = ? AND state = 'pending'",
+        (e.reason, e.message, e.run_id, e.job),
+    )
+
+
+def _job_retried(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+    # The job starts over: its steps are pending again. Their stored output was
+    # dropped before this event, by the engine.
+    assert isinstance(e, ev.JobRetried)
+    conn.execute(
+        "UPDATE jobs SET state = 'pending', attempt = ?, node = '', worker = '',"
+        " reason = ?, message = ?, wait_reason = '', wait_message = '', started_at = NULL,"
+        " finished_at = NULL WHERE run_id = ? AND job_id = ?",
+        (e.attempt, e.reason, f"attempt {e.attempt - 1} failed: {e.reason}", e.run_id, e.job),
+    )
+    conn.execute(
+        "UPDATE steps SET state = 'pending', exit_code = NULL, reason = '', message = '',"
+        " allowed = 0, log_size = 0, truncated_bytes = 0, started_at = NULL, finished_at = NULL"
+        " WHERE run_id = ? AND job_id = ?",
+        (e.run_id, e.job),
     )
 
 
@@ -211,6 +249,8 @@ _HANDLERS = {
     ev.RunCancelled: _run_state("cancelled"),
     ev.JobRequested: _job_requested,
     ev.AssignmentCreated: _assignment_created,
+    ev.AssignmentRejected: _assignment_rejected,
+    ev.JobRetried: _job_retried,
     ev.JobStarted: _job_started,
     ev.JobCompleted: _job_ended,
     ev.JobFailed: _job_ended,

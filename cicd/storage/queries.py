@@ -76,7 +76,9 @@ def run_document(conn: sqlite3.Connection, run_id: str) -> RunDocument:
         JobDocument(
             id=j["job_id"], state=j["state"], image=j["image"], needs=json.loads(j["needs"]),
             allow_failure=bool(j["allow_failure"]), reason=j["reason"], message=j["message"],
-            node=j["node"], worker=j["worker"], started_at=iso_time(j["started_at"]),
+            node=j["node"], worker=j["worker"], wait_reason=j["wait_reason"],
+            wait_message=j["wait_message"], attempt=j["attempt"],
+            started_at=iso_time(j["started_at"]),
             finished_at=iso_time(j["finished_at"]),
             duration_ms=_duration(j["started_at"], j["finished_at"]),
             steps=steps_by_job.get(j["job_id"], []),

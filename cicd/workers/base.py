@@ -108,8 +108,13 @@ class Provider(abc.ABC):
     def job_worker(
         self, *, run_id: str, job_id: str, image: str, cpu_millis: int | None,
         memory_bytes: int | None, source: SourceArchive, on_progress: Callable[[str], None],
+        attempt: int = 1,
     ) -> JobWorker:
-        """Return a worker for one job (nothing is created until ``prepare``)."""
+        """Return a worker for one job (nothing is created until ``prepare``).
+
+        ``attempt`` is 2 and up when a job starts again after its node was lost: the
+        worker's objects then get names of their own.
+        """
 
     async def aclose(self) -> None:
         """Release connections held by the provider."""

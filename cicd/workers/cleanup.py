@@ -76,3 +76,28 @@ async def reap(provider: DockerProvider, owner: str, active_runs: set[str]) -> i
         logger.info("reaper: removing leftover objects of run %s", run_id)
         removed += await remove_run_objects(provider, run_id)
     return removed
+
+
+async def fence(provider: DockerProvider, owner: str, keep: set[tuple[str, str]]) -> int:
+    """Remove ``owner``'s containers and volumes on this engine except those of the jobs
+    in ``keep`` (run, job): what a lost node still held of jobs that ended elsewhere."""
+    from cicd.workers.labels import JOB
+
+    client = provider.client
+    filters = {"label": [f"{OWNER}={owner}"]}
+    removed = 0
+    with trio.CancelScope(shield=True):
+        for info in await provider.call(client.api.containers, all=True, filters=filters):
+            labels = info.get("Labels") or {}
+            if (labels.get(RUN, ""), labels.get(JOB, "")) in keep:
+                continue
+            await provider.call(client.api.remove_container, info["Id"], force=True, v=True)
+            removed += 1
+        volumes = (await provider.call(client.api.volumes, filters=filters)) or {}
+        for volume in volumes.get("Volumes") or []:
+            labels = volume.get("Labels") or {}
+            if (labels.get(RUN, ""), labels.get(JOB, "")) in keep:
+                continue
+            await provider.call(client.api.remove_volume, volume["Name"], force=True)
+            removed += 1
+    return removed

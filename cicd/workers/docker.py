@@ -62,8 +62,9 @@ class DockerProvider(Provider):
 
     def __init__(self, base_url: str | None = None, *, name: str = "local",
                  max_api_threads: int = 8, stream_threads: int = 64,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, tls: Any = None) -> None:
         self.name = name
+        self.tls = tls  # a docker.tls.TLSConfig for tcp:// engines, or None
         # Recorded on every object; `cicd run` uses host:pid, a server a stable id.
         self.owner = owner or owner_id()
         self.base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -82,7 +83,10 @@ class DockerProvider(Provider):
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker.DockerClient(base_url=self.base_url, timeout=120)
+            self._client = docker.DockerClient(
+                base_url=self.base_url, timeout=120, tls=self.tls or False,
+                # ssh:// through the system's ssh client: its config, keys and agent.
+                use_ssh_client=self.base_url.startswith("ssh://"))
         return self._client
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -109,12 +113,17 @@ class DockerProvider(Provider):
     async def check(self) -> None:
         await self.call(lambda: self.client.ping())
 
+    async def capacity(self) -> tuple[int, int]:
+        """Return the engine's (millicores, memory bytes), from ``docker info``."""
+        info = await self.call(lambda: self.client.info())
+        return int(info.get("NCPU") or 1) * 1000, int(info.get("MemTotal") or 0)
+
     def job_worker(self, *, run_id: str, job_id: str, image: str, cpu_millis: int | None,
                    memory_bytes: int | None, source: SourceArchive,
-                   on_progress: Callable[[str], None]) -> JobWorker:
+                   on_progress: Callable[[str], None], attempt: int = 1) -> JobWorker:
         return DockerJobWorker(self, run_id=run_id, job_id=job_id, image=image,
                                cpu_millis=cpu_millis, memory_bytes=memory_bytes,
-                               source=source, on_progress=on_progress)
+                               source=source, on_progress=on_progress, attempt=attempt)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -173,7 +182,7 @@ def _split_image(image: str) -> tuple[str, str | None]:
 class DockerJobWorker(JobWorker):
     def __init__(self, provider: DockerProvider, *, run_id: str, job_id: str, image: str,
                  cpu_millis: int | None, memory_bytes: int | None, source: SourceArchive,
-                 on_progress: Callable[[str], None]) -> None:
+                 on_progress: Callable[[str], None], attempt: int = 1) -> None:
         self.provider = provider
         self.run_id = run_id
         self.job_id = job_id
@@ -182,7 +191,7 @@ class DockerJobWorker(JobWorker):
         self.memory_bytes = memory_bytes
         self.source = source
         self.on_progress = on_progress
-        self.id = f"cicd-{run_id.lower()}-{job_id}"
+        self.id = f"cicd-{run_id.lower()}-{job_id}" + (f"-a{attempt}" if attempt > 1 else "")
         self.workspace = WORKSPACE
         self.volume_name = self.id
         self._volume_path: str | None = None

@@ -47,13 +47,14 @@ class LocalProvider(Provider):
 
     def job_worker(self, *, run_id: str, job_id: str, image: str, cpu_millis: int | None,
                    memory_bytes: int | None, source: SourceArchive,
-                   on_progress: Callable[[str], None]) -> JobWorker:
-        return LocalJobWorker(run_id=run_id, job_id=job_id, source=source)
+                   on_progress: Callable[[str], None], attempt: int = 1) -> JobWorker:
+        return LocalJobWorker(run_id=run_id, job_id=job_id, source=source, attempt=attempt)
 
 
 class LocalJobWorker(JobWorker):
-    def __init__(self, *, run_id: str, job_id: str, source: SourceArchive) -> None:
-        self.id = f"local-{run_id.lower()}-{job_id}"
+    def __init__(self, *, run_id: str, job_id: str, source: SourceArchive,
+                 attempt: int = 1) -> None:
+        self.id = f"local-{run_id.lower()}-{job_id}" + (f"-a{attempt}" if attempt > 1 else "")
         self.source = source
         self._tempdir: str | None = None
         self.workspace = ""

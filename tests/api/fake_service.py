@@ -45,6 +45,7 @@ class StepLog:
 class FakeRunService:
     def __init__(self) -> None:
         self.accepting = True
+        self.cordoned = False
         self.components = {"store": "ok", "docker": "ok"}
         self.runs: dict[str, RunDocument] = {}
         self.keys: dict[str, str] = {}
@@ -257,8 +258,19 @@ class FakeRunService:
             self.followers -= 1
 
     def nodes(self) -> list[NodeInfo]:
-        return [NodeInfo(name="local", kind="docker", address="unix:///var/run/docker.sock",
-                         state="ready", slots=4, running_jobs=1)]
+        return [self.node_info("local")]
+
+    def node_info(self, name: str) -> NodeInfo:
+        if name != "local":
+            raise NotFoundError(f"no node named {name!r}; the nodes are local")
+        return NodeInfo(name="local", kind="docker", address="unix:///var/run/docker.sock",
+                        state="cordoned" if self.cordoned else "ready", max_jobs=4,
+                        running_jobs=1, cordoned=self.cordoned)
+
+    async def cordon_node(self, name: str, *, cordoned: bool, drain: bool = False) -> NodeInfo:
+        self.node_info(name)
+        self.cordoned = cordoned
+        return self.node_info(name)
 
     def metrics_text(self) -> str:
         return "# TYPE cicd_runs_total counter\ncicd_runs_total 3\n"

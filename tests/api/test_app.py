@@ -342,7 +342,18 @@ async def test_nodes(api: RunningApi) -> None:
     response = await api.client.get("/api/v1/nodes")
     assert response.status_code == 200
     assert response.json()[0]["name"] == "local"
-    assert response.json()[0]["slots"] == 4
+    assert response.json()[0]["max_jobs"] == 4
+
+
+async def test_cordon_and_uncordon_a_node(api: RunningApi) -> None:
+    response = await api.client.post("/api/v1/nodes/local/cordon")
+    assert response.status_code == 200
+    assert response.json()["state"] == "cordoned"
+    response = await api.client.post("/api/v1/nodes/local/uncordon")
+    assert response.json()["state"] == "ready"
+    response = await api.client.post("/api/v1/nodes/elsewhere/drain")
+    assert response.status_code == 404
+    assert "no node named 'elsewhere'" in response.json()["message"]
 
 
 async def test_metrics_prometheus_text(api: RunningApi) -> None:

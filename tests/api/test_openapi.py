@@ -76,7 +76,8 @@ def test_openapi_marks_websockets() -> None:
         path for path, item in paths.items() if item.get("get", {}).get("x-websocket")
     )
     assert websockets == [
-        "/api/v1/events/stream", "/api/v1/runs/{run_id}/jobs/{job_id}/steps/{step}/log/stream",
+        "/api/v1/console", "/api/v1/events/stream",
+        "/api/v1/runs/{run_id}/jobs/{job_id}/steps/{step}/log/stream",
     ]
 
 
@@ -174,4 +175,4 @@ def test_openapi_loads_in_schemathesis() -> None:
     labels = {operation.ok().label for operation in schema.get_all_operations()}
     assert "POST /api/v1/runs" in labels
     assert "POST /api/v1/dead-letters/{dead_letter_id}/replay" in labels
-    assert len(labels) == 17
+    assert len(labels) == 27  # 21 of the API, 6 of the browser console

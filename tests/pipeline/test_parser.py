@@ -363,7 +363,7 @@ INVALID: list[tuple[str, str, str]] = [
     (
         "unknown top key far",
         "stages: [a]\n" + MINIMAL,
-        ".cicd.yml:1:1: unknown key 'stages'; valid keys are version, name, env, jobs",
+        ".cicd.yml:1:1: unknown key 'stages'; valid keys are version, name, env, priority, jobs",
     ),
     (
         "version 2",
@@ -436,7 +436,7 @@ INVALID: list[tuple[str, str, str]] = [
         lines("jobs:", "  build:", "    image: x", "    script: make", f"    {STEP}"),
         (
             ".cicd.yml:4:5: jobs.build: unknown key 'script'; valid keys are image, needs, env, "
-            "timeout, allow_failure, resources, steps"
+            "timeout, allow_failure, resources, runs_on, retry, steps"
         ),
     ),
     (

@@ -1,0 +1,206 @@
+"""The cluster: queueing jobs, placing them by policy, wait reasons, cordons and breakers.
+
+The providers here are the local executor's: the cluster only asks them for their
+name and, in ``confirm_lost``, for a health check. Docker engines as nodes are
+tested in tests/server/test_multi_node.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from cicd.errors import EngineUnavailable
+from cicd.events import model as ev
+from cicd.scheduling.cluster import Breaker, Cluster, ClusterNode, NeverFits
+from cicd.scheduling.core import JobRequest
+from cicd.workers.local import LocalProvider
+
+GIB = 1 << 30
+
+
+class Unreachable(LocalProvider):
+    """A provider whose engine does not answer (what a lost node's looks like)."""
+
+    async def check(self) -> None:
+        raise EngineUnavailable("the Docker engine at tcp://node:2376 does not respond")
+
+
+def node(name: str, cpu: int = 4000, memory: int = 8 * GIB, **kwargs: object) -> ClusterNode:
+    return ClusterNode(name, LocalProvider(), cpu_millis=cpu, memory_bytes=memory,
+                       **kwargs)  # type: ignore[arg-type]
+
+
+def job(key: str, cpu: int = 1000, memory: int = GIB, **kwargs: object) -> JobRequest:
+    return JobRequest(job_id=key, tenant="default", cpu_millis=cpu, memory_bytes=memory,
+                      **kwargs)  # type: ignore[arg-type]
+
+
+async def place_all(cluster: Cluster, requests: list[JobRequest]) -> list[str]:
+    placed: list[str] = []
+    for request in requests:
+        placed.append(await cluster.acquire(request, run_id=request.job_id.split("/")[0]))
+    return placed
+
+
+async def test_spread_least_allocated_node() -> None:
+    cluster = Cluster([node("a"), node("b"), node("c")], policy="spread")
+    placed = await place_all(cluster, [job(f"r/{i}") for i in range(6)])
+    assert placed == ["a", "b", "c", "a", "b", "c"]
+    assert [len(n.allocations) for n in cluster.nodes.values()] == [2, 2, 2]
+
+
+async def test_binpack_fills_first_node() -> None:
+    cluster = Cluster([node("a"), node("b"), node("c")], policy="binpack")
+    placed = await place_all(cluster, [job(f"r/{i}") for i in range(5)])
+    assert placed == ["a", "a", "a", "a", "b"]
+
+
+async def test_labels_route_or_never_fit() -> None:
+    cluster = Cluster([node("a", labels={"pool": "slow"}), node("b", labels={"pool": "fast"})])
+    assert await cluster.acquire(job("r/x", required_labels={"pool": "fast"}), run_id="r") == "b"
+    with pytest.raises(NeverFits) as caught:
+        await cluster.acquire(job("r/y", required_labels={"pool": "gpu"}), run_id="r")
+    assert caught.value.reason == "labels"
+    assert "no node has the labels pool=gpu" in str(caught.value)
+    assert "pool=fast, pool=slow" in str(caught.value)
+    assert "r/y" not in cluster.waiting
+
+
+async def test_oversized_job_never_fits() -> None:
+    cluster = Cluster([node("a", cpu=2000, reserved_cpu_millis=500), node("b", cpu=4000)])
+    with pytest.raises(NeverFits) as caught:
+        await cluster.acquire(job("r/big", cpu=6000), run_id="r")
+    assert caught.value.reason == "cpu"
+    assert "requests 6 CPU" in str(caught.value)
+    assert "offer 4 CPU" in str(caught.value)
+    rejected = [e for e in cluster.take_events() if isinstance(e, ev.AssignmentRejected)]
+    assert rejected[-1].final and rejected[-1].reason == "cpu"
+
+
+async def test_full_node_waits_for_capacity() -> None:
+    cluster = Cluster([node("a", cpu=2000)])
+    reasons: list[str] = []
+    assert await cluster.acquire(job("r/1", cpu=2000), run_id="r") == "a"
+    async with trio.open_nursery() as nursery:
+        got: list[str] = []
+
+        async def second() -> None:
+            got.append(await cluster.acquire(job("r/2", cpu=1000), run_id="r",
+                                             on_wait=lambda reason, text: reasons.append(reason)))
+
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        assert reasons == ["capacity"]
+        assert cluster.waiting["r/2"].reason == "capacity"
+        cluster.release("r/1")
+    assert got == ["a"]
+
+
+async def test_max_jobs_bounds_small_jobs() -> None:
+    cluster = Cluster([node("a", max_jobs=2)])
+    await place_all(cluster, [job("r/1", cpu=1, memory=0), job("r/2", cpu=1, memory=0)])
+    with trio.move_on_after(0.2) as scope:
+        await cluster.acquire(job("r/3", cpu=1, memory=0), run_id="r")
+    assert scope.cancelled_caught
+    assert "r/3" not in cluster.waiting  # a cancelled wait leaves the queue
+
+
+async def test_cordon_then_uncordon_places() -> None:
+    cluster = Cluster([node("a")])
+    cluster.cordon("a", cordoned=True)
+    assert cluster.nodes["a"].state == "cordoned"
+    async with trio.open_nursery() as nursery:
+        got: list[str] = []
+
+        async def waiter() -> None:
+            got.append(await cluster.acquire(job("r/1"), run_id="r"))
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert cluster.waiting["r/1"].reason == "node_unavailable"
+        cluster.cordon("a", cordoned=False)
+    assert got == ["a"]
+
+
+async def test_drain_reports_drained() -> None:
+    cluster = Cluster([node("a"), node("b")])
+    assert await cluster.acquire(job("r/1"), run_id="r") == "a"
+    cluster.cordon("a", cordoned=True, drain=True)
+    assert cluster.nodes["a"].state == "draining"
+    assert await cluster.acquire(job("r/2"), run_id="r") == "b"
+    cluster.release("r/1")
+    assert cluster.nodes["a"].state == "drained"
+    states = [e.state for e in cluster.take_events() if isinstance(e, ev.CapacityUpdated)]
+    assert states[-1] == "drained"
+
+
+async def test_higher_priority_goes_first() -> None:
+    cluster = Cluster([node("a", cpu=1000)])
+    await cluster.acquire(job("r/0"), run_id="r")
+    order: list[str] = []
+    async with trio.open_nursery() as nursery:
+        async def waiter(key: str, priority: int) -> None:
+            await cluster.acquire(job(key, priority=priority), run_id="r")
+            order.append(key)
+            cluster.release(key)
+
+        nursery.start_soon(waiter, "r/low", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(waiter, "r/high", 5)
+        await trio.testing.wait_all_tasks_blocked()
+        cluster.release("r/0")
+    assert order == ["r/high", "r/low"]
+
+
+async def test_pool_policy_overrides_default() -> None:
+    nodes = [node("a", labels={"pool": "fast"}), node("b", labels={"pool": "fast"}),
+             node("c", labels={"pool": "big"}), node("d", labels={"pool": "big"})]
+    cluster = Cluster(nodes, policy="binpack", pools={"fast": ("spread", False)})
+    fast = [await cluster.acquire(job(f"r/f{i}", required_labels={"pool": "fast"}), run_id="r",
+                                  pool="fast") for i in range(2)]
+    big = [await cluster.acquire(job(f"r/b{i}", required_labels={"pool": "big"}), run_id="r",
+                                 pool="big") for i in range(2)]
+    assert fast == ["a", "b"]
+    assert big == ["c", "c"]
+
+
+def test_breaker_open_half_open_closed() -> None:
+    now = [0.0]
+    breaker = Breaker(error_rate=0.5, window=4, min_calls=3, open_for=10.0, clock=lambda: now[0])
+    assert breaker.record(True) == "closed"
+    assert breaker.record(False) == "closed"  # 1 of 2: below min_calls
+    assert breaker.record(False) == "open"  # 2 of 3 failed
+    now[0] = 9.9
+    assert breaker.state == "open"
+    now[0] = 10.0
+    assert breaker.state == "half_open"
+    assert breaker.record(False) == "open"  # the probe failed: open again
+    now[0] = 20.0
+    assert breaker.record(True) == "closed"
+    assert breaker.record(False) == "closed"  # the window starts empty again
+
+
+async def test_confirm_lost_opens_breaker() -> None:
+    lost = ClusterNode("far", Unreachable(), cpu_millis=4000, memory_bytes=8 * GIB)
+    cluster = Cluster([lost, node("near")], policy="fifo")
+    assert await cluster.acquire(job("r/1"), run_id="r") == "far"
+    assert await cluster.confirm_lost("far") is True
+    assert lost.state == "unavailable" and lost.breaker.state == "open"
+    assert await cluster.acquire(job("r/2"), run_id="r") == "near"
+    assert await cluster.confirm_lost("near") is False
+
+
+async def test_wait_lost_or_fenced_returns() -> None:
+    lost = ClusterNode("far", Unreachable(), cpu_millis=4000, memory_bytes=8 * GIB)
+    cluster = Cluster([lost])
+    await cluster.confirm_lost("far")
+    start = trio.current_time()
+    await cluster.wait_lost_or_fenced("far", 0.3)
+    assert trio.current_time() - start >= 0.29
+    await cluster.confirm_lost("far")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cluster.wait_lost_or_fenced, "far", 60.0)
+        await trio.sleep(0.05)
+        cluster.mark_returned(lost)
+    assert lost.state == "ready"

@@ -1,0 +1,222 @@
+"""Three real Docker engines as the server's nodes: policies, labels, a lost node.
+
+Each engine is a separate dockerd on this machine (tests/engines.py), configured as
+a ``[[nodes]]`` entry with its own labels and a CPU capacity set in the
+configuration, so the placements do not depend on this machine's CPU count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from cicd.config import load_settings
+from cicd.server.process import Server
+from tests.conftest import BUSYBOX
+from tests.engines import Engine
+from tests.server.conftest import wait_for_state
+
+pytest_plugins = ["tests.engines_plugin"]
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+LABELS = [{"pool": "a", "zone": "x"}, {"pool": "a", "zone": "y"}, {"pool": "b", "zone": "x"}]
+
+
+def _settings(tmp_path: Path, engines: list[Engine], policy: str, **extra: Any) -> Any:
+    nodes = [{"name": engine.name, "host": engine.base_url, "labels": LABELS[i], "cpu": "2",
+              "memory": "4G", "reserve_cpu": "250m", "max_jobs": 4}
+             for i, engine in enumerate(engines)]
+    overrides = {
+        "server.port": 0, "storage.db": str(tmp_path / "server.db"), "runs.grace": "1s",
+        "runs.shutdown_grace": "1s", "scheduling.policy": policy,
+        "scheduling.probe_interval": "200ms", "scheduling.breaker_min_calls": 1,
+        "scheduling.breaker_open_for": "1s", "scheduling.node_lost_after": "3s",
+        "nodes": nodes, **extra,
+    }
+    return load_settings(environ={}, overrides=overrides)
+
+
+class Cluster:
+    def __init__(self, server: Server, api: httpx.AsyncClient) -> None:
+        self.server = server
+        self.api = api
+
+    async def submit(self, yaml_text: str, source: Path) -> str:
+        response = await self.api.post("/runs", json={"source": {"dir": str(source)},
+                                                       "pipeline_yaml": yaml_text})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def nodes(self) -> dict[str, dict[str, Any]]:
+        return {node["name"]: node for node in (await self.api.get("/nodes")).json()}
+
+
+@asynccontextmanager
+async def _serve(settings: Any) -> AsyncIterator[Cluster]:
+    instance = Server(settings)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: instance.run(install_signal_handlers=False,
+                                                             task_status=task_status))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{instance.port}/api/v1",
+                                     timeout=30) as api:
+            yield Cluster(instance, api)
+        instance.request_stop()
+        instance.request_stop()
+
+
+def _jobs(count: int, run: str, *, cpu: str = "1", extra: str = "") -> str:
+    lines = ["jobs:"]
+    for index in range(count):
+        lines += [f"  j{index}:", f"    image: {BUSYBOX}", f"    resources: {{cpu: '{cpu}'}}",
+                  *([f"    {extra}"] if extra else []), "    steps:", f"      - run: {run}"]
+    return "\n".join(lines) + "\n"
+
+
+def _placements(document: dict[str, Any]) -> dict[str, str]:
+    return {job["id"]: job["node"] for job in document["jobs"]}
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    directory = tmp_path / "source"
+    directory.mkdir()
+    (directory / "README").write_text("multi-node test\n")
+    return directory
+
+
+async def test_spread_and_binpack_placements(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    names = [engine.name for engine in fresh_engines]
+    # Each node has 1.75 CPUs after its reserve: one job of 1 CPU fits per node.
+    async with _serve(_settings(tmp_path / "spread", fresh_engines, "spread")) as cluster:
+        run_id = await cluster.submit(_jobs(3, "sleep 1", cpu="750m"), source)
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 90)
+        assert document["state"] == "succeeded", document
+        assert sorted(_placements(document).values()) == sorted(names)
+    async with _serve(_settings(tmp_path / "binpack", fresh_engines, "binpack")) as cluster:
+        run_id = await cluster.submit(_jobs(3, "sleep 1", cpu="750m"), source)
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 90)
+        assert document["state"] == "succeeded", document
+        placed = sorted(_placements(document).values())
+        # Two jobs of 750m fill a node's 1750m; the third goes to the next node.
+        assert placed == [names[0], names[0], names[1]], placed
+
+
+async def test_labels_route_and_unschedulable_fail(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    yaml_text = (f"jobs:\n"
+                 f"  on-b:\n    image: {BUSYBOX}\n    runs_on: {{pool: b}}\n"
+                 f"    steps: [{{run: echo b}}]\n"
+                 f"  on-a-y:\n    image: {BUSYBOX}\n    runs_on: {{pool: a, zone: y}}\n"
+                 f"    steps: [{{run: echo ay}}]\n"
+                 f"  huge:\n    image: {BUSYBOX}\n    resources: {{cpu: '8'}}\n"
+                 f"    allow_failure: true\n    steps: [{{run: echo never}}]\n"
+                 f"  gpu:\n    image: {BUSYBOX}\n    runs_on: {{pool: gpu}}\n"
+                 f"    allow_failure: true\n    steps: [{{run: echo never}}]\n")
+    async with _serve(_settings(tmp_path, fresh_engines, "fifo")) as cluster:
+        run_id = await cluster.submit(yaml_text, source)
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
+        jobs = {job["id"]: job for job in document["jobs"]}
+        assert jobs["on-b"]["node"] == fresh_engines[2].name
+        assert jobs["on-a-y"]["node"] == fresh_engines[1].name
+        assert jobs["huge"]["state"] == "failed"
+        assert jobs["huge"]["reason"] == "unschedulable"
+        assert "requests 8 CPU" in jobs["huge"]["message"]
+        assert "offer 1750m CPU" in jobs["huge"]["message"]
+        assert jobs["gpu"]["reason"] == "unschedulable"
+        assert "no node has the labels pool=gpu" in jobs["gpu"]["message"]
+        assert document["state"] == "succeeded"  # both unschedulable jobs allow failure
+
+
+async def test_lost_node_retry_and_fencing(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    first, second, third = fresh_engines
+    # fifo: pool a jobs go to the first node while it is healthy.
+    yaml_text = (f"jobs:\n"
+                 f"  moves:\n    image: {BUSYBOX}\n    runs_on: {{pool: a}}\n"
+                 f"    retry: {{max: 1, when: [node_lost]}}\n"
+                 f"    steps:\n      - run: echo attempt on $HOSTNAME; sleep 4\n"
+                 f"  stays:\n    image: {BUSYBOX}\n    runs_on: {{pool: a, zone: x}}\n"
+                 f"    allow_failure: true\n    steps: [{{run: sleep 60}}]\n"
+                 f"  elsewhere:\n    image: {BUSYBOX}\n    runs_on: {{pool: b}}\n"
+                 f"    steps: [{{run: sleep 3; echo done}}]\n")
+    async with _serve(_settings(tmp_path, fresh_engines, "fifo")) as cluster:
+        run_id = await cluster.submit(yaml_text, source)
+        with trio.fail_after(60):
+            while True:
+                document = (await cluster.api.get(f"/runs/{run_id}")).json()
+                jobs = {job["id"]: job for job in document["jobs"]}
+                if all(jobs.get(j, {}).get("state") == "running"
+                       for j in ("moves", "stays", "elsewhere")):
+                    break
+                await trio.sleep(0.1)
+        assert jobs["moves"]["node"] == first.name and jobs["stays"]["node"] == first.name
+        assert jobs["elsewhere"]["node"] == third.name
+
+        first.stop()  # SIGKILL of dockerd: the node stops answering
+        with trio.fail_after(30):
+            while (await cluster.nodes())[first.name]["state"] != "unavailable":
+                await trio.sleep(0.1)
+        nodes = await cluster.nodes()
+        assert nodes[first.name]["breaker"] in ("open", "half_open")
+
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 90)
+        jobs = {job["id"]: job for job in document["jobs"]}
+        assert jobs["stays"]["state"] == "failed" and jobs["stays"]["reason"] == "node_lost"
+        assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
+        assert jobs["moves"]["attempt"] == 2 and jobs["moves"]["node"] == second.name
+        assert jobs["elsewhere"]["state"] == "succeeded"
+        log = (await cluster.api.get(f"/runs/{run_id}/jobs/moves/steps/1/log")).content
+        assert log.count(b"attempt on") == 1  # the first attempt's output was dropped
+        events = (await cluster.api.get("/events", params={"limit": 1000})).json()["items"]
+        retried = [e for e in events if e["name"] == "JobRetried"]
+        assert [(e["data"]["attempt"], e["data"]["previous_node"]) for e in retried] == [
+            (2, first.name)]
+
+        first.start()  # the engine comes back with the killed job's container stopped
+        with trio.fail_after(60):
+            while (await cluster.nodes())[first.name]["state"] != "ready":
+                await trio.sleep(0.2)
+        leftovers = first.client().containers.list(all=True, filters={"label": "io.cicd.run"})
+        assert leftovers == [], "fencing removes the lost jobs' containers"
+        # Back in service: fifo places pool a work on the first node again.
+        run_id = await cluster.submit(
+            f"jobs:\n  again:\n    image: {BUSYBOX}\n    runs_on: {{pool: a}}\n"
+            f"    steps: [{{run: echo back}}]\n", source)
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
+        assert document["state"] == "succeeded"
+        assert document["jobs"][0]["node"] == first.name
+
+
+async def test_cordon_drain_uncordon_api(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    first, second, _third = fresh_engines
+    async with _serve(_settings(tmp_path, fresh_engines, "fifo")) as cluster:
+        response = await cluster.api.post(f"/nodes/{first.name}/cordon")
+        assert response.status_code == 200 and response.json()["state"] == "cordoned"
+        run_id = await cluster.submit(_jobs(1, "echo hi", extra="runs_on: {pool: a}"), source)
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
+        assert document["jobs"][0]["node"] == second.name
+        await cluster.api.post(f"/nodes/{second.name}/drain")
+        run_id = await cluster.submit(_jobs(1, "echo hi", extra="runs_on: {pool: a}"), source)
+        with trio.fail_after(30):
+            while True:
+                jobs = (await cluster.api.get(f"/runs/{run_id}")).json()["jobs"]
+                if jobs and jobs[0]["wait_reason"]:
+                    job = jobs[0]
+                    break
+                await trio.sleep(0.1)
+        assert job["state"] == "pending" and job["wait_reason"] == "node_unavailable"
+        nodes = await cluster.nodes()
+        assert nodes[second.name]["state"] == "drained"
+        await cluster.api.post(f"/nodes/{first.name}/uncordon")
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
+        assert document["jobs"][0]["node"] == first.name
+        assert document["jobs"][0]["wait_reason"] == ""
