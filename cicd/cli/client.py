@@ -99,6 +99,8 @@ def submit_command(args: argparse.Namespace) -> int:
     url = _require_server(args)
     client = Client(url)
     body: dict[str, Any] = {"tenant": args.tenant}
+    if args.priority is not None:
+        body["priority"] = args.priority
     is_git = bool(args.source) and ("://" in args.source or args.source.endswith(".git"))
     if is_git:
         body["source"] = {"git": args.source, "ref": args.ref}

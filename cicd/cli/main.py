@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--source", help="directory on the server (default: .) or git URL")
     submit.add_argument("--ref", help="git branch, tag or commit (with a git --source)")
     submit.add_argument("--tenant", default="default", help="tenant of the run (default: default)")
+    submit.add_argument("--priority", type=int, metavar="N",
+                        help="-1000 to 1000; higher goes first when jobs wait for nodes "
+                        "(default: the pipeline's priority)")
     submit.add_argument("--idempotency-key", help="submitting the same key again returns the same run")
     submit.add_argument("--wait", action="store_true", help="wait for the run to end; exit 1 if it failed")
     submit.add_argument("--server", help=server_help)

@@ -7,6 +7,7 @@ configuration, so the placements do not depend on this machine's CPU count.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -216,7 +217,16 @@ async def test_cordon_drain_uncordon_api(
         assert job["state"] == "pending" and job["wait_reason"] == "node_unavailable"
         nodes = await cluster.nodes()
         assert nodes[second.name]["state"] == "drained"
-        await cluster.api.post(f"/nodes/{first.name}/uncordon")
+        url = f"http://127.0.0.1:{cluster.server.port}"
+        listing = await trio.run_process([sys.executable, "-m", "cicd", "nodes", "--server", url],
+                                         capture_stdout=True)
+        lines = listing.stdout.decode().splitlines()
+        assert lines[0].split()[:3] == ["NODE", "STATE", "BREAKER"]
+        assert any(line.split()[:3] == [second.name, "drained", "closed"] for line in lines)
+        uncordon = await trio.run_process(
+            [sys.executable, "-m", "cicd", "uncordon", first.name, "--server", url],
+            capture_stdout=True)
+        assert uncordon.stdout.decode().startswith(f"node {first.name}: ready")
         document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
         assert document["jobs"][0]["node"] == first.name
         assert document["jobs"][0]["wait_reason"] == ""
