@@ -19,6 +19,7 @@ from pathlib import Path
 from benchmarks import (
     baselines,
     cicd_run,
+    console,
     gitlab_ci_local,
     report,
     server_api,
@@ -44,6 +45,7 @@ TIMED: dict[str, Callable[[ExitStack], Plan]] = {
 CHECKS: dict[str, Callable[[], BenchmarkResult]] = {
     step_checks.NAME: step_checks.run,
     server_api.NAME: server_api.run,
+    console.NAME: console.run,
 }
 ALL = [*TIMED, *CHECKS]
 # Benchmarks whose ratios need the baselines measured in the same invocation.

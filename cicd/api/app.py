@@ -18,6 +18,7 @@ from quart import Response, g, request, websocket
 from quart.typing import ResponseTypes
 from quart_trio import QuartTrio
 
+from cicd.api.console import console
 from cicd.api.contract import RunServiceProtocol
 from cicd.api.dead_letters import dead_letters
 from cicd.api.events import events
@@ -61,6 +62,8 @@ def create_app(
     app.register_blueprint(logs, url_prefix=API_PREFIX)
     app.register_blueprint(events, url_prefix=API_PREFIX)
     app.register_blueprint(dead_letters, url_prefix=API_PREFIX)
+    # The browser console: its page at /, its files at /static, its API under /api/v1/console.
+    app.register_blueprint(console)
     return app
 
 

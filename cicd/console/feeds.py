@@ -1,0 +1,182 @@
+"""Shared readers of the store for every console client: one per followed step, one for events.
+
+Resource handling: a feed runs as a task in the nursery given to :class:`Feeds` and
+stops when its last user leaves. Readers run on the store's reader pool, so a feed
+never blocks the Trio thread and never writes: a slow or absent console client
+cannot slow a build.
+
+Error handling: a feed stores the ``CicdError`` that stopped it in ``error`` and wakes
+its users, which report it to their client. Other errors propagate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import trio
+
+from cicd.console import reads
+from cicd.console.ring import LogRing
+from cicd.errors import CicdError
+
+logger = logging.getLogger("cicd.console")
+
+T = TypeVar("T")
+
+# A followed step's tail kept in memory for all its clients. At 1 MB/s of output, a
+# client may lag about this many seconds' worth before it has to resync.
+RING_BYTES = 4 * 1024 * 1024
+# A feed reads the store at most this often; each read takes everything committed since.
+READ_INTERVAL_SECONDS = 0.05
+TAIL_READ_BYTES = 1024 * 1024
+EVENT_BATCH = 2000
+
+
+class Readers(Protocol):
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+class _Signal:
+    """A wake-up that every waiter sees: :meth:`fire` sets the current event, then renews it."""
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def fire(self) -> None:
+        self.event.set()
+        self.event = trio.Event()
+
+
+class LogFeed:
+    """The live tail of one step in a :class:`LogRing`, read once for all its clients."""
+
+    def __init__(self, key: tuple[str, str, int], seq: int, offset: int) -> None:
+        self.key = key
+        self.ring = LogRing(offset, RING_BYTES)
+        self.grew = _Signal()
+        self.error: CicdError | sqlite3.Error | None = None
+        self.stopped = False
+        self.users = 0
+        self._seq = seq
+        self._scope = trio.CancelScope()
+
+    async def run(self, feeds: Feeds) -> None:
+        run_id, job_id, index = self.key
+        try:
+            with self._scope:
+                while True:
+                    changed = feeds.changed()
+                    read_at = trio.current_time()
+                    chunks, size, complete = await feeds.readers.run(
+                        lambda conn: reads.tail(conn, run_id, job_id, index, self._seq,
+                                                TAIL_READ_BYTES))
+                    for seq, offset, data in chunks:
+                        self.ring.append(offset, data)
+                        self._seq = seq
+                    if complete and self.ring.end >= size:
+                        self.ring.complete = True
+                        return
+                    if chunks:
+                        self.grew.fire()
+                    if sum(len(chunk[2]) for chunk in chunks) < TAIL_READ_BYTES:
+                        await changed.wait()
+                        await trio.sleep_until(read_at + READ_INTERVAL_SECONDS)
+        except (CicdError, sqlite3.Error) as exc:
+            logger.warning("following the output of %s/%s step %d failed: %s",
+                           run_id, job_id, index, exc)
+            self.error = exc
+        finally:
+            self.stopped = True
+            feeds.logs.pop(self.key, None)
+            self.grew.fire()
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self._scope.cancel()
+
+
+class EventListener:
+    """Receives (last event id, run ids) of each batch of new events."""
+
+    def __init__(self, notify: Callable[[int, list[str]], None]) -> None:
+        self.notify = notify
+
+
+class Feeds:
+    """The console's shared feeds, started on demand in ``nursery``."""
+
+    def __init__(self, readers: Readers, changed: Callable[[], trio.Event],
+                 nursery: trio.Nursery) -> None:
+        self.readers = readers
+        self.changed = changed
+        self.nursery = nursery
+        self.logs: dict[tuple[str, str, int], LogFeed] = {}
+        self.listeners: set[EventListener] = set()
+        self._events_scope: trio.CancelScope | None = None
+        self._events_ready = trio.Event()
+        self.event_error: CicdError | sqlite3.Error | None = None
+
+    async def follow_log(self, run_id: str, job_id: str, index: int) -> LogFeed:
+        """Return the feed of a step, started at the output's current end if it is new.
+
+        The caller must call :meth:`LogFeed.release` when done with it.
+        """
+        key = (run_id, job_id, index)
+        feed = self.logs.get(key)
+        if feed is None:
+            seq, end = await self.readers.run(
+                lambda conn: reads.last_seq(conn, run_id, job_id, index))
+            feed = self.logs.get(key)  # another client may have started it meanwhile
+            if feed is None:
+                feed = self.logs[key] = LogFeed(key, seq, end)
+                self.nursery.start_soon(feed.run, self)
+        feed.users += 1
+        return feed
+
+    async def listen(self, listener: EventListener) -> None:
+        """Deliver every event stored from now on to ``listener`` until :meth:`unlisten`."""
+        self.listeners.add(listener)
+        if self._events_scope is None:
+            scope = self._events_scope = trio.CancelScope()
+            ready = self._events_ready = trio.Event()
+            try:
+                after = await self.readers.run(reads.last_event_id)
+            finally:
+                ready.set()
+            self.nursery.start_soon(self._follow_events, after, scope)
+        # Whoever started the feed read its first position before this returns, so the
+        # caller's own reads from now on see every event the feed will not deliver.
+        await self._events_ready.wait()
+
+    def unlisten(self, listener: EventListener) -> None:
+        self.listeners.discard(listener)
+        if not self.listeners and self._events_scope is not None:
+            self._events_scope.cancel()
+            self._events_scope = None
+
+    async def _follow_events(self, after: int, scope: trio.CancelScope) -> None:
+        with scope:
+            while True:
+                changed = self.changed()
+                read_at = trio.current_time()
+                try:
+                    run_ids, last = await self.readers.run(
+                        functools.partial(reads.changed_runs, after=after, limit=EVENT_BATCH))
+                except (CicdError, sqlite3.Error) as exc:
+                    logger.warning("the console's event feed failed: %s", exc)
+                    self.event_error = exc
+                    for listener in list(self.listeners):
+                        listener.notify(after, [])
+                    return
+                if run_ids:
+                    after = last
+                    for listener in list(self.listeners):
+                        listener.notify(last, run_ids)
+                    continue
+                await changed.wait()
+                await trio.sleep_until(read_at + READ_INTERVAL_SECONDS)

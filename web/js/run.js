@@ -1,0 +1,137 @@
+// A run: header, actions (cancel, retry), the job graph and each job's steps, live
+// through a "run" subscription.
+
+import { postJson, runPath } from "./api.js";
+import { drawDag } from "./dag.js";
+import { clear, confirmAction, h } from "./dom.js";
+import { formatBytes, formatDateTime, formatDuration, t } from "./i18n.js";
+import { stateBadge } from "./runs.js";
+
+const ACTIVE = new Set(["pending", "scheduled", "running"]);
+
+function elapsed(item, now) {
+  if (item.duration_ms !== null && item.duration_ms !== undefined) return item.duration_ms;
+  if (item.started_at && !item.finished_at) return now - Date.parse(item.started_at);
+  return null;
+}
+
+export class RunView {
+  constructor(container, connection, params) {
+    this.runId = params.runId;
+    this.eventId = null;
+    this.run = null;
+    this.notice = "";
+    this.root = h("section", { class: "run-view" });
+    container.append(this.root);
+    this.render();
+    this.unsubscribe = connection.subscribe({
+      topic: "run",
+      params: () => ({ run_id: this.runId, after: this.eventId }),
+      onMessage: (message) => {
+        if (message.type === "run") {
+          this.run = message.run;
+          this.eventId = message.event_id;
+        } else if (message.type === "error") {
+          this.notice = message.code === "NOT-FOUND" ? t("run.notFound", { id: this.runId }) : message.message;
+        }
+        this.render();
+      },
+    });
+    this.timer = setInterval(() => {
+      if (this.run && ACTIVE.has(this.run.state)) this.render();
+    }, 1000);
+  }
+
+  async act(action) {
+    try {
+      this.notice = await action();
+    } catch (error) {
+      this.notice = t("error.request", { message: error.message });
+    }
+    this.render();
+  }
+
+  async cancelRun() {
+    if (!(await confirmAction(t("run.cancelConfirm", { id: this.runId }), t("run.cancel")))) return;
+    await this.act(async () => (await postJson(`${runPath(this.runId)}/cancel`)).message);
+  }
+
+  async cancelJob(jobId) {
+    if (!(await confirmAction(t("run.cancelJobConfirm", { id: this.runId, job: jobId }), t("run.cancelJob")))) return;
+    await this.act(async () => (await postJson(`${runPath(this.runId)}/jobs/${encodeURIComponent(jobId)}/cancel`)).message);
+  }
+
+  async retry() {
+    await this.act(async () => {
+      const result = await postJson(`${runPath(this.runId)}/retry`);
+      location.hash = `#/runs/${encodeURIComponent(result.run.id)}`;
+      return t("run.retried", { id: result.run.id });
+    });
+  }
+
+  render() {
+    const run = this.run;
+    clear(this.root);
+    if (!run) {
+      this.root.append(h("p", { class: "notice", text: this.notice || "…" }));
+      return;
+    }
+    const now = Date.now();
+    const active = ACTIVE.has(run.state);
+    this.root.append(
+      h("header", { class: "run-header" },
+        h("h1", {}, t("run.title", { pipeline: run.pipeline, number: run.number }), " ", stateBadge(run.state)),
+        h("dl", { class: "facts" },
+          h("dt", { text: t("runs.source") }), h("dd", { text: run.source }),
+          h("dt", { text: t("runs.trigger") }), h("dd", { text: run.trigger }),
+          h("dt", { text: t("run.tenant") }), h("dd", { text: run.tenant_id }),
+          h("dt", { text: t("runs.created") }), h("dd", { text: formatDateTime(Date.parse(run.created_at)) }),
+          run.started_at ? [h("dt", { text: t("runs.started") }), h("dd", { text: formatDateTime(Date.parse(run.started_at)) })] : null,
+          h("dt", { text: t("runs.duration") }), h("dd", { class: "run-duration", text: formatDuration(elapsed(run, now)) }),
+          run.reason ? [h("dt", { text: t("run.reason") }), h("dd", { class: "reason", text: run.reason })] : null),
+        h("div", { class: "actions" },
+          h("button", { class: "danger", id: "cancel-run", disabled: !active, text: t("run.cancel"), onclick: () => this.cancelRun() }),
+          h("button", { id: "retry-run", disabled: active, text: t("run.retry"), onclick: () => this.retry() })),
+        this.notice ? h("p", { class: "notice", text: this.notice }) : null),
+      h("h2", { text: t("run.graph") }),
+      h("div", { class: "dag-box" }, drawDag(run.jobs, (jobId) => document.getElementById(`job-${jobId}`)?.scrollIntoView())),
+      h("h2", { text: t("run.jobs") }),
+      ...run.jobs.map((job) => this.renderJob(job, now)));
+  }
+
+  renderJob(job, now) {
+    const active = ACTIVE.has(job.state);
+    const waitReason = job.wait_reason ? t("run.waiting", { reason: t(`wait.${job.wait_reason}`) }) : "";
+    const failure = job.reason && !["succeeded", "running", "pending"].includes(job.state)
+      ? t("run.failed", { reason: [job.reason, job.message].filter(Boolean).join(": ") }) : "";
+    return h("article", { class: "job", id: `job-${job.id}`, dataset: { job: job.id, state: job.state } },
+      h("header", {},
+        h("h3", {}, job.id, " ", stateBadge(job.state)),
+        h("span", { class: "meta" }, `${t("run.image")}: `, h("code", { text: job.image }),
+          job.node ? ` · ${t("run.node")}: ${job.node}` : "",
+          job.needs.length ? ` · ${t("run.needs")}: ${job.needs.join(", ")}` : "",
+          ` · ${formatDuration(elapsed(job, now))}`),
+        active ? h("button", { class: "danger small", "data-cancel-job": job.id, text: t("run.cancelJob"), onclick: () => this.cancelJob(job.id) }) : null),
+      job.state === "pending" && waitReason ? h("p", { class: "wait-reason", text: waitReason }) : null,
+      failure ? h("p", { class: "failure-reason", text: failure }) : null,
+      h("table", { class: "steps" },
+        h("thead", {}, h("tr", {}, [t("run.step"), t("runs.state"), t("run.exitCode"), t("runs.duration"), t("run.logSize"), ""]
+          .map((label) => h("th", { text: label })))),
+        h("tbody", {}, job.steps.map((step) => h("tr", { dataset: { step: step.index, state: step.state } },
+          h("td", {}, `${step.index}. `, step.name),
+          h("td", {}, stateBadge(step.state), step.reason && step.state !== "succeeded" ? h("span", { class: "reason", text: ` ${step.reason}${step.message ? `: ${step.message}` : ""}` }) : null),
+          h("td", { class: "number exit-code", text: step.exit_code ?? "" }),
+          h("td", { class: "number", text: formatDuration(elapsed(step, now)) }),
+          h("td", { class: "number", text: formatBytes(step.log_size) }),
+          h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(this.runId)}/jobs/${encodeURIComponent(job.id)}/steps/${step.index}`, text: t("run.log") })))))));
+  }
+
+  relabel() {
+    this.render();
+  }
+
+  destroy() {
+    this.unsubscribe();
+    clearInterval(this.timer);
+  }
+}
