@@ -20,6 +20,7 @@ from benchmarks import (
     baselines,
     cicd_run,
     console,
+    dispatch,
     gitlab_ci_local,
     report,
     server_api,
@@ -45,6 +46,7 @@ TIMED: dict[str, Callable[[ExitStack], Plan]] = {
 CHECKS: dict[str, Callable[[], BenchmarkResult]] = {
     step_checks.NAME: step_checks.run,
     server_api.NAME: server_api.run,
+    dispatch.NAME: dispatch.run,
     console.NAME: console.run,
 }
 ALL = [*TIMED, *CHECKS]
