@@ -53,9 +53,9 @@ class NodeSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
     host: str  # unix:///var/run/docker.sock, tcp://host:2376, ssh://user@host
     labels: dict[str, str] = msgspec.field(default_factory=dict)
-    cpu: str = ""  # capacity override (cores: "8", "7500m"); default: read from the engine
+    cpu: str | float = ""  # capacity override (8, "7500m"); default: read from the engine
     memory: str = ""  # capacity override ("16G"); default: read from the engine
-    reserve_cpu: str = ""  # kept free for the engine and other work ("1", "500m")
+    reserve_cpu: str | float = ""  # kept free for the engine and other work (1, "500m")
     reserve_memory: str = ""  # ("2G")
     max_jobs: int = 0  # jobs at once; 0: the engine's CPU count
     tls_ca: str = ""  # tcp:// with TLS: CA certificate file to verify the engine
@@ -80,7 +80,9 @@ class SchedulingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     breaker_window: int = 10  # recent calls counted
     breaker_min_calls: int = 3  # calls needed before the rate counts
     breaker_open_for: str = "30s"  # then one probe decides (half-open)
-    node_lost_after: str = "30s"  # a node that does not respond's jobs end failed node_lost after this
+    # A job lost with its node starts again (retry) once the node is back and fenced.
+    # A duration here also lets it start again after that long without the node.
+    node_lost_after: str = ""
     # Pools: nodes with the label pool=<name>; jobs with runs_on {pool: <name>} use
     # the pool's policy.
     pools: dict[str, PoolSettings] = msgspec.field(default_factory=dict)
@@ -108,12 +110,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def seconds(self, value: str) -> float:
         return _duration_with_days(value)
 
+    def optional_seconds(self, value: str) -> float | None:
+        """Seconds of a configured duration; None for an empty value."""
+        return _duration_with_days(value) if value else None
+
     @staticmethod
-    def cpu_millis(value: str) -> int:
+    def cpu_millis(value: str | float) -> int:
         """Millicores of a configured CPU amount; 0 for an empty value."""
         from cicd.pipeline.quantities import parse_cpu
 
-        return parse_cpu(value) if value else 0
+        return parse_cpu(value) if value not in ("", 0) else 0
 
     @staticmethod
     def memory_bytes(value: str) -> int:
@@ -135,7 +141,7 @@ def _duration_with_days(text: str) -> float:
 _DURATION_KEYS = {("runs", "grace"), ("runs", "shutdown_grace"), ("retention", "max_age"),
                   ("retention", "interval"), ("retention", "reaper_interval"),
                   ("scheduling", "aging_interval"), ("scheduling", "probe_interval"),
-                  ("scheduling", "breaker_open_for"), ("scheduling", "node_lost_after")}
+                  ("scheduling", "breaker_open_for")}
 _SIZE_KEYS = {("storage", "log_limit"), ("retention", "max_total_log_size")}
 _POLICIES = ("fifo", "binpack", "spread")
 
@@ -198,13 +204,15 @@ def _from_env(text: str, default: object, variable: str) -> object:
 
 
 def _check_units(settings: Settings, path: str | None) -> None:
-    for section, key in _DURATION_KEYS:
+    keys = _DURATION_KEYS | ({("scheduling", "node_lost_after")}
+                             if settings.scheduling.node_lost_after else set())
+    for section, key in keys:
         value = getattr(getattr(settings, section), key)
         try:
             _duration_with_days(value)
         except Exception as exc:  # noqa: BLE001 - reported with the key
-            raise UsageError(f"{section}.{key} = {value!r}: expected a duration like 30s, 10m, "
-                             f"2h or 30d ({exc})") from None
+            raise UsageError(f"{section}.{key} = {value!r}: {exc} (days are written 30d)"
+                             ) from None
     for section, key in _SIZE_KEYS:
         value = getattr(getattr(settings, section), key)
         try:
@@ -216,10 +224,12 @@ def _check_units(settings: Settings, path: str | None) -> None:
         raise UsageError(f"runs.executor = {settings.runs.executor!r}: expected docker or local")
     if settings.runs.intake_size < 1 or settings.runs.per_tenant_runs < 1:
         raise UsageError("runs.intake_size and runs.per_tenant_runs must be at least 1")
-    _check_scheduling(settings)
+    _check_scheduling(settings, path)
 
 
-def _check_scheduling(settings: Settings) -> None:
+def _check_scheduling(settings: Settings, path: str | None) -> None:
+    import re
+
     from cicd.pipeline.quantities import parse_cpu
 
     scheduling = settings.scheduling
@@ -243,20 +253,30 @@ def _check_scheduling(settings: Settings) -> None:
             except ValueError as exc:
                 raise UsageError(f"scheduling.{key} = {value!r}: {exc}") from None
     seen: set[str] = set()
-    for position, node in enumerate(settings.nodes):
-        where = f"nodes[{position}] ({node.name!r})"
+    label_name = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
+    for number, node in enumerate(settings.nodes, start=1):
+        where = f"{path + ': ' if path else ''}[[nodes]] number {number} ({node.name!r})"
         if not node.name or node.name in seen:
             raise UsageError(f"{where}: each node needs a name of its own")
         seen.add(node.name)
         if not node.host.startswith(("unix://", "tcp://", "ssh://", "npipe://")):
             raise UsageError(f"{where}: host = {node.host!r}: expected unix://PATH, "
                              "tcp://HOST:PORT or ssh://USER@HOST")
+        if node.host.startswith("tcp://") and not re.fullmatch(r"tcp://[^/:]+:[0-9]+/?|"
+                                                              r"tcp://\[[0-9a-fA-F:]+\]:[0-9]+/?",
+                                                              node.host):
+            raise UsageError(f"{where}: host = {node.host!r}: expected tcp://HOST:PORT with a "
+                             "port, such as tcp://builder-2:2376")
+        for label in node.labels:
+            if not label_name.fullmatch(label):
+                raise UsageError(f"{where}: label {label!r}: use up to 63 letters, digits, '_', "
+                                 "'.', '/' and '-', starting with a letter or digit")
         for key in ("cpu", "reserve_cpu"):
             value = getattr(node, key)
-            if value:
+            if value not in ("", 0):
                 try:
                     parse_cpu(value)
-                except ValueError as exc:
+                except (ValueError, TypeError) as exc:
                     raise UsageError(f"{where}: {key} = {value!r}: {exc}") from None
         for key in ("memory", "reserve_memory"):
             value = getattr(node, key)
@@ -265,6 +285,15 @@ def _check_scheduling(settings: Settings) -> None:
                     parse_memory(value)
                 except ValueError as exc:
                     raise UsageError(f"{where}: {key} = {value!r}: {exc}") from None
+        for capacity_key, reserve_key, to_int in (
+                ("cpu", "reserve_cpu", settings.cpu_millis),
+                ("memory", "reserve_memory", settings.memory_bytes)):
+            capacity = to_int(getattr(node, capacity_key))
+            reserve = to_int(getattr(node, reserve_key))
+            if capacity and reserve >= capacity:
+                raise UsageError(f"{where}: {reserve_key} = {getattr(node, reserve_key)!r} is "
+                                 f"not below {capacity_key} = {getattr(node, capacity_key)!r}, "
+                                 "so the node could take no job; lower the reserve")
         if node.max_jobs < 0:
             raise UsageError(f"{where}: max_jobs = {node.max_jobs}: expected 0 or more")
         for path_key in ("tls_ca", "tls_cert", "tls_key"):

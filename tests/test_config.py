@@ -53,7 +53,7 @@ def test_nodes_and_scheduling_from_toml(tmp_path: Path) -> None:
     path.write_text('[scheduling]\npolicy = "binpack"\nbackfill = true\n'
                     '[scheduling.pools.fast]\npolicy = "spread"\n'
                     '[[nodes]]\nname = "a"\nhost = "unix:///run/a.sock"\n'
-                    'labels = { pool = "fast" }\ncpu = "4"\nreserve_memory = "1G"\n'
+                    'labels = { pool = "fast" }\ncpu = 4\nreserve_memory = "1G"\n'
                     '[[nodes]]\nname = "b"\nhost = "ssh://ci@builder"\n')
     settings = load_settings(str(path), environ={"CICD_SCHEDULING_POLICY": "spread"})
     assert settings.scheduling.policy == "spread"
@@ -70,8 +70,15 @@ def test_nodes_and_scheduling_from_toml(tmp_path: Path) -> None:
     ('[scheduling.pools.x]\npolicy = "lifo"\n', "scheduling.pools.x.policy = 'lifo'"),
     ('[[nodes]]\nname = "a"\nhost = "http://a"\n', "host = 'http://a': expected unix://"),
     ('[[nodes]]\nname = "a"\nhost = "unix:///a"\n[[nodes]]\nname = "a"\nhost = "unix:///b"\n',
-     "nodes[1] ('a'): each node needs a name of its own"),
-    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\ncpu = "lots"\n', "nodes[0] ('a'): cpu = 'lots'"),
+     "[[nodes]] number 2 ('a'): each node needs a name of its own"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\ncpu = "lots"\n',
+     "[[nodes]] number 1 ('a'): cpu = 'lots'"),
+    ('[[nodes]]\nname = "a"\nhost = "tcp://127.0.0.1"\n', "expected tcp://HOST:PORT with a port"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\nlabels = { "po ol" = "x" }\n',
+     "label 'po ol': use up to 63"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\ncpu = 4\nreserve_cpu = "5"\n',
+     "reserve_cpu = '5' is not below cpu = 4"),
+    ('[scheduling]\nnode_lost_after = "30"\n', "scheduling.node_lost_after = '30': expected"),
     ('[[nodes]]\nname = "a"\nhost = "tcp://a:2376"\ntls_ca = "/missing/ca.pem"\n',
      "tls_ca = '/missing/ca.pem': no such file"),
     ('[scheduling]\nbreaker_error_rate = 1.5\n', "breaker_error_rate = 1.5"),

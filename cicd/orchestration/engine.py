@@ -95,7 +95,7 @@ class RunEngine:
                  cluster: Cluster | None = None, log_limit: int | None = None,
                  on_assigned: Callable[[float, str], None] | None = None,
                  default_request: tuple[int, int] = (0, 0),
-                 node_lost_after: float = 30.0) -> None:
+                 node_lost_after: float | None = None) -> None:
         self.on_assigned = on_assigned
         self.store = store
         self.provider = provider  # the provider of a single-node cluster built per run
@@ -103,6 +103,7 @@ class RunEngine:
         self.stop = stop or StopRequest()
         self.cluster = cluster
         self.default_request = default_request  # (millicores, bytes) of a job without resources
+        # None: a lost attempt is retried only once its node is back and fenced.
         self.node_lost_after = node_lost_after
         self.log_limit = log_limit
         self.job_stops: dict[str, StopRequest] = {}
@@ -214,17 +215,35 @@ class RunEngine:
                 allowed=pipeline.jobs[job_id].allow_failure))
             return JobResult(job_id=job_id, state=State.FAILED, reason="unschedulable")
 
-        async def before_retry(job_id: str, node_name: str, attempt: int) -> bool:
+        async def before_retry(job_id: str, node_name: str, attempt: int) -> JobResult | None:
+            # The new attempt is recorded now (the job is pending again), but it is placed
+            # only once the lost one cannot be running: see Cluster.wait_lost_or_fenced.
+            job = pipeline.jobs[job_id]
             stop = self.job_stops[job_id]
-            await cluster.wait_lost_or_fenced(node_name, self.node_lost_after,
-                                              stopped=lambda: stop.requested)
-            if stop.requested:
-                return False
-            for step in pipeline.jobs[job_id].steps:
+            for step in job.steps:
                 await self.store.append_log(DropLogChunks(run_id, job_id, step.index, 0, 2**62))
             await self._emit(ev.JobRetried(**base, job=job_id, attempt=attempt,
                                            reason="node_lost", previous_node=node_name))
-            return True
+            limit = self.node_lost_after if self.node_lost_after is not None else job.timeout
+            await self._emit(ev.AssignmentRejected(
+                **base, job=job_id, reason="node_lost",
+                message=f"waiting for node {node_name} to come back and remove the lost "
+                        f"attempt's containers (at most {limit:g}s)"))
+            fenced = await cluster.wait_lost_or_fenced(node_name, limit,
+                                                       stopped=lambda: stop.requested)
+            if stop.requested:
+                await self._end_unstarted(job, ev.JobCancelled(**base, job=job_id,
+                                                               reason=stop.reason))
+                return JobResult(job_id=job_id, state=State.CANCELLED, reason=stop.reason)
+            if not fenced and self.node_lost_after is None:
+                message = (f"node {node_name} did not come back within the job's timeout "
+                           f"({limit:g}s), so attempt {attempt - 1} may still run there; set "
+                           "scheduling.node_lost_after to start it again anyway")
+                await self._end_unstarted(job, ev.JobFailed(
+                    **base, job=job_id, reason="node_lost", message=message,
+                    allowed=job.allow_failure))
+                return JobResult(job_id=job_id, state=State.FAILED, reason="node_lost")
+            return None
 
         dispatcher = Dispatcher(cluster, run_id=run_id, tenant_id=request.tenant_id,
                                 emit=self._emit, start_job=start_job, request_for=request_for,

@@ -72,7 +72,7 @@ class RunService:
         scheduling = settings.scheduling
         self.default_request = (settings.cpu_millis(scheduling.default_cpu),
                                 settings.memory_bytes(scheduling.default_memory))
-        self.node_lost_after = settings.seconds(scheduling.node_lost_after)
+        self.node_lost_after = settings.optional_seconds(scheduling.node_lost_after)
         self.grace = settings.seconds(settings.runs.grace)
         self.log_limit = settings.log_limit_bytes
         data_dir = settings.storage.data_dir or str(Path(store.path).parent / "workspaces")

@@ -46,7 +46,7 @@ UNKNOWN_CAPACITY = 1 << 50
 # Why a job waits, in words for people (the API and `cicd show` give the code too).
 WAIT_TEXT = {
     Reason.CAPACITY: "waiting for capacity: no node with its labels has enough free CPU or memory",
-    Reason.LABELS: "waiting for a node with its labels to have room",
+    Reason.LABELS: "waiting: the nodes with its labels are full (nodes without them have room)",
     Reason.TENANT_LIMIT: "waiting: its tenant runs as many jobs as its limit allows",
     Reason.NODE_UNAVAILABLE: "waiting: the nodes that could run it are cordoned or unavailable",
     Reason.QUEUE_BLOCKED: "waiting behind an earlier job (strict order)",
@@ -317,6 +317,12 @@ class Cluster:
         if (cpu, memory) == (node.cpu_millis, node.memory_bytes):
             return
         node.cpu_millis, node.memory_bytes = cpu, memory
+        if node.reserved_cpu_millis >= cpu or node.reserved_memory_bytes >= memory:
+            node.message = (f"its reserve ({format_cpu(node.reserved_cpu_millis)} CPU, "
+                            f"{format_bytes(node.reserved_memory_bytes)}) is not below its "
+                            f"capacity ({format_cpu(cpu)} CPU, {format_bytes(memory)}), so it "
+                            "takes no job; lower reserve_cpu or reserve_memory")
+            logger.warning("node %s: %s", name, node.message)
         self.node_changed(name)
 
     def node_changed(self, name: str) -> None:
@@ -387,22 +393,23 @@ class Cluster:
         logger.info("node %s is back and takes work again", node.name)
         self.node_changed(node.name)
 
-    async def wait_lost_or_fenced(self, name: str, lost_after: float,
-                                  stopped: Callable[[], bool] = lambda: False) -> None:
-        """Wait until a job lost on node ``name`` can no longer be running there.
+    async def wait_lost_or_fenced(self, name: str, limit: float,
+                                  stopped: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until node ``name`` is back and fenced; return False after ``limit`` seconds.
 
-        That is when the node came back and its stale containers were removed, or
-        when it has not responded for ``lost_after`` seconds. Returns early when
+        Fenced means the node responded again and its stale containers were removed,
+        so a job lost there can no longer be running. Returns early (False) when
         ``stopped()`` turns true.
         """
         node = self.nodes.get(name)
         if node is None or node.lost_since is None:
-            return
-        deadline = node.lost_since + lost_after
+            return True
+        deadline = trio.current_time() + limit
         returned = node.returned
         while not returned.is_set() and not stopped() and trio.current_time() < deadline:
             with trio.move_on_at(min(deadline, trio.current_time() + 0.25)):
                 await returned.wait()
+        return returned.is_set()
 
     # --- the scheduling pass ------------------------------------------------------------
 

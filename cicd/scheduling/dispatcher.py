@@ -30,7 +30,7 @@ class Dispatcher:
                  start_job: StartJob,
                  request_for: Callable[[str], tuple[JobRequest, str]],
                  never_fits: Callable[[str, NeverFits], Awaitable[object]],
-                 before_retry: Callable[[str, str, int], Awaitable[bool]],
+                 before_retry: Callable[[str, str, int], Awaitable[object | None]],
                  on_assigned: Callable[[float, str], None] | None = None,
                  assigned_before: dict[str, str] | None = None) -> None:
         self.cluster = cluster
@@ -40,8 +40,8 @@ class Dispatcher:
         self.start_job = start_job
         self.request_for = request_for  # job -> (its request, its pool)
         self.never_fits = never_fits  # ends a job that fits no node; returns its result
-        # before_retry(job, lost node, next attempt): waits until the lost attempt can no
-        # longer run, records the retry, and returns False when the run stopped meanwhile.
+        # before_retry(job, lost node, next attempt): records the retry and waits until the
+        # lost attempt can no longer run; returns the job's result when it ends instead.
         self.before_retry = before_retry
         self.on_assigned = on_assigned  # (milliseconds from runnable to assigned, node)
         # Jobs a previous server process assigned, taken over after a restart, with their
@@ -79,7 +79,9 @@ class Dispatcher:
                 if not getattr(result, "retry", False):
                     break
                 attempt += 1
-                if not await self.before_retry(job_id, node, attempt):
+                ended = await self.before_retry(job_id, node, attempt)
+                if ended is not None:
+                    result = ended
                     break
                 placed = await self._place(job_id)
                 if not isinstance(placed, str):

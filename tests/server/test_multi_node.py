@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 LABELS = [{"pool": "a", "zone": "x"}, {"pool": "a", "zone": "y"}, {"pool": "b", "zone": "x"}]
 
 
-def _settings(tmp_path: Path, engines: list[Engine], policy: str, **extra: Any) -> Any:
+def _settings(tmp_path: Path, engines: list[Engine], policy: str, *,
+              node_lost_after: str = "") -> Any:
     nodes = [{"name": engine.name, "host": engine.base_url, "labels": LABELS[i], "cpu": "2",
               "memory": "4G", "reserve_cpu": "250m", "max_jobs": 4}
              for i, engine in enumerate(engines)]
@@ -38,8 +39,8 @@ def _settings(tmp_path: Path, engines: list[Engine], policy: str, **extra: Any) 
         "server.port": 0, "storage.db": str(tmp_path / "server.db"), "runs.grace": "1s",
         "runs.shutdown_grace": "1s", "scheduling.policy": policy,
         "scheduling.probe_interval": "200ms", "scheduling.breaker_min_calls": 1,
-        "scheduling.breaker_open_for": "1s", "scheduling.node_lost_after": "3s",
-        "nodes": nodes, **extra,
+        "scheduling.breaker_open_for": "1s", "scheduling.node_lost_after": node_lost_after,
+        "nodes": nodes,
     }
     return load_settings(environ={}, overrides=overrides)
 
@@ -136,52 +137,101 @@ async def test_labels_route_and_unschedulable_fail(
         assert document["state"] == "succeeded"  # both unschedulable jobs allow failure
 
 
-async def test_lost_node_retry_and_fencing(
-        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
-    first, second, third = fresh_engines
+LOST_NODE_PIPELINE = (f"jobs:\n"
+                      f"  moves:\n    image: {BUSYBOX}\n    runs_on: {{pool: a}}\n"
+                      f"    retry: {{max: 1, when: [node_lost]}}\n"
+                      f"    steps:\n      - run: echo attempt on $HOSTNAME; sleep 4\n"
+                      f"  stays:\n    image: {BUSYBOX}\n    runs_on: {{pool: a, zone: x}}\n"
+                      f"    allow_failure: true\n    steps: [{{run: sleep 60}}]\n"
+                      f"  elsewhere:\n    image: {BUSYBOX}\n    runs_on: {{pool: b}}\n"
+                      f"    steps: [{{run: sleep 3; echo done}}]\n")
+
+
+async def _start_and_lose_first(cluster: Cluster, engines: list[Engine],
+                                source: Path) -> str:
+    """Submit LOST_NODE_PIPELINE, wait until its jobs run, then kill the first engine."""
+    first, _second, third = engines
+    run_id = await cluster.submit(LOST_NODE_PIPELINE, source)
+    with trio.fail_after(60):
+        while True:
+            document = (await cluster.api.get(f"/runs/{run_id}")).json()
+            jobs = {job["id"]: job for job in document["jobs"]}
+            if all(jobs.get(j, {}).get("state") == "running"
+                   for j in ("moves", "stays", "elsewhere")):
+                break
+            await trio.sleep(0.1)
     # fifo: pool a jobs go to the first node while it is healthy.
-    yaml_text = (f"jobs:\n"
-                 f"  moves:\n    image: {BUSYBOX}\n    runs_on: {{pool: a}}\n"
-                 f"    retry: {{max: 1, when: [node_lost]}}\n"
-                 f"    steps:\n      - run: echo attempt on $HOSTNAME; sleep 4\n"
-                 f"  stays:\n    image: {BUSYBOX}\n    runs_on: {{pool: a, zone: x}}\n"
-                 f"    allow_failure: true\n    steps: [{{run: sleep 60}}]\n"
-                 f"  elsewhere:\n    image: {BUSYBOX}\n    runs_on: {{pool: b}}\n"
-                 f"    steps: [{{run: sleep 3; echo done}}]\n")
+    assert jobs["moves"]["node"] == first.name
+    assert jobs["stays"]["node"] == first.name
+    assert jobs["elsewhere"]["node"] == third.name
+    first.stop()  # SIGKILL of dockerd: the node stops responding
+    with trio.fail_after(30):
+        while (await cluster.nodes())[first.name]["state"] != "unavailable":
+            await trio.sleep(0.1)
+    assert (await cluster.nodes())[first.name]["breaker"] in ("open", "half_open")
+    return run_id
+
+
+async def _retried_once_from(cluster: Cluster, node: str) -> None:
+    events = (await cluster.api.get("/events", params={"limit": 1000})).json()["items"]
+    retried = [e for e in events if e["name"] == "JobRetried"]
+    assert [(e["data"]["attempt"], e["data"]["previous_node"]) for e in retried] == [(2, node)]
+
+
+async def test_lost_node_retry_waits_for_fencing(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    first, _second, _third = fresh_engines
     async with _serve(_settings(tmp_path, fresh_engines, "fifo")) as cluster:
-        run_id = await cluster.submit(yaml_text, source)
-        with trio.fail_after(60):
+        run_id = await _start_and_lose_first(cluster, fresh_engines, source)
+        # The lost attempt may still run in its orphaned container, so the retry waits.
+        with trio.fail_after(30):
             while True:
-                document = (await cluster.api.get(f"/runs/{run_id}")).json()
-                jobs = {job["id"]: job for job in document["jobs"]}
-                if all(jobs.get(j, {}).get("state") == "running"
-                       for j in ("moves", "stays", "elsewhere")):
+                jobs = {job["id"]: job for job in
+                        (await cluster.api.get(f"/runs/{run_id}")).json()["jobs"]}
+                if jobs["moves"]["wait_reason"] == "node_lost":
                     break
                 await trio.sleep(0.1)
-        assert jobs["moves"]["node"] == first.name and jobs["stays"]["node"] == first.name
-        assert jobs["elsewhere"]["node"] == third.name
+        assert jobs["moves"]["state"] == "pending"
+        assert jobs["moves"]["attempt"] == 2
+        assert f"node {first.name} to come back" in jobs["moves"]["wait_message"]
+        await trio.sleep(2)
+        jobs = {job["id"]: job for job in
+                (await cluster.api.get(f"/runs/{run_id}")).json()["jobs"]}
+        assert jobs["moves"]["state"] == "pending"
+        assert jobs["stays"]["state"] == "failed"
+        assert jobs["stays"]["reason"] == "node_lost"
 
-        first.stop()  # SIGKILL of dockerd: the node stops answering
-        with trio.fail_after(30):
-            while (await cluster.nodes())[first.name]["state"] != "unavailable":
-                await trio.sleep(0.1)
-        nodes = await cluster.nodes()
-        assert nodes[first.name]["breaker"] in ("open", "half_open")
-
+        first.start()  # the new dockerd stops the orphaned containers
         document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 90)
         jobs = {job["id"]: job for job in document["jobs"]}
-        assert jobs["stays"]["state"] == "failed" and jobs["stays"]["reason"] == "node_lost"
         assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
-        assert jobs["moves"]["attempt"] == 2 and jobs["moves"]["node"] == second.name
+        assert jobs["moves"]["attempt"] == 2
+        assert jobs["elsewhere"]["state"] == "succeeded"
+        await _retried_once_from(cluster, first.name)
+        names = [c.name for c in first.client().containers.list(all=True)]
+        assert not [name for name in names if name.endswith(("-moves-1", "-stays-1"))], names
+        assert (await cluster.nodes())[first.name]["state"] == "ready"
+
+
+async def test_lost_node_retry_after_window(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    first, second, _third = fresh_engines
+    settings = _settings(tmp_path, fresh_engines, "fifo", node_lost_after="3s")
+    async with _serve(settings) as cluster:
+        run_id = await _start_and_lose_first(cluster, fresh_engines, source)
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 90)
+        jobs = {job["id"]: job for job in document["jobs"]}
+        assert jobs["stays"]["state"] == "failed"
+        assert jobs["stays"]["reason"] == "node_lost"
+        assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
+        assert jobs["moves"]["attempt"] == 2
+        assert jobs["moves"]["node"] == second.name
         assert jobs["elsewhere"]["state"] == "succeeded"
         log = (await cluster.api.get(f"/runs/{run_id}/jobs/moves/steps/1/log")).content
         assert log.count(b"attempt on") == 1  # the first attempt's output was dropped
-        events = (await cluster.api.get("/events", params={"limit": 1000})).json()["items"]
-        retried = [e for e in events if e["name"] == "JobRetried"]
-        assert [(e["data"]["attempt"], e["data"]["previous_node"]) for e in retried] == [
-            (2, first.name)]
+        await _retried_once_from(cluster, first.name)
 
-        first.start()  # the engine comes back with the killed job's container stopped
+        first.start()
         with trio.fail_after(60):
             while (await cluster.nodes())[first.name]["state"] != "ready":
                 await trio.sleep(0.2)
