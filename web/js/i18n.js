@@ -25,10 +25,12 @@ const STRINGS = {
     "run.retried": "Started run {id}.", "run.reason": "Reason", "run.jobs": "Jobs",
     "run.graph": "Job graph", "run.image": "Image", "run.node": "Node", "run.needs": "Needs",
     "run.waiting": "Waiting: {reason}", "run.failed": "Failed: {reason}",
+    "run.attempt": "attempt {attempt}",
     "run.step": "Step", "run.exitCode": "Exit code", "run.log": "Log", "run.logSize": "Output",
     "run.notFound": "Run {id} not found.", "run.tenant": "Tenant", "run.commit": "Commit",
     "wait.capacity": "no node has free capacity", "wait.labels": "no node has the labels",
-    "wait.tenant_limit": "the tenant's limit of parallel jobs", "wait.node_unavailable":
+    "wait.tenant_limit": "the tenant's limit of parallel jobs",
+    "wait.node_lost": "its node to come back after it was lost", "wait.node_unavailable":
       "the matching nodes are cordoned or broken", "wait.queue_blocked":
       "an older job is first in the queue", "wait.reserved": "capacity is reserved for another job",
     "log.title": "{job} · step {step}", "log.follow": "Follow", "log.search": "Search",
@@ -86,12 +88,14 @@ const STRINGS = {
     "run.retried": "Se inició la ejecución {id}.", "run.reason": "Motivo", "run.jobs": "Trabajos",
     "run.graph": "Grafo de trabajos", "run.image": "Imagen", "run.node": "Nodo",
     "run.needs": "Depende de", "run.waiting": "En espera: {reason}",
+    "run.attempt": "intento {attempt}",
     "run.failed": "Fallo: {reason}", "run.step": "Paso", "run.exitCode": "Código de salida",
     "run.log": "Registro", "run.logSize": "Salida", "run.notFound": "No existe la ejecución {id}.",
     "run.tenant": "Inquilino", "run.commit": "Commit",
     "wait.capacity": "ningún nodo tiene capacidad libre",
     "wait.labels": "ningún nodo tiene las etiquetas",
     "wait.tenant_limit": "el límite de trabajos en paralelo del inquilino",
+    "wait.node_lost": "que su nodo vuelva tras perderse",
     "wait.node_unavailable": "los nodos adecuados están acordonados o averiados",
     "wait.queue_blocked": "un trabajo más antiguo va primero en la cola",
     "wait.reserved": "la capacidad está reservada para otro trabajo",

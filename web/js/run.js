@@ -109,6 +109,7 @@ export class RunView {
         h("h3", {}, job.id, " ", stateBadge(job.state)),
         h("span", { class: "meta" }, `${t("run.image")}: `, h("code", { text: job.image }),
           job.node ? ` · ${t("run.node")}: ${job.node}` : "",
+          job.attempt > 1 ? ` · ${t("run.attempt", { attempt: job.attempt })}` : "",
           job.needs.length ? ` · ${t("run.needs")}: ${job.needs.join(", ")}` : "",
           ` · ${formatDuration(elapsed(job, now))}`),
         active ? h("button", { class: "danger small", "data-cancel-job": job.id, text: t("run.cancelJob"), onclick: () => this.cancelJob(job.id) }) : null),
