@@ -73,6 +73,7 @@ class SchedulingSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     policy: str = "fifo"  # fifo, binpack or spread
     backfill: bool = False  # binpack and spread: later jobs run beside a waiting large one
     aging_interval: str = "1m"  # each interval waited raises a job's priority by one
+    per_tenant_jobs: int = 0  # jobs of one tenant running at once across nodes; 0: no limit
     default_cpu: str = ""  # request of a job without resources.cpu; "": none
     default_memory: str = ""  # request of a job without resources.memory; "": none
     probe_interval: str = "5s"  # how often each node's engine is asked for health and capacity
@@ -243,6 +244,9 @@ def _check_scheduling(settings: Settings, path: str | None) -> None:
     if not 0 < scheduling.breaker_error_rate <= 1:
         raise UsageError(f"scheduling.breaker_error_rate = {scheduling.breaker_error_rate}: "
                          "expected a share above 0 and at most 1, like 0.5")
+    if scheduling.per_tenant_jobs < 0:
+        raise UsageError(f"scheduling.per_tenant_jobs = {scheduling.per_tenant_jobs}: expected 0 "
+                         "(no limit) or more")
     if scheduling.breaker_window < 1 or not 1 <= scheduling.breaker_min_calls:
         raise UsageError("scheduling.breaker_window and breaker_min_calls must be at least 1")
     for key, parse in (("default_cpu", parse_cpu), ("default_memory", parse_memory)):

@@ -221,14 +221,16 @@ class Cluster:
     def __init__(self, nodes: Iterable[ClusterNode], *, policy: Policy | str = Policy.FIFO,
                  backfill: bool = False, pools: Mapping[str, tuple[str, bool]] | None = None,
                  aging_interval_ms: int = 60_000,
-                 tenant_limits: Mapping[str, int] | None = None) -> None:
+                 tenant_limits: Mapping[str, int] | None = None,
+                 per_tenant_jobs: int = 0) -> None:
         self.nodes: dict[str, ClusterNode] = {node.name: node for node in nodes}
         self.policy = Policy(policy)
         self.backfill = backfill
         # pool name -> (policy, backfill), for jobs with runs_on {pool: name}
         self.pools = {name: (Policy(p), b) for name, (p, b) in (pools or {}).items()}
         self.aging_interval_ms = aging_interval_ms
-        self.tenant_limits = dict(tenant_limits or {})
+        self.tenant_limits = dict(tenant_limits or {})  # per tenant, over per_tenant_jobs
+        self.per_tenant_jobs = per_tenant_jobs  # every other tenant's limit; 0: none
         self.waiting: dict[str, _Waiting] = {}
         self.placed: dict[str, str] = {}  # "run/job" -> node
         self._tenants: dict[str, str] = {}  # "run/job" -> tenant of placed jobs
@@ -438,7 +440,7 @@ class Cluster:
                 backfill=backfill and policy is not Policy.FIFO,
                 tenants={t: TenantUsage(running_jobs=u[0], cpu_millis=u[1], memory_bytes=u[2])
                          for t, u in tenants.items()},
-                tenant_limits=self.tenant_limits or None, now_ms=now_ms,
+                tenant_limits=self._limits(group), now_ms=now_ms,
                 aging_interval_ms=self.aging_interval_ms)
             for decision in decisions:
                 waiting = group[decision.job]
@@ -451,6 +453,13 @@ class Cluster:
                 else:
                     assert decision.reason is not None
                     self._wait(waiting, decision.reason)
+
+    def _limits(self, group: list[_Waiting]) -> dict[str, int] | None:
+        if not self.per_tenant_jobs:
+            return self.tenant_limits or None
+        limits = {w.request.tenant: self.per_tenant_jobs for w in group}
+        limits.update(self.tenant_limits)
+        return limits
 
     def _assign(self, waiting: _Waiting, node: ClusterNode) -> None:
         request = waiting.request

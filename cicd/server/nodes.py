@@ -78,7 +78,7 @@ def build_cluster(settings: Settings, owner: str) -> Cluster:
              for name, pool in scheduling.pools.items()}
     aging_ms = int(settings.seconds(scheduling.aging_interval) * 1000)
     return Cluster(nodes, policy=scheduling.policy, backfill=scheduling.backfill, pools=pools,
-                   aging_interval_ms=aging_ms)
+                   aging_interval_ms=aging_ms, per_tenant_jobs=scheduling.per_tenant_jobs)
 
 
 async def probe_node(cluster: Cluster, node: ClusterNode, owner: str) -> None:

@@ -7,6 +7,7 @@ tested in tests/server/test_multi_node.py.
 
 from __future__ import annotations
 
+import functools
 import pytest
 import trio
 
@@ -204,3 +205,18 @@ async def test_wait_lost_or_fenced_returns() -> None:
         await trio.sleep(0.05)
         cluster.mark_returned(lost)
     assert lost.state == "ready"
+
+
+async def test_per_tenant_jobs_limit_waits() -> None:
+    cluster = Cluster([node("a", cpu=8000)], per_tenant_jobs=1)
+    first = JobRequest(job_id="r/1", tenant="team-a", cpu_millis=1000, memory_bytes=0)
+    assert await cluster.acquire(first, run_id="r") == "a"
+    other = JobRequest(job_id="s/1", tenant="team-b", cpu_millis=1000, memory_bytes=0)
+    assert await cluster.acquire(other, run_id="s") == "a"
+    second = JobRequest(job_id="r/2", tenant="team-a", cpu_millis=1000, memory_bytes=0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(cluster.acquire, second, run_id="r"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert cluster.waiting["r/2"].reason == "tenant_limit"
+        cluster.release("r/1")
+    assert cluster.placed["r/2"] == "a"
