@@ -18,6 +18,7 @@ Four measurements, each against a ``cicd serve`` process of its own:
 
 Run it with ``python3 -m benchmarks console``. It needs Docker with the test images
 (``bash .ci/docker-setup``), Chromium at /usr/bin/chromium and Playwright.
+``python3 -m benchmarks.console --cpu`` runs only the CPU measurement and prints it.
 """
 
 from __future__ import annotations
@@ -317,6 +318,20 @@ def measure_cpu(result: BenchmarkResult, url: str, server_pid: int, source: Path
         {"server_share": share, "idle_share": idle_share, "load": report}))
 
 
+def run_cpu() -> BenchmarkResult:
+    """Run only the CPU measurement, against a server of its own."""
+    result = BenchmarkResult(NAME, TITLE)
+    with tempfile.TemporaryDirectory(prefix="cicd-bench-") as tmp:
+        source = Path(tmp) / "src"
+        source.mkdir()
+        process, url = _start_server(Path(tmp) / "db", Path(tmp) / "server.log", "docker")
+        try:
+            measure_cpu(result, url, process.pid, source)
+        finally:
+            _stop(process)
+    return result
+
+
 def run(repetitions: int = 10) -> BenchmarkResult:
     del repetitions  # each measurement sets its own count
     result = BenchmarkResult(NAME, TITLE)
@@ -375,11 +390,13 @@ def main(argv: list[str]) -> int:
                         help="be the load generator: follow RUN_ID's log on URL")
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--cpu", action="store_true",
+                        help="run only the server CPU measurement (no client, then --clients)")
     args = parser.parse_args(argv)
     if args.load:
         print(json.dumps(trio.run(_load, *args.load, args.clients, args.seconds)))
         return 0
-    outcome = run()
+    outcome = run_cpu() if args.cpu else run()
     for observation in outcome.observations:
         print(f"{observation.case}: {observation.observed}")
     return 0

@@ -23,6 +23,7 @@ from quart import Blueprint, Response, current_app, request, websocket
 from cicd.api.guard import REQUEST_ID_HEADER
 from cicd.api.params import RUN_STATES, Query
 from cicd.api.responses import ApiError, json_response
+from cicd.api.server import SEND_FRAME_EXTENSION
 from cicd.api.state import current_request_id, current_service, current_state
 from cicd.console import reads
 from cicd.console.feeds import Feeds, Readers
@@ -209,9 +210,11 @@ async def console_socket() -> None:
     state = console_state()
     request_id = current_request_id()
     await websocket.accept(headers={REQUEST_ID_HEADER: request_id})
+    extensions = websocket.scope.get("extensions") or {}
     session = ConsoleSession(service=current_service(), readers=state.readers,
                              feeds=state.feeds(), refs=state.refs, send=websocket.send,
-                             receive=websocket.receive, request_id=request_id)
+                             receive=websocket.receive, request_id=request_id,
+                             send_frame=extensions.get(SEND_FRAME_EXTENSION))
     close_code, reason = 1000, ""
     try:
         with current_state().drain.cancel_scope() as scope:

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.events import Data
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.typing import (
     ASGIFramework,
@@ -32,6 +34,11 @@ WEBSOCKET_PING_SECONDS = 20.0
 
 # How long open requests and WebSockets may take to finish after shutdown begins.
 GRACEFUL_TIMEOUT_SECONDS = 5.0
+
+# The ASGI scope extension (``scope["extensions"][SEND_FRAME_EXTENSION]``) that
+# :func:`offer_frame_send` adds to WebSocket scopes: an async function that writes one
+# complete, already framed server-to-client WebSocket frame (RFC 6455 section 5.2).
+SEND_FRAME_EXTENSION = "cicd.websocket.send_frame"
 
 
 async def serve(
@@ -78,7 +85,8 @@ async def serve(
     with single_error():
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(functools.partial(
-                hypercorn_serve, shield_response_end(app), config, shutdown_trigger=trigger
+                hypercorn_serve, shield_response_end(offer_frame_send(app)), config,
+                shutdown_trigger=trigger
             ))
             bound_port = int(binds[0].rsplit(":", 1)[1])
             logger.info("API server listening on %s", ", ".join(binds))
@@ -117,3 +125,40 @@ def shield_response_end(app: ASGIFramework) -> ASGIFramework:
         await app(scope, receive, send_with_shielded_end)
 
     return shielded_app
+
+
+def offer_frame_send(app: ASGIFramework) -> ASGIFramework:
+    """Wrap ``app`` so that WebSocket scopes offer :data:`SEND_FRAME_EXTENSION`.
+
+    A message sent through ASGI goes through wsproto, which copies the payload four
+    times and builds the frame header in Python, for each client. A server that sends
+    the same message to many clients can frame it once and pass the same bytes to each
+    client's ``send_frame``. The bytes go to hypercorn's stream as its own WebSocket
+    data does, under the connection's send lock, so they never interleave with
+    hypercorn's pings or close frames. An unmasked frame with RSV1 clear is valid
+    whether or not permessage-deflate was negotiated (RFC 7692 section 6: such a
+    message is not compressed). After the WebSocket closed, ``send_frame`` does
+    nothing, as ASGI's send does.
+
+    NOTE: this reads hypercorn 0.18's ``WSStream`` (the object behind its ASGI send
+    callable). With another server or version the extension is simply absent, and
+    callers fall back to ASGI's send.
+    """
+
+    async def app_with_frame_send(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        stream = getattr(send, "__self__", None)
+        if scope["type"] == "websocket" and isinstance(stream, WSStream):
+
+            async def send_frame(frame: bytes) -> None:
+                if stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
+                    return
+                await stream.send(Data(stream_id=stream.stream_id, data=frame))
+
+            extensions = dict(scope.get("extensions") or {})
+            extensions[SEND_FRAME_EXTENSION] = send_frame
+            scope = {**scope, "extensions": extensions}  # type: ignore[typeddict-item]
+        await app(scope, receive, send)
+
+    return app_with_frame_send

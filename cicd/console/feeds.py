@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 import trio
 
 from cicd.console import reads
+from cicd.console.protocol import FRAME_INTERVAL_SECONDS, encode_log_frame
 from cicd.console.ring import LogRing
 from cicd.errors import CicdError
 
@@ -34,6 +35,12 @@ RING_BYTES = 4 * 1024 * 1024
 READ_INTERVAL_SECONDS = 0.05
 TAIL_READ_BYTES = 1024 * 1024
 EVENT_BATCH = 2000
+# Encoded frames a feed keeps for the clients that read the same range of its tail.
+# Live clients are at the end of the tail, so a few distinct ranges cover nearly all.
+MAX_SHARED_FRAMES = 16
+# Ticks are this much more than the frame interval apart, so a client that read its
+# last frame a few milliseconds into the previous tick need not wait again.
+TICK_MARGIN_SECONDS = 0.005
 
 
 class Readers(Protocol):
@@ -52,47 +59,119 @@ class _Signal:
 
 
 class LogFeed:
-    """The live tail of one step in a :class:`LogRing`, read once for all its clients."""
+    """The live tail of one step in a :class:`LogRing`, read once for all its clients.
+
+    Clients that follow the tail send a frame per :attr:`tick`: the feed counts a tick
+    (:attr:`ticks`) and fires it when the tail has grown, at most every
+    ``FRAME_INTERVAL_SECONDS``. So these clients read the same ranges of the tail at
+    the same moments, the feed encodes each frame once (:meth:`frame`), and one timer
+    serves them all.
+    """
 
     def __init__(self, key: tuple[str, str, int], seq: int, offset: int) -> None:
         self.key = key
         self.ring = LogRing(offset, RING_BYTES)
         self.grew = _Signal()
+        self.tick = _Signal()  # also fired once when the feed stops
+        self.ticks = 0
         self.error: CicdError | sqlite3.Error | None = None
         self.stopped = False
         self.users = 0
         self._seq = seq
         self._scope = trio.CancelScope()
+        # (sub, offset, limit, websocket) -> (offset, data length, encoded frame), valid
+        # until the tail grows: the frame's header carries the tail's end as ``size``.
+        self._frames: dict[tuple[str, int, int, bool], tuple[int, int, bytes]] = {}
+
+    def frame(self, sub: str, offset: int, limit: int, *,
+              websocket: bool = False) -> tuple[int, int, bytes]:
+        """Return the frame of up to ``limit`` bytes of the tail from ``offset`` for ``sub``,
+        as (first byte's offset, data length, encoded message).
+
+        With ``websocket`` the message comes as a whole WebSocket frame (see
+        ``encode_log_frame``). The length is 0 (and the message empty) when the tail has
+        nothing from ``offset`` yet. Raises :class:`~cicd.console.ring.Behind` like
+        ``LogRing.read``.
+        """
+        key = (sub, offset, limit, websocket)
+        cached = self._frames.get(key)
+        if cached is not None:
+            return cached
+        start, data = self.ring.read(offset, limit)
+        if not data:
+            return start, 0, b""
+        found = (start, len(data),
+                 encode_log_frame(sub, start, self.ring.end, data, websocket=websocket))
+        if len(self._frames) < MAX_SHARED_FRAMES:
+            self._frames[key] = found
+        return found
+
+    def _append(self, chunks: list[tuple[int, int, bytes]]) -> None:
+        """Add chunks read from the store, joining contiguous ones into one piece.
+
+        One piece per read lets a client that follows the tail send it without a copy.
+        """
+        pieces: list[bytes] = []
+        piece_offset = piece_end = 0
+        for _seq, offset, data in chunks:
+            if pieces and offset != piece_end:  # a truncation gap
+                self.ring.append(piece_offset, b"".join(pieces))
+                pieces = []
+            if not pieces:
+                piece_offset = offset
+            pieces.append(data)
+            piece_end = offset + len(data)
+        if pieces:
+            self.ring.append(piece_offset, b"".join(pieces))
+        self._frames.clear()
 
     async def run(self, feeds: Feeds) -> None:
-        run_id, job_id, index = self.key
         try:
             with self._scope:
-                while True:
-                    changed = feeds.changed()
-                    read_at = trio.current_time()
-                    chunks, size, complete = await feeds.readers.run(
-                        lambda conn: reads.tail(conn, run_id, job_id, index, self._seq,
-                                                TAIL_READ_BYTES))
-                    for seq, offset, data in chunks:
-                        self.ring.append(offset, data)
-                        self._seq = seq
-                    if complete and self.ring.end >= size:
-                        self.ring.complete = True
-                        return
-                    if chunks:
-                        self.grew.fire()
-                    if sum(len(chunk[2]) for chunk in chunks) < TAIL_READ_BYTES:
-                        await changed.wait()
-                        await trio.sleep_until(read_at + READ_INTERVAL_SECONDS)
-        except (CicdError, sqlite3.Error) as exc:
-            logger.warning("following the output of %s/%s step %d failed: %s",
-                           run_id, job_id, index, exc)
-            self.error = exc
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._tick)
+                    await self._follow(feeds)
+                    nursery.cancel_scope.cancel()
         finally:
             self.stopped = True
             feeds.logs.pop(self.key, None)
             self.grew.fire()
+            self.tick.fire()
+
+    async def _tick(self) -> None:
+        ticked_at = self.ring.end
+        while True:
+            while self.ring.end == ticked_at:
+                await self.grew.event.wait()
+            ticked_at = self.ring.end
+            self.ticks += 1
+            self.tick.fire()
+            await trio.sleep(FRAME_INTERVAL_SECONDS + TICK_MARGIN_SECONDS)
+
+    async def _follow(self, feeds: Feeds) -> None:
+        run_id, job_id, index = self.key
+        try:
+            while True:
+                changed = feeds.changed()
+                read_at = trio.current_time()
+                chunks, size, complete = await feeds.readers.run(
+                    lambda conn: reads.tail(conn, run_id, job_id, index, self._seq,
+                                            TAIL_READ_BYTES))
+                if chunks:
+                    self._append(chunks)
+                    self._seq = chunks[-1][0]
+                if complete and self.ring.end >= size:
+                    self.ring.complete = True
+                    return
+                if chunks:
+                    self.grew.fire()
+                if sum(len(chunk[2]) for chunk in chunks) < TAIL_READ_BYTES:
+                    await changed.wait()
+                    await trio.sleep_until(read_at + READ_INTERVAL_SECONDS)
+        except (CicdError, sqlite3.Error) as exc:
+            logger.warning("following the output of %s/%s step %d failed: %s",
+                           run_id, job_id, index, exc)
+            self.error = exc
 
     def release(self) -> None:
         self.users -= 1

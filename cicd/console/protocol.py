@@ -223,10 +223,32 @@ def encode_message(message: ServerMessage) -> str:
     return _ENCODER.encode(message).decode()
 
 
-def encode_log_frame(sub: str, offset: int, size: int, data: bytes) -> bytes:
-    """Return one binary message: the JSON header, a newline, then ``data`` unchanged."""
+def encode_log_frame(sub: str, offset: int, size: int, data: bytes, *,
+                     websocket: bool = False) -> bytes:
+    """Return one binary message: the JSON header, a newline, then ``data`` unchanged.
+
+    With ``websocket``, return it as a whole server-to-client WebSocket frame (the
+    frame header of :func:`websocket_binary_header`, then the message), built with a
+    single copy of ``data``.
+    """
     header = _ENCODER.encode(LogFrame(sub=sub, offset=offset, size=size))
-    return b"".join((header, b"\n", data))
+    if not websocket:
+        return b"".join((header, b"\n", data))
+    length = len(header) + 1 + len(data)
+    return b"".join((websocket_binary_header(length), header, b"\n", data))
+
+
+def websocket_binary_header(length: int) -> bytes:
+    """Return the header of an unmasked, final, binary WebSocket frame of ``length`` bytes.
+
+    RFC 6455 section 5.2: FIN and opcode 2, then the length in 7 bits, or 126 and 16
+    bits, or 127 and 64 bits (network byte order).
+    """
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 1 << 16:
+        return bytes((0x82, 126)) + length.to_bytes(2, "big")
+    return bytes((0x82, 127)) + length.to_bytes(8, "big")
 
 
 def decode_log_frame(message: bytes) -> tuple[LogFrame, bytes]:

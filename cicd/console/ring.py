@@ -59,19 +59,21 @@ class LogRing:
             raise Behind(offset)
         if offset >= self.end:
             return offset, b""
-        parts: list[bytes] = []
-        taken = 0
         # Readers are usually near the end, so the search starts from the newest chunk.
         index = len(self._chunks) - 1
         while self._chunks[index][0] > offset:
             index -= 1
-        while index < len(self._chunks) and taken < limit:
+        end = min(self.end, offset + limit)
+        parts: list[bytes] = []
+        while index < len(self._chunks):
             chunk_offset, data = self._chunks[index]
-            piece = data[max(0, offset + taken - chunk_offset) :][: limit - taken]
-            parts.append(piece)
-            taken += len(piece)
+            if chunk_offset >= end:
+                break
+            # A slice of a whole bytes object is that object itself, so a read that
+            # covers exactly one chunk copies nothing.
+            parts.append(data[max(0, offset - chunk_offset) : end - chunk_offset])
             index += 1
-        return offset, b"".join(parts)
+        return offset, parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class ChangedRuns:

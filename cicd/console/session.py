@@ -88,12 +88,17 @@ class _Wake:
 
 class ConsoleSession:
     def __init__(self, *, service: RunServiceProtocol, readers: Readers, feeds: Feeds,
-                 refs: reads.RefIndex, send: Send, receive: Receive, request_id: str) -> None:
+                 refs: reads.RefIndex, send: Send, receive: Receive, request_id: str,
+                 send_frame: Callable[[bytes], Awaitable[None]] | None = None) -> None:
+        """``send_frame``, when given, writes one whole WebSocket frame to the client. Log
+        output then goes out as frames encoded once for all the clients of a step."""
         self.service = service
         self.readers = readers
         self.feeds = feeds
         self.refs = refs
         self._send = send
+        self._send_frame = send_frame
+        self.sends_frames = send_frame is not None
         self._receive = receive
         self.request_id = request_id
         self._lock = trio.Lock()
@@ -103,6 +108,15 @@ class ConsoleSession:
         data = message if isinstance(message, bytes) else encode_message(message)
         async with self._lock:
             await self._send(data)
+
+    async def send_log(self, encoded: bytes) -> None:
+        """Send a log message from ``encode_log_frame``, made with ``websocket`` set to
+        :attr:`sends_frames`."""
+        async with self._lock:
+            if self._send_frame is not None:
+                await self._send_frame(encoded)
+            else:
+                await self._send(encoded)
 
     async def run(self) -> None:
         """Serve the client until it disconnects (which cancels the caller) or this is cancelled."""
@@ -290,8 +304,9 @@ class _LogStream:
         self.feed = feed
         self.position = message.offset
         self.live = False  # has read from the shared tail at least once
-        self.last_frame = -math.inf
+        self.last_frame = -math.inf  # when the last frame was read, on Trio's clock
         self.last_frame_bytes = 0
+        self.last_frame_tick = -1  # the feed's tick count when the last frame was read
 
     async def run(self) -> None:
         while True:
@@ -304,15 +319,18 @@ class _LogStream:
                 raise feed.error
             if self.live and self.last_frame_bytes < MAX_FRAME_BYTES:
                 # A full last frame means a backlog, which goes out without waiting.
-                await trio.sleep_until(self.last_frame + FRAME_INTERVAL_SECONDS)
+                await self._wait_for_tick(feed)
             grew = feed.grew.event
+            tick = feed.ticks
             try:
-                start, data = feed.ring.read(self.position, MAX_FRAME_BYTES)
+                start, length, frame = feed.frame(self.sub, self.position, MAX_FRAME_BYTES,
+                                                  websocket=self.session.sends_frames)
             except Behind:
                 continue
-            if data:
+            if length:
                 self.live = True
-                await self._send_frame(start, data, feed.ring.end)
+                self.last_frame_tick = tick
+                await self._send_encoded(start, length, frame)
             elif feed.ring.complete:
                 await self.session.send(LogEnd(sub=self.sub, size=feed.ring.end))
                 return
@@ -322,6 +340,16 @@ class _LogStream:
                 return
             else:
                 await grew.wait()
+
+    async def _wait_for_tick(self, feed: LogFeed) -> None:
+        """Wait for a tick of the feed after the one of the last frame, and until
+        ``FRAME_INTERVAL_SECONDS`` after the last frame."""
+        while feed.ticks == self.last_frame_tick and not feed.stopped:
+            await feed.tick.event.wait()
+        # Ticks are a little more than the interval apart, so this waits only for a
+        # frame read late in its tick, or for the last frames after the feed stopped.
+        if trio.current_time() < self.last_frame + FRAME_INTERVAL_SECONDS:
+            await trio.sleep_until(self.last_frame + FRAME_INTERVAL_SECONDS)
 
     async def _send_stored(self, feed: LogFeed | None) -> bool:
         """Send the next frame from the store; return False when the subscription ended."""
@@ -348,7 +376,12 @@ class _LogStream:
         return True
 
     async def _send_frame(self, start: int, data: bytes, size: int) -> None:
-        await self.session.send(encode_log_frame(self.sub, start, size, data))
-        self.position = start + len(data)
+        frame = encode_log_frame(self.sub, start, size, data,
+                                 websocket=self.session.sends_frames)
+        await self._send_encoded(start, len(data), frame)
+
+    async def _send_encoded(self, start: int, length: int, frame: bytes) -> None:
         self.last_frame = trio.current_time()
-        self.last_frame_bytes = len(data)
+        self.last_frame_bytes = length
+        await self.session.send_log(frame)
+        self.position = start + length
