@@ -8,6 +8,7 @@ tested in tests/server/test_multi_node.py.
 from __future__ import annotations
 
 import functools
+
 import pytest
 import trio
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from cicd.scheduling.core import Reason, TenantUsage
-from tests.scheduling.conftest import Place, job, node, nodes_of
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cicd.scheduling.core import Reason, TenantUsage, reference
+from cicd.scheduling.core.model import MAX_PRIORITY, MAX_TIME_MS, MIN_PRIORITY
+from tests.scheduling.conftest import GiB, Place, job, native_module, node, nodes_of
 
 
 def positions(decisions: list) -> list[int]:  # type: ignore[type-arg]
@@ -116,3 +120,38 @@ def test_tenant_limit_zero_holds_every_job(place: Place) -> None:
 def test_positions_cover_the_batch(place: Place) -> None:
     jobs = [job(f"j{i}", tenant=f"t{i % 3}", priority=i % 2, runnable_at_ms=i) for i in range(9)]
     assert sorted(positions(place([node()], jobs, "binpack"))) == list(range(9))
+
+
+# The C core sorts the queue by one 64-bit key when tenant, priority, runnable time
+# and index fit in it together, and merge sorts it otherwise. These queues take
+# each way, and both must give the reference's positions.
+WIDE_RUNNABLE_TIMES = [0, 1, 2**40, 2**61, MAX_TIME_MS - 1, MAX_TIME_MS]
+WIDE_PRIORITIES = [MIN_PRIORITY, -1, 0, 1, MAX_PRIORITY]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(WIDE_PRIORITIES),
+                       st.one_of(st.integers(0, 50), st.sampled_from(WIDE_RUNNABLE_TIMES))),
+             max_size=60),
+    st.one_of(st.none(), st.just(30), st.just(MAX_TIME_MS)),
+)
+def test_native_order_matches_reference(fields: list[tuple[str, int, int]],
+                                        now_ms: int | None) -> None:
+    native = native_module()
+    jobs = [job(f"j{i}", tenant=tenant, priority=priority, runnable_at_ms=runnable)
+            for i, (tenant, priority, runnable) in enumerate(fields)]
+    cluster = [node(cpu=2000)]
+    options = {"now_ms": now_ms, "aging_interval_ms": 7}
+    expected = positions(reference.place(cluster, jobs, "binpack", **options))
+    assert positions(native.place(cluster, jobs, "binpack", **options)) == expected
+
+
+def test_large_batch_order_matches_reference() -> None:
+    native = native_module()
+    jobs = [job(f"j{i}", tenant=f"t{i % 7}", priority=i % 5 - 2, runnable_at_ms=(i * 7919) % 1000)
+            for i in range(5000)]
+    cluster = [node(cpu=64000, memory=256 * GiB)]
+    expected = reference.place(cluster, jobs, "binpack", now_ms=1000, aging_interval_ms=100)
+    assert native.place(cluster, jobs, "binpack", now_ms=1000,
+                        aging_interval_ms=100) == expected

@@ -6,11 +6,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from cicd.scheduling.core import TenantUsage, pack_nodes
+from cicd.scheduling.core import JobRequest, TenantUsage, pack_nodes, reference
 from cicd.scheduling.core.model import MAX_PRIORITY, MAX_QUANTITY
 from cicd.scheduling.core.tables import JobTable, NodeTable, make_options, pack_jobs
-from tests.scheduling.conftest import Place, job, native_module, node
+from tests.scheduling.conftest import GiB, Place, job, native_module, node
 
 
 @pytest.mark.parametrize(("fields", "error", "message"), [
@@ -80,6 +82,85 @@ def test_invalid_option_is_rejected(place: Place, options: dict[str, Any], error
                                     message: str) -> None:
     with pytest.raises(error, match=message):
         place([node()], [job()], **options)
+
+
+@pytest.mark.parametrize("count", [1, 20, 40])
+@pytest.mark.parametrize(("fields", "error", "message"), [
+    ({"cpu_millis": 2**70}, ValueError, r"cpu_millis must be from 0 to \d+, got 1180591620717411303424"),
+    ({"memory_bytes": -(2**64)}, ValueError, r"memory_bytes must be from 0 to"),
+    ({"priority": 2**63}, ValueError, r"priority must be from -2147483648 to 2147483647"),
+    ({"runnable_at_ms": MAX_QUANTITY + 1}, ValueError, r"runnable_at_ms must be from 0 to"),
+    ({"priority": True}, TypeError, r"priority must be an integer, got True"),
+    ({"required_labels": {"zone": 1}}, TypeError, r"required_labels must map"),
+])
+def test_invalid_job_named_in_long_batch(place: Place, count: int, fields: dict[str, Any],
+                                         error: type, message: str) -> None:
+    # Batches longer than a few jobs take other paths: column-wide checks, and in the
+    # C wrapper arrays copied in one step, with ranges checked by the C core.
+    jobs = [job(f"j{i}", required_labels={"zone": "a"}) for i in range(count)]
+    jobs[count - 1] = msgspec.structs.replace(jobs[count - 1], **fields)
+    with pytest.raises(error, match=rf"jobs\[{count - 1}\]\.{message}"):
+        place([node(labels={"zone": "a"})], jobs, "fifo")
+
+
+@pytest.mark.parametrize("count", [2, 20, 40])
+def test_first_invalid_job_field_is_named(place: Place, count: int) -> None:
+    # The range of job 0 is checked before the labels of job 1, and before the
+    # type of a later field of job 0, as in the order of the checks.
+    jobs = [job(f"j{i}") for i in range(count)]
+    jobs[0] = msgspec.structs.replace(jobs[0], cpu_millis=-1, runnable_at_ms=0.5)
+    jobs[1] = msgspec.structs.replace(jobs[1], required_labels={"": "a"}, tenant="")
+    with pytest.raises(ValueError, match=r"jobs\[0\]\.cpu_millis must be from 0"):
+        place([node()], jobs, "fifo")
+
+
+@pytest.mark.parametrize("count", [2, 20, 40])
+def test_invalid_labels_after_equal_valid_ones(place: Place, count: int) -> None:
+    # Label classes are looked up by the items of the dict, so a dict equal to an
+    # earlier valid one except for its types must still be checked.
+    jobs = [job(f"j{i}", required_labels={"zone": "a"}) for i in range(count)]
+    jobs[count - 1] = msgspec.structs.replace(jobs[count - 1], required_labels={"zone": b"a"})
+    with pytest.raises(TypeError, match=rf"jobs\[{count - 1}\]\.required_labels must map"):
+        place([node(labels={"zone": "a"})], jobs, "fifo")
+
+
+INVALID_INTEGERS = [-1, -(2**63) - 1, 2**62 + 1, 2**63, 2**70, True, 1.5, "1", None]
+
+
+def maybe_invalid(valid: st.SearchStrategy[Any], invalid: list[Any]) -> st.SearchStrategy[Any]:
+    """Mostly valid values, sometimes one of ``invalid``."""
+    return st.one_of(valid, valid, valid, st.sampled_from(invalid))
+
+
+@st.composite
+def maybe_invalid_jobs(draw: st.DrawFn) -> list[JobRequest]:
+    count = draw(st.integers(0, 45))
+    return [JobRequest(
+        job_id=draw(maybe_invalid(st.just(f"j{i}"), [3, None])),
+        tenant=draw(maybe_invalid(st.sampled_from(["a", "b"]), ["", 3])),
+        cpu_millis=draw(maybe_invalid(st.integers(0, 8000), INVALID_INTEGERS)),
+        memory_bytes=draw(maybe_invalid(st.integers(0, 16 * GiB), INVALID_INTEGERS)),
+        required_labels=draw(maybe_invalid(st.sampled_from([{}, {"zone": "a"}, {"zone": "b"}]),
+                                           [{"": "a"}, {"zone": 1}, None, []])),
+        priority=draw(maybe_invalid(st.integers(-3, 3),
+                                    [-(2**31) - 1, 2**31, 2**64, False, 2.0])),
+        runnable_at_ms=draw(maybe_invalid(st.integers(0, 10**6), INVALID_INTEGERS)),
+    ) for i in range(count)]
+
+
+def outcome_of(place: Place, jobs: list[JobRequest]) -> object:
+    """Return the decisions, or the type and message of the exception raised."""
+    try:
+        return place([node(labels={"zone": "a"}), node()], jobs, "binpack", backfill=True)
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(maybe_invalid_jobs())
+def test_invalid_jobs_rejected_alike(jobs: list[JobRequest]) -> None:
+    native = native_module()
+    assert outcome_of(native.place, jobs) == outcome_of(reference.place, jobs)
 
 
 # ---- the C core's own checks: return codes become exceptions ------------------------

@@ -16,7 +16,7 @@ import functools
 import importlib
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import cast
 
 from cicd.scheduling.core import reference
@@ -30,7 +30,7 @@ from cicd.scheduling.core.model import (
     Reason,
     TenantUsage,
 )
-from cicd.scheduling.core.tables import NodeTable, PlaceTables, pack_nodes, place_with
+from cicd.scheduling.core.tables import NodeTable, pack_nodes
 
 __all__ = [
     "Decision",
@@ -55,8 +55,11 @@ class NativeCoreUnavailable(RuntimeWarning):
 
 
 @functools.cache
-def _backend() -> tuple[str, PlaceTables]:
-    """Import the C wrapper once; on failure warn and log once, and use the reference."""
+def _backend() -> tuple[str, Callable[..., list[Decision]]]:
+    """Import the C wrapper once; on failure warn and log once, and use the reference.
+
+    Returns the name and the ``place`` function of the implementation.
+    """
     try:
         native = importlib.import_module("cicd.scheduling.core.native")
     except ImportError as exc:
@@ -65,8 +68,8 @@ def _backend() -> tuple[str, PlaceTables]:
                    f"or `python3 setup.py build_ext --inplace`")
         logger.warning("%s", message)
         warnings.warn(message, NativeCoreUnavailable, stacklevel=3)
-        return "reference", reference.place_tables
-    return "native", cast(PlaceTables, native.place_tables)
+        return "reference", reference.place
+    return "native", cast(Callable[..., list[Decision]], native.place)
 
 
 def active_backend() -> str:
@@ -100,6 +103,6 @@ def place(
     Raises TypeError or ValueError naming the first invalid input, and MemoryError
     when the C core cannot allocate its working memory.
     """
-    return place_with(_backend()[1], nodes, jobs, policy, backfill=backfill, tenants=tenants,
-                      tenant_limits=tenant_limits, now_ms=now_ms,
-                      aging_interval_ms=aging_interval_ms)
+    return _backend()[1](nodes, jobs, policy, backfill=backfill, tenants=tenants,
+                         tenant_limits=tenant_limits, now_ms=now_ms,
+                         aging_interval_ms=aging_interval_ms)

@@ -9,6 +9,7 @@ ImportError when the extension is not built.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,23 @@ from cicd.scheduling.core.model import (
     Policy,
     TenantUsage,
 )
-from cicd.scheduling.core.tables import JobTable, NodeTable, Options, Placement, place_with
+from cicd.scheduling.core.tables import (
+    JobTable,
+    NodeTable,
+    Options,
+    Placement,
+    make_options,
+    pack_jobs,
+    pack_nodes,
+    to_decisions,
+)
+
+# The array typecode with 4-byte items, for int32_t columns ("i" on common platforms).
+_INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
+
+# Columns up to this length are copied by cffi directly: below it, building an
+# array() first costs more than it saves.
+_SHORT_COLUMN = 32
 
 # The input that each error code names, for the exception message.
 _REJECTED = {
@@ -49,16 +66,28 @@ def place(
     now_ms: int | None = None,
     aging_interval_ms: int = DEFAULT_AGING_INTERVAL_MS,
 ) -> list[Decision]:
-    """Decide a batch with the C core; see ``cicd.scheduling.core.place``."""
-    return place_with(place_tables, nodes, jobs, policy, backfill=backfill, tenants=tenants,
-                      tenant_limits=tenant_limits, now_ms=now_ms,
-                      aging_interval_ms=aging_interval_ms)
+    """Decide a batch with the C core; see ``cicd.scheduling.core.place``.
+
+    The ranges of the jobs' integer fields are checked by the C core instead of in
+    Python. When it rejects a job, or a value does not fit in 64 bits, the jobs are
+    validated again in Python, which raises the same error as the reference would.
+    """
+    options = make_options(policy, backfill, now_ms, aging_interval_ms)
+    node_table = nodes if isinstance(nodes, NodeTable) else pack_nodes(nodes)
+    job_table = pack_jobs(jobs, node_table, tenants, tenant_limits, check_ranges=False)
+    try:
+        placement = place_tables(node_table, job_table, options)
+    except (OverflowError, ValueError):
+        pack_jobs(jobs, node_table, tenants, tenant_limits)  # raises the error of the first job
+        raise
+    return to_decisions(placement)
 
 
 class _Buffers:
     """The structs and arrays of one call, kept with a cluster and reused by the next
     call (under the cluster's lock), so a call copies into C memory instead of
-    allocating it. Arrays grow to the largest call seen."""
+    allocating it. Arrays grow to the largest call seen, and the pointers into them
+    are computed when they grow, not on every call."""
 
     def __init__(self) -> None:
         self.classes: Any = ffi.new("struct sched_label_classes *")
@@ -66,12 +95,21 @@ class _Buffers:
         self.jobs: Any = ffi.new("struct sched_jobs *")
         self.options: Any = ffi.new("struct sched_options *")
         self.result: Any = ffi.new("struct sched_result *")
+        self.result.latency_ns = ffi.NULL
+        self.options_set: Options | None = None  # the options copied into self.options
         self.job_capacity = self.tenant_capacity = self.class_capacity = -1
         self.job_int64: Any = None   # cpu, memory, priority, runnable_at_ms
         self.job_int32: Any = None   # tenant, label_class; then the result's node, position
         self.job_bytes: Any = None   # the result's outcome, reason
         self.tenant_int64: Any = None
         self.class_int32: Any = None
+        # Pointers to the start of each column, in the order of the struct fields.
+        self.job_int64_columns: list[Any] = []
+        self.job_int32_columns: list[Any] = []
+        self.tenant_columns: list[Any] = []
+        self.node_out: Any = None
+        self.position_out: Any = None
+        self.reason_out: Any = None
 
     def fill(self, jobs: JobTable, options: Options) -> None:
         count, tenants = jobs.count, len(jobs.tenant_names)
@@ -82,65 +120,79 @@ class _Buffers:
             self._grow_tenants(max(tenants, 2 * self.tenant_capacity, 16))
         if classes > self.class_capacity:
             self.class_capacity = max(classes, 2 * self.class_capacity, 16)
-            self.class_int32 = ffi.new("int32_t[]", self.class_capacity)
+            self.class_int32 = self.classes.offsets = ffi.new("int32_t[]", self.class_capacity)
 
-        size = self.job_capacity
-        columns = (jobs.cpu, jobs.memory, jobs.priority, jobs.runnable_at_ms)
-        for i, column in enumerate(columns):
-            self.job_int64[i * size:i * size + count] = column
-        self.job_int32[0:count] = jobs.tenant
-        self.job_int32[size:size + count] = jobs.label_class
+        # For long columns, array() converts a list at C speed, faster than cffi's
+        # slice assignment; both raise OverflowError for a value outside the C type.
+        cpu, memory, priority, runnable = self.job_int64_columns
+        tenant, label_class = self.job_int32_columns
+        if count > _SHORT_COLUMN:
+            memmove = ffi.memmove
+            memmove(cpu, array("q", jobs.cpu), 8 * count)
+            memmove(memory, array("q", jobs.memory), 8 * count)
+            memmove(priority, array("q", jobs.priority), 8 * count)
+            memmove(runnable, array("q", jobs.runnable_at_ms), 8 * count)
+            memmove(tenant, array(_INT32, jobs.tenant), 4 * count)
+            memmove(label_class, array(_INT32, jobs.label_class), 4 * count)
+        else:
+            cpu[0:count] = jobs.cpu
+            memory[0:count] = jobs.memory
+            priority[0:count] = jobs.priority
+            runnable[0:count] = jobs.runnable_at_ms
+            tenant[0:count] = jobs.tenant
+            label_class[0:count] = jobs.label_class
         self.jobs.count = count
 
-        size = self.tenant_capacity
-        columns = (jobs.tenant_running, jobs.tenant_cpu, jobs.tenant_memory, jobs.tenant_limit)
-        for i, column in enumerate(columns):
-            self.tenant_int64[i * size:i * size + tenants] = column
+        running, cpu_allocated, memory_allocated, running_limit = self.tenant_columns
+        running[0:tenants] = jobs.tenant_running
+        cpu_allocated[0:tenants] = jobs.tenant_cpu
+        memory_allocated[0:tenants] = jobs.tenant_memory
+        running_limit[0:tenants] = jobs.tenant_limit
         self.tenants.count = tenants
 
         offsets = len(jobs.class_offsets)
         self.class_int32[0:offsets] = jobs.class_offsets
         self.class_int32[offsets:classes] = jobs.class_label_ids
         self.classes.count = offsets - 1
-        self.classes.offsets = self.class_int32
         self.classes.label_ids = self.class_int32 + offsets
 
-        self.options.policy = options.policy
-        self.options.backfill = options.backfill
-        self.options.now_ms = options.now_ms
-        self.options.aging_interval_ms = options.aging_interval_ms
-        self.result.latency_ns = ffi.NULL
+        if options != self.options_set:
+            self.options.policy = options.policy
+            self.options.backfill = options.backfill
+            self.options.now_ms = options.now_ms
+            self.options.aging_interval_ms = options.aging_interval_ms
+            self.options_set = options
 
     def _grow_jobs(self, size: int) -> None:
         self.job_capacity = size
         self.job_int64 = ffi.new("int64_t[]", 4 * size)
         self.job_int32 = ffi.new("int32_t[]", 4 * size)
         self.job_bytes = ffi.new("uint8_t[]", 2 * size)
-        self.jobs.cpu, self.jobs.memory = self.job_int64, self.job_int64 + size
-        self.jobs.priority, self.jobs.runnable_at_ms = (self.job_int64 + 2 * size,
-                                                        self.job_int64 + 3 * size)
-        self.jobs.tenant, self.jobs.label_class = self.job_int32, self.job_int32 + size
-        self.result.node, self.result.position = (self.job_int32 + 2 * size,
-                                                  self.job_int32 + 3 * size)
-        self.result.outcome, self.result.reason = self.job_bytes, self.job_bytes + size
+        self.job_int64_columns = [self.job_int64 + i * size for i in range(4)]
+        self.job_int32_columns = [self.job_int32, self.job_int32 + size]
+        self.jobs.cpu, self.jobs.memory, self.jobs.priority, self.jobs.runnable_at_ms = (
+            self.job_int64_columns)
+        self.jobs.tenant, self.jobs.label_class = self.job_int32_columns
+        self.node_out = self.result.node = self.job_int32 + 2 * size
+        self.position_out = self.result.position = self.job_int32 + 3 * size
+        self.result.outcome = self.job_bytes
+        self.reason_out = self.result.reason = self.job_bytes + size
 
     def _grow_tenants(self, size: int) -> None:
         self.tenant_capacity = size
-        self.tenant_int64 = array = ffi.new("int64_t[]", 4 * size)
-        self.tenants.running_jobs, self.tenants.cpu_allocated = array, array + size
-        self.tenants.memory_allocated, self.tenants.running_limit = (array + 2 * size,
-                                                                     array + 3 * size)
+        self.tenant_int64 = ffi.new("int64_t[]", 4 * size)
+        self.tenant_columns = [self.tenant_int64 + i * size for i in range(4)]
+        (self.tenants.running_jobs, self.tenants.cpu_allocated, self.tenants.memory_allocated,
+         self.tenants.running_limit) = self.tenant_columns
 
     def read(self, count: int, latency: Any) -> Placement:
-        size = self.job_capacity
-        outcomes = ffi.buffer(self.job_bytes, count)[:]
-        reasons = ffi.buffer(self.job_bytes + size, count)[:]
+        unpack = ffi.unpack
         return Placement(
-            node=ffi.unpack(self.job_int32 + 2 * size, count),
-            outcome=list(outcomes),
-            reason=list(reasons),
-            position=ffi.unpack(self.job_int32 + 3 * size, count),
-            latency_ns=None if latency is None else ffi.unpack(latency, count),
+            node=unpack(self.node_out, count),
+            outcome=ffi.buffer(self.job_bytes, count)[:],
+            reason=ffi.buffer(self.reason_out, count)[:],
+            position=unpack(self.position_out, count),
+            latency_ns=None if latency is None else unpack(latency, count),
         )
 
 
@@ -219,6 +271,8 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
             buffers.result.latency_ns = latency
         code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants, buffers.jobs,
                                buffers.options, buffers.result)
+        if latency is not None:
+            buffers.result.latency_ns = ffi.NULL
         if code != lib.SCHED_OK:
             _raise_for(code, buffers.result.error_index, nodes.count, jobs.count)
         return buffers.read(jobs.count, latency)

@@ -323,10 +323,10 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
     prepared = _prepared(nodes)
     pool = _Pool(prepared, exhaustive)
     count = jobs.count
-    result = Placement(node=[-1] * count, outcome=[WAITS] * count, reason=[NONE] * count,
-                       position=[0] * count, latency_ns=[0] * count if latencies else None)
     node_out, outcome_out, reason_out, position_out = (
-        result.node, result.outcome, result.reason, result.position)
+        [-1] * count, [WAITS] * count, [NONE] * count, [0] * count)
+    result = Placement(node=node_out, outcome=outcome_out, reason=reason_out,
+                       position=position_out, latency_ns=[0] * count if latencies else None)
     class_needs = [frozenset(jobs.class_label_ids[jobs.class_offsets[k]:jobs.class_offsets[k + 1]])
                    for k in range(len(jobs.class_offsets) - 1)]
 

@@ -122,6 +122,15 @@ struct queued_job {
     int32_t index;
 };
 
+/* The fields that decide() reads of the job at one queue position, copied from
+ * the input arrays in queue order. The loop then reads them in sequence, because
+ * reading them at random job indices costs a cache miss each on large batches. */
+struct queued_shape {
+    int64_t cpu;
+    int64_t memory;
+    int32_t label_class;
+};
+
 struct tenant_state {
     u128 cpu;
     u128 memory;
@@ -151,6 +160,7 @@ struct run {
 
     struct tenant_state *tenants;
     struct queued_job *order;
+    struct queued_shape *shapes;  /* per position of order */
     int32_t *heap;
     int32_t heap_size;
 
@@ -790,13 +800,11 @@ static int queued_before(const struct queued_job *x, const struct queued_job *y)
     return x->index < y->index;
 }
 
-/* Bottom-up merge sort; qsort() would call a comparison function per step, which
- * costs about twice as much here. Returns 0 when out of memory. */
-static int sort_queue(struct queued_job *items, int32_t count)
+/* Bottom-up merge sort of items[0 .. count) by queued_before(), using `buffer`
+ * (room for count items); qsort() would call a comparison function per step, which
+ * costs about twice as much here. */
+static void sort_queue(struct queued_job *items, struct queued_job *buffer, int32_t count)
 {
-    struct queued_job *buffer = malloc(((size_t)count + 1) * sizeof *buffer);
-    if (!buffer)
-        return 0;
     struct queued_job *from = items, *to = buffer;
     for (int32_t width = 1; width < count; width *= 2) {
         for (int32_t low = 0; low < count; low += 2 * width) {
@@ -816,8 +824,6 @@ static int sort_queue(struct queued_job *items, int32_t count)
     }
     if (from != items)
         memcpy(items, from, (size_t)count * sizeof *items);
-    free(buffer);
-    return 1;
 }
 
 /* Whether tenant a's next job comes before tenant b's: effective priority, then the
@@ -871,28 +877,155 @@ static int32_t heap_pop(struct run *r)
     return top;
 }
 
+/* The number of bits needed to write `value`: 0 for 0. */
+static int bit_length(uint64_t value)
+{
+    int bits = 0;
+    while (bits < 64 && (value >> bits) != 0)
+        bits++;
+    return bits;
+}
+
+static uint64_t low_bits(int bits)
+{
+    return bits >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1;
+}
+
+static uint64_t shift_left(uint64_t value, int bits)
+{
+    return bits >= 64 ? 0 : value << bits;
+}
+
+/* Sort items[0 .. count) by queued_before() with an LSD radix sort of one 64-bit key
+ * per job: tenant, priority and runnable time (each minus its minimum) and index,
+ * from the high bits down. This avoids the mispredicted branches of comparing
+ * random keys. Returns 1 when sorted, 0 when the fields need more than 64 bits
+ * together (items unchanged), and -1 when out of memory. */
+static int radix_sort_queue(struct queued_job *items, int32_t count, int32_t tenant_count)
+{
+    if (count < 2)
+        return 1;
+    int64_t min_priority = items[0].neg_priority, max_priority = min_priority;
+    int64_t min_runnable = items[0].runnable_at_ms, max_runnable = min_runnable;
+    for (int32_t p = 1; p < count; p++) {
+        int64_t priority = items[p].neg_priority, runnable = items[p].runnable_at_ms;
+        min_priority = priority < min_priority ? priority : min_priority;
+        max_priority = priority > max_priority ? priority : max_priority;
+        min_runnable = runnable < min_runnable ? runnable : min_runnable;
+        max_runnable = runnable > max_runnable ? runnable : max_runnable;
+    }
+    int index_bits = bit_length((uint64_t)count - 1);
+    int runnable_bits = bit_length((uint64_t)max_runnable - (uint64_t)min_runnable);
+    int priority_bits = bit_length((uint64_t)max_priority - (uint64_t)min_priority);
+    int tenant_bits = bit_length((uint64_t)tenant_count - 1);
+    int runnable_shift = index_bits;
+    int priority_shift = runnable_shift + runnable_bits;
+    int tenant_shift = priority_shift + priority_bits;
+    if (tenant_shift + tenant_bits > 64)
+        return 0;
+
+    uint64_t *keys = malloc(2 * (size_t)count * sizeof *keys);
+    if (!keys)
+        return -1;
+    uint64_t *from = keys, *to = keys + count;
+    for (int32_t p = 0; p < count; p++) {
+        const struct queued_job *q = &items[p];
+        from[p] = shift_left((uint64_t)q->tenant, tenant_shift)
+                  | shift_left((uint64_t)q->neg_priority - (uint64_t)min_priority, priority_shift)
+                  | shift_left((uint64_t)q->runnable_at_ms - (uint64_t)min_runnable, runnable_shift)
+                  | (uint64_t)q->index;
+    }
+
+    size_t counts[256];
+    for (int shift = 0; shift < tenant_shift + tenant_bits; shift += 8) {
+        memset(counts, 0, sizeof counts);
+        for (int32_t p = 0; p < count; p++)
+            counts[(from[p] >> shift) & 0xff]++;
+        if (counts[(from[0] >> shift) & 0xff] == (size_t)count)
+            continue;  /* every key has the same digit here */
+        size_t total = 0;
+        for (int digit = 0; digit < 256; digit++) {
+            size_t digit_count = counts[digit];
+            counts[digit] = total;
+            total += digit_count;
+        }
+        for (int32_t p = 0; p < count; p++)
+            to[counts[(from[p] >> shift) & 0xff]++] = from[p];
+        uint64_t *swap = from;
+        from = to;
+        to = swap;
+    }
+
+    for (int32_t p = 0; p < count; p++) {
+        uint64_t key = from[p];
+        items[p] = (struct queued_job){
+            (int64_t)(((key >> priority_shift) & low_bits(priority_bits)) + (uint64_t)min_priority),
+            (int64_t)(((key >> runnable_shift) & low_bits(runnable_bits)) + (uint64_t)min_runnable),
+            tenant_bits ? (int32_t)(key >> tenant_shift) : 0,
+            (int32_t)(key & low_bits(index_bits))};
+    }
+    free(keys);
+    return 1;
+}
+
+/* Sort items[0 .. count) by queued_before() when radix_sort_queue() cannot: group
+ * the jobs by tenant in one stable pass, then merge sort each tenant's range.
+ * Returns 0 when out of memory. */
+static int merge_sort_queue(struct queued_job *items, int32_t count, int32_t tenant_count)
+{
+    int32_t *starts = calloc((size_t)tenant_count + 1, sizeof *starts);
+    struct queued_job *buffer = malloc(((size_t)count + 1) * sizeof *buffer);
+    if (!starts || !buffer) {
+        free(starts);
+        free(buffer);
+        return 0;
+    }
+    for (int32_t p = 0; p < count; p++)
+        starts[items[p].tenant + 1]++;
+    for (int32_t t = 0; t < tenant_count; t++)
+        starts[t + 1] += starts[t];
+    for (int32_t p = 0; p < count; p++)
+        buffer[starts[items[p].tenant]++] = items[p];
+    /* starts[t] is now where tenant t's range ends. */
+    memcpy(items, buffer, (size_t)count * sizeof *items);
+    for (int32_t t = 0, begin = 0; t < tenant_count; begin = starts[t], t++)
+        sort_queue(items + begin, buffer + begin, starts[t] - begin);
+    free(starts);
+    free(buffer);
+    return 1;
+}
+
 static int queue_init(struct run *r, const struct sched_tenants *tenants)
 {
     const struct sched_jobs *jobs = r->jobs;
     const struct sched_options *o = r->options;
+    int32_t count = jobs->count;
 
     /* One spare element: malloc(0) may return NULL. */
     r->tenants = calloc((size_t)tenants->count + 1, sizeof *r->tenants);
-    r->order = malloc(((size_t)jobs->count + 1) * sizeof *r->order);
+    r->order = malloc(((size_t)count + 1) * sizeof *r->order);
+    r->shapes = malloc(((size_t)count + 1) * sizeof *r->shapes);
     r->heap = malloc(((size_t)tenants->count + 1) * sizeof *r->heap);
-    if (!r->tenants || !r->order || !r->heap)
+    if (!r->tenants || !r->order || !r->shapes || !r->heap)
         return 0;
 
     int aging = o->now_ms != SCHED_NO_AGING && o->aging_interval_ms > 0;
-    for (int32_t j = 0; j < jobs->count; j++) {
+    for (int32_t j = 0; j < count; j++) {
         int64_t boost = 0;
         if (aging && o->now_ms > jobs->runnable_at_ms[j])
             boost = (o->now_ms - jobs->runnable_at_ms[j]) / o->aging_interval_ms;
         r->order[j] = (struct queued_job){-(jobs->priority[j] + boost), jobs->runnable_at_ms[j],
                                           jobs->tenant[j], j};
     }
-    if (!sort_queue(r->order, jobs->count))
+    int sorted = radix_sort_queue(r->order, count, tenants->count);
+    if (sorted < 0 || (sorted == 0 && !merge_sort_queue(r->order, count, tenants->count)))
         return 0;
+
+    /* Independent loads in one loop overlap their cache misses. */
+    for (int32_t p = 0; p < count; p++) {
+        int32_t j = r->order[p].index;
+        r->shapes[p] = (struct queued_shape){jobs->cpu[j], jobs->memory[j], jobs->label_class[j]};
+    }
 
     for (int32_t t = 0; t < tenants->count; t++) {
         struct tenant_state *s = &r->tenants[t];
@@ -903,9 +1036,9 @@ static int queue_init(struct run *r, const struct sched_tenants *tenants)
         s->share = tenant_share(r->cluster, s);
     }
     /* The order is grouped by tenant: record each tenant's range. */
-    for (int32_t p = jobs->count - 1; p >= 0; p--)
+    for (int32_t p = count - 1; p >= 0; p--)
         r->tenants[r->order[p].tenant].next = p;
-    for (int32_t p = 0; p < jobs->count; p++)
+    for (int32_t p = 0; p < count; p++)
         r->tenants[r->order[p].tenant].end = p + 1;
     for (int32_t t = 0; t < tenants->count; t++)
         if (r->tenants[t].next < r->tenants[t].end)
@@ -1039,11 +1172,11 @@ static int32_t choose_reservation(const struct run *r, int64_t cpu, int64_t memo
 }
 
 /* Returns 0 when out of memory. */
-static int assign(struct run *r, int32_t j, int32_t a, struct tenant_state *t)
+static int assign(struct run *r, int32_t j, int64_t cpu, int64_t memory, int32_t a,
+                  struct tenant_state *t)
 {
     struct sched_cluster *c = r->cluster;
     struct pool *p = &c->pool;
-    int64_t cpu = r->jobs->cpu[j], memory = r->jobs->memory[j];
 
     if (r->undo_count == r->undo_capacity) {
         size_t capacity = r->undo_capacity ? 2 * r->undo_capacity : 64;
@@ -1102,13 +1235,15 @@ static void set_result(struct run *r, int32_t j, uint8_t outcome, uint8_t reason
     r->result->reason[j] = reason;
 }
 
-/* Decide job j. The checks run in the order of the reasons' precedence, but the
- * fronts are looked at only when needed: a job that gets a node fits some node. */
-static int decide(struct run *r, int32_t j)
+/* Decide job j, at queue position `position` of tenant `tenant`. The checks run in
+ * the order of the reasons' precedence, but the fronts are looked at only when
+ * needed: a job that gets a node fits some node. */
+static int decide(struct run *r, int32_t j, int32_t position, int32_t tenant)
 {
-    int64_t cpu = r->jobs->cpu[j], memory = r->jobs->memory[j];
-    int32_t label_class = r->jobs->label_class[j];
-    struct tenant_state *t = &r->tenants[r->jobs->tenant[j]];
+    const struct queued_shape *shape = &r->shapes[position];
+    int64_t cpu = shape->cpu, memory = shape->memory;
+    int32_t label_class = shape->label_class;
+    struct tenant_state *t = &r->tenants[tenant];
     int limited = t->limit != SCHED_NO_LIMIT && t->running >= t->limit;
 
     const struct fronts *f = fronts_known(r, label_class);
@@ -1143,7 +1278,7 @@ static int decide(struct run *r, int32_t j)
             return 0;
         s = scan_pool(r, cpu, memory, masks);
         if (s.best >= 0)
-            return assign(r, j, s.best, t);
+            return assign(r, j, cpu, memory, s.best, t);
         if (!shape_add(&r->failed, cpu, memory, label_class))
             return 0;
         /* No slot outside the reservation has this free capacity at all. */
@@ -1207,6 +1342,7 @@ static void run_free(struct run *r)
 {
     free(r->tenants);
     free(r->order);
+    free(r->shapes);
     free(r->heap);
     free(r->sets);
     if (r->owned_sets) {
@@ -1250,9 +1386,10 @@ int sched_place(struct sched_cluster *cluster,
     while (r.heap_size > 0) {
         int64_t started = timed ? monotonic_ns() : 0;
         int32_t tenant = heap_pop(&r);
-        int32_t j = r.order[r.tenants[tenant].next++].index;
+        int32_t p = r.tenants[tenant].next++;
+        int32_t j = r.order[p].index;
         result->position[j] = position++;
-        if (!decide(&r, j))
+        if (!decide(&r, j, p, tenant))
             goto done;
         if (r.tenants[tenant].next < r.tenants[tenant].end)
             heap_push(&r, tenant);

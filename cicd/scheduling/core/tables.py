@@ -43,6 +43,8 @@ NO_LIMIT = -1  # JobTable.tenant_limit for a tenant without a limit
 FLAG_CORDONED = 1
 FLAG_BREAKER_OPEN = 2
 
+_OUTCOME_LIST = list(OUTCOMES)
+_REASON_LIST = list(REASONS)
 _POLICY_BY_NAME: dict[str, Policy] = {policy.value: policy for policy in POLICIES}
 _POLICY_CODES: dict[Policy, int] = {policy: code for code, policy in enumerate(POLICIES)}
 _NODE_FIELDS = [attrgetter(name) for name in (
@@ -153,8 +155,8 @@ class Placement(msgspec.Struct, kw_only=True):
     """Raw per-job results of one call, as codes (see ``OUTCOMES`` and ``REASONS``)."""
 
     node: list[int]            # -1 when not assigned
-    outcome: list[int]
-    reason: list[int]
+    outcome: Sequence[int]     # a list, or bytes from the C core
+    reason: Sequence[int]
     position: list[int]
     latency_ns: list[int] | None = None
 
@@ -178,10 +180,12 @@ _SHORT = 8
 def _check_ints(values: list[int], low: int, high: int, where: str, field: str) -> None:
     """Raise TypeError or ValueError naming the first value that is no int in [low, high]."""
     if len(values) <= _SHORT:
-        valid = all(type(value) is int and low <= value <= high for value in values)
-    else:
-        valid = set(map(type, values)) <= {int} and min(values) >= low and max(values) <= high
-    if valid:
+        for value in values:
+            if type(value) is not int or not low <= value <= high:
+                break
+        else:
+            return
+    elif set(map(type, values)) <= {int} and min(values) >= low and max(values) <= high:
         return
     for i, value in enumerate(values):
         if type(value) is not int:
@@ -190,20 +194,29 @@ def _check_ints(values: list[int], low: int, high: int, where: str, field: str) 
             raise ValueError(f"{where}[{i}].{field} must be from {low} to {high}, got {value}")
 
 
+def _types_are(values: list[Any], expected: type) -> bool:
+    """Return whether every value's type is exactly ``expected`` (subclasses fail)."""
+    if len(values) <= _SHORT:
+        for value in values:
+            if type(value) is not expected:
+                return False
+        return True
+    return set(map(type, values)) <= {expected}
+
+
 def _check_types(values: list[object], expected: type, where: str, field: str) -> None:
-    if len(values) <= _SHORT and all(type(value) is expected for value in values):
-        return
-    if not set(map(type, values)) <= {expected}:
+    if not _types_are(values, expected):
         i = _first(values, lambda value: type(value) is not expected)
         raise TypeError(f"{where}[{i}].{field} must be a {expected.__name__}, "
                         f"got {type(values[i]).__name__}")
 
 
 def _check_items(items: Sequence[object], expected: type, where: str) -> None:
-    if not all(issubclass(kind, expected) for kind in set(map(type, items))):
-        i = _first(items, lambda item: not isinstance(item, expected))
-        raise TypeError(f"{where}[{i}] must be a {expected.__name__}, "
-                        f"got {type(items[i]).__name__}")
+    kinds = set(map(type, items))
+    if kinds <= {expected} or all(issubclass(kind, expected) for kind in kinds):
+        return
+    i = _first(items, lambda item: not isinstance(item, expected))
+    raise TypeError(f"{where}[{i}] must be a {expected.__name__}, got {type(items[i]).__name__}")
 
 
 def _check_labels(labels: object, where: str) -> None:
@@ -213,6 +226,10 @@ def _check_labels(labels: object, where: str) -> None:
         if type(key) is not str or type(value) is not str or not key:
             raise TypeError(f"{where} must map non-empty string keys to strings, "
                             f"got {key!r}: {value!r}")
+
+
+class _InvalidLabels(Exception):
+    """Signal that a dict of required labels is invalid; the caller finds the job and raises."""
 
 
 # ---- nodes -----------------------------------------------------------------------
@@ -294,14 +311,20 @@ def _pack_tenants(
             raise ValueError(f"tenant_limits[{name!r}] must be from 0 to {MAX_QUANTITY}, "
                              f"got {limit}")
 
-    idle = TenantUsage()
-    usages = [tenants.get(name, idle) for name in names]
-    return (
-        [u.running_jobs for u in usages],
-        [u.cpu_millis for u in usages],
-        [u.memory_bytes for u in usages],
-        [tenant_limits.get(name, NO_LIMIT) for name in names],
-    )
+    count = len(names)
+    if tenants:
+        idle = TenantUsage()
+        usages = [tenants.get(name, idle) for name in names]
+        running = [u.running_jobs for u in usages]
+        cpu = [u.cpu_millis for u in usages]
+        memory = [u.memory_bytes for u in usages]
+    else:
+        running, cpu, memory = [0] * count, [0] * count, [0] * count
+    if tenant_limits:
+        limits = [tenant_limits.get(name, NO_LIMIT) for name in names]
+    else:
+        limits = [NO_LIMIT] * count
+    return running, cpu, memory, limits
 
 
 class _LabelClasses:
@@ -316,11 +339,13 @@ class _LabelClasses:
         # Equal dicts usually come in the same order, so their items find the class.
         self._by_items: dict[tuple[tuple[str, str], ...], int] = {}
 
-    def of(self, required: dict[str, str], job: int) -> int:
+    def of(self, required: dict[str, str]) -> int:
+        """Return the class of ``required``; raise _InvalidLabels if a key or value is invalid."""
         items = tuple(required.items())
         found = self._by_items.get(items)
         if found is None:
-            _check_labels(required, f"jobs[{job}].required_labels")
+            if not all(type(key) is str and key and type(value) is str for key, value in items):
+                raise _InvalidLabels
             key = tuple(sorted({self.label_ids.get(item, self.unknown) for item in items}))
             found = self._by_ids.get(key)
             if found is None:
@@ -331,40 +356,80 @@ class _LabelClasses:
         return found
 
 
+class _TenantIndex(dict[str, int]):
+    """Index of each tenant name, numbered in the order of first lookup."""
+
+    def __missing__(self, name: str) -> int:
+        index = self[name] = len(self)
+        return index
+
+
 def pack_jobs(
     jobs: Sequence[JobRequest],
     nodes: NodeTable,
     tenants: Mapping[str, TenantUsage] | None = None,
     tenant_limits: Mapping[str, int] | None = None,
+    *,
+    check_ranges: bool = True,
 ) -> JobTable:
     """Validate ``jobs`` and the tenant maps, and pack them into a :class:`JobTable`.
 
     ``nodes`` supplies the label ids. Raises TypeError or ValueError naming the job
-    (or tenant) and field.
+    (or tenant) and field. With ``check_ranges=False`` the integer fields of the
+    jobs are checked for their type only, and the caller must check their ranges
+    (the C core does). When any check fails in that mode, every check runs again in
+    the normal order, so the error names the same first invalid value as with
+    ``check_ranges=True``.
     """
     if len(jobs) > MAX_JOBS:
         raise ValueError(f"at most {MAX_JOBS} jobs fit in one call, got {len(jobs)}")
     _check_items(jobs, JobRequest, "jobs")
     columns: list[list[Any]] = [list(map(field, jobs)) for field in _JOB_FIELDS]
-    job_ids, tenant_names, cpu, memory, priority, runnable, labels = columns
+    if not check_ranges:
+        try:
+            return _pack_job_columns(columns, nodes, tenants, tenant_limits, check_ranges=False)
+        except (TypeError, ValueError):
+            pass  # the call below raises the first error in the normal order
+    return _pack_job_columns(columns, nodes, tenants, tenant_limits, check_ranges=True)
 
+
+def _pack_job_columns(
+    columns: list[list[Any]],
+    nodes: NodeTable,
+    tenants: Mapping[str, TenantUsage] | None,
+    tenant_limits: Mapping[str, int] | None,
+    *,
+    check_ranges: bool,
+) -> JobTable:
+    job_ids, tenant_names, cpu, memory, priority, runnable, labels = columns
     _check_types(job_ids, str, "jobs", "job_id")
     _check_types(tenant_names, str, "jobs", "tenant")
-    _check_ints(cpu, 0, MAX_QUANTITY, "jobs", "cpu_millis")
-    _check_ints(memory, 0, MAX_QUANTITY, "jobs", "memory_bytes")
-    _check_ints(priority, MIN_PRIORITY, MAX_PRIORITY, "jobs", "priority")
-    _check_ints(runnable, 0, MAX_TIME_MS, "jobs", "runnable_at_ms")
+    integers = ((cpu, 0, MAX_QUANTITY, "cpu_millis"),
+                (memory, 0, MAX_QUANTITY, "memory_bytes"),
+                (priority, MIN_PRIORITY, MAX_PRIORITY, "priority"),
+                (runnable, 0, MAX_TIME_MS, "runnable_at_ms"))
+    for values, low, high, field in integers:
+        if check_ranges or not _types_are(values, int):
+            _check_ints(values, low, high, "jobs", field)
 
-    names: list[str] = list(dict.fromkeys(tenant_names))
-    tenant_index = {name: i for i, name in enumerate(names)}
+    tenant_index = _TenantIndex()
     tenant = list(map(tenant_index.__getitem__, tenant_names))
     if "" in tenant_index:
         raise ValueError(f"jobs[{tenant_names.index('')}].tenant must not be empty")
+    names = list(tenant_index)
 
     _check_types(labels, dict, "jobs", "required_labels")
     classes = _LabelClasses(nodes)
-    label_class = [classes.of(required, i) if required else 0
-                   for i, required in enumerate(labels)]
+    if any(labels):
+        label_class_of = classes.of
+        try:
+            label_class = [label_class_of(required) if required else 0 for required in labels]
+        except _InvalidLabels:
+            for i, required in enumerate(labels):
+                _check_labels(required, f"jobs[{i}].required_labels")
+            raise AssertionError("_LabelClasses.of rejected labels that _check_labels accepts")
+    else:
+        label_class = [0] * len(labels)
 
     running, tenant_cpu, tenant_memory, limits = _pack_tenants(
         names, tenants or {}, tenant_limits or {})
@@ -403,13 +468,16 @@ def make_options(policy: Policy | str, backfill: bool, now_ms: int | None,
 
 def to_decisions(placement: Placement) -> list[Decision]:
     """Turn raw result codes into one :class:`Decision` per job, in input order."""
-    outcomes = OUTCOMES
-    reasons = REASONS
-    return [
-        Decision(job, outcomes[outcome], None if node < 0 else node, reasons[reason], position)
-        for job, (node, outcome, reason, position) in enumerate(
-            zip(placement.node, placement.outcome, placement.reason, placement.position))
-    ]
+    # map() calls Decision with positional arguments without a Python-level loop.
+    # A list's __getitem__ is a method that map() calls faster than a tuple's.
+    return list(map(
+        Decision,
+        range(len(placement.node)),
+        map(_OUTCOME_LIST.__getitem__, placement.outcome),
+        [None if node < 0 else node for node in placement.node],
+        map(_REASON_LIST.__getitem__, placement.reason),
+        placement.position,
+    ))
 
 
 def place_with(
