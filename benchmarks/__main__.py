@@ -23,6 +23,7 @@ from benchmarks import (
     dispatch,
     gitlab_ci_local,
     report,
+    scheduler,
     server_api,
     step_checks,
     steps,
@@ -47,6 +48,7 @@ CHECKS: dict[str, Callable[[], BenchmarkResult]] = {
     step_checks.NAME: step_checks.run,
     server_api.NAME: server_api.run,
     dispatch.NAME: dispatch.run,
+    scheduler.NAME: scheduler.run_benchmark,
     console.NAME: console.run,
 }
 ALL = [*TIMED, *CHECKS]

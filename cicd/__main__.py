@@ -1,3 +1,3 @@
-from cicd.cli.main import main
+from cicd.cli.main import entry
 
-raise SystemExit(main())
+entry()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,7 +24,6 @@ from cicd.storage.queries import run_document
 from cicd.workers.base import Provider
 from cicd.workers.docker import DockerProvider
 from cicd.workers.labels import owner_id
-from cicd.workers.local import LocalProvider
 
 if TYPE_CHECKING:
     from cicd.config import Settings
@@ -45,8 +45,6 @@ def run_command(args: argparse.Namespace) -> int:
     pipeline_yaml = pipeline_file.read_text(encoding="utf-8")
     db_path = Path(args.db) if args.db else default_db_path()
     printer = None if args.quiet else LivePrinter(colour=False if args.no_color else None)
-    request = RunRequest(pipeline=pipeline, pipeline_yaml=pipeline_yaml, source_dir=str(source),
-                         parallel=args.parallel, grace=args.grace, owner=owner_id())
     settings = None
     if args.config:
         from cicd.config import load_settings
@@ -54,11 +52,21 @@ def run_command(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         if not settings.nodes:
             settings = None  # no [[nodes]]: the local engine, as without --config
+        elif args.parallel is not None:
+            raise UsageError("--parallel does not apply to the [[nodes]] of --config; set "
+                             "max_jobs on each node instead")
+    request = RunRequest(pipeline=pipeline, pipeline_yaml=pipeline_yaml, source_dir=str(source),
+                         parallel=args.parallel or os.cpu_count() or 1, grace=args.grace,
+                         owner=owner_id())
     return trio.run(_run, request, args.executor, db_path, printer, args.report, settings)
 
 
 async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provider:
+    # LocalProvider is imported only where a run uses it, to keep it off the start-up
+    # of runs in Docker.
     if executor == "local":
+        from cicd.workers.local import LocalProvider
+
         return LocalProvider()
     provider = DockerProvider()
     try:
@@ -71,6 +79,8 @@ async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provid
                        "local processes. Install Docker (https://docs.docker.com/engine/install/) "
                        "or run `bash .ci/docker-setup` to run them in containers.")
             print(message, file=sys.stderr)
+            from cicd.workers.local import LocalProvider
+
             return LocalProvider()
         raise exc
 
@@ -86,6 +96,9 @@ async def _configured_cluster(settings: Settings, request: RunRequest) -> Cluste
     for node in cluster.nodes.values():
         if not node.takes_work:
             print(f"cicd: node {node.name} is {node.state}: {node.message}", file=sys.stderr)
+    if not any(node.takes_work for node in cluster.nodes.values()):
+        raise UsageError(f"no node of {len(cluster.nodes)} takes work (see above); start their "
+                         "engines or fix the [[nodes]] of the configuration")
     return cluster
 
 
@@ -95,7 +108,7 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
     cluster = None
     if settings is not None:
         cluster = await _configured_cluster(settings, request)
-        provider = next(iter(cluster.nodes.values())).provider
+        provider = next(node.provider for node in cluster.nodes.values() if node.takes_work)
     else:
         provider = await _choose_provider(executor, printer)
     store = EventStore(db_path)
@@ -125,8 +138,23 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
                 # Housekeeping of earlier runs goes on beside this run: it touches only
                 # the objects and runs of dead processes.
                 chores.start_soon(_clean_earlier_runs, store, provider, db_path)
-                summary = await _execute(store, provider, printer, stop, request, cluster,
-                                         settings)
+                probes = trio.CancelScope()
+                if cluster is not None and settings is not None:
+                    # Probes bring lost nodes back, fenced, while the run goes on.
+                    from cicd.server.nodes import watch_nodes
+
+                    interval = settings.seconds(settings.scheduling.probe_interval)
+
+                    async def watch(cluster: Cluster = cluster) -> None:
+                        with probes:
+                            await watch_nodes(cluster, request.owner, interval)
+
+                    chores.start_soon(watch)
+                try:
+                    summary = await _execute(store, provider, printer, stop, request, cluster,
+                                             settings)
+                finally:
+                    probes.cancel()
             watcher.cancel()
             await store.close()
     finally:
@@ -154,7 +182,7 @@ async def _execute(store: EventStore, provider: Provider, printer: LivePrinter |
             store, provider, printer=printer, stop=stop, cluster=cluster,
             default_request=(settings.cpu_millis(scheduling.default_cpu),
                              settings.memory_bytes(scheduling.default_memory)),
-            node_lost_after=settings.seconds(scheduling.node_lost_after))
+            node_lost_after=settings.optional_seconds(scheduling.node_lost_after))
     finished = False
     try:
         summary = await engine.execute(request)

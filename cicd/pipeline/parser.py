@@ -18,7 +18,6 @@ value such as ``012345`` stays exactly as written.
 from __future__ import annotations
 
 import codecs
-import difflib
 import json
 import os
 import re
@@ -479,6 +478,8 @@ class _PipelineReader:
         fields: dict[str, _Value] = {}
         for key, item in value.entries:
             if key.text not in allowed:
+                import difflib  # only on this error path, because it adds 1 ms to start-up
+
                 close = difflib.get_close_matches(key.text, allowed, n=1)
                 hint = (
                     f"did you mean {close[0]!r}?"
@@ -567,6 +568,8 @@ class _PipelineReader:
             for entry in entries:
                 if entry.text in jobs:
                     continue
+                import difflib  # only on this error path, because it adds 1 ms to start-up
+
                 close = difflib.get_close_matches(entry.text, list(jobs), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"the jobs are {_names(jobs)}"
                 self.fail(entry, ("jobs", job_id, "needs"), f"unknown job {entry.text!r}; {hint}")

@@ -74,16 +74,16 @@ class _ClientInThread:
     """A client of one engine, being created in a thread that :func:`connect_soon` started."""
 
     def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         self._done = threading.Event()
         self._client: docker.DockerClient | None = None
-        self._error: BaseException | None = None
-        threading.Thread(target=self._thd_create, args=(base_url,), name="cicd docker client",
-                         daemon=True).start()
+        self._error: Exception | None = None
+        threading.Thread(target=self._thd_create, name="cicd docker client", daemon=True).start()
 
-    def _thd_create(self, base_url: str) -> None:
+    def _thd_create(self) -> None:
         try:
-            self._client = _new_client(base_url, None)
-        except BaseException as exc:  # take() raises it in the thread that needs the client
+            self._client = _new_client(self.base_url, None)
+        except Exception as exc:  # noqa: BLE001 - take() raises it where the client is needed
             self._error = exc
         finally:
             self._done.set()
@@ -92,7 +92,8 @@ class _ClientInThread:
         self._done.wait()
         if self._error is not None:
             raise self._error
-        assert self._client is not None
+        if self._client is None:  # the thread ended without a result or an error
+            return _new_client(self.base_url, None)
         return self._client
 
 
@@ -103,11 +104,11 @@ def connect_soon(base_url: str | None = None) -> None:
     """Start creating the client of the engine at ``base_url`` in a thread.
 
     docker-py sends GET /version when it creates a client. Docker 20.10 runs
-    ``runc --version`` and ``docker-init --version`` to answer it, and took 12-15 ms
-    on the benchmark machine, against under 1 ms for GET /_ping. A caller that starts
-    this before the rest of its set-up lets the engine answer meanwhile. The next
-    provider without TLS for the same address takes the client, and raises any error
-    of its creation as if it had created the client itself.
+    ``runc --version`` and ``docker-init --version`` for the response, which took
+    12-15 ms on the benchmark machine, against under 1 ms for GET /_ping. A caller
+    that starts this before the rest of its set-up overlaps that wait with its own
+    work. The next provider without TLS for the same address takes the client, and
+    raises any error of its creation as if it had created the client itself.
     """
     url = base_url or default_base_url()
     if url not in _early_clients:

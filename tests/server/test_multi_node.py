@@ -7,6 +7,7 @@ configuration, so the placements do not depend on this machine's CPU count.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -280,3 +281,32 @@ async def test_cordon_drain_uncordon_api(
         document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
         assert document["jobs"][0]["node"] == first.name
         assert document["jobs"][0]["wait_reason"] == ""
+
+
+async def test_cicd_run_uses_configured_nodes(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    config = tmp_path / "cicd.toml"
+    nodes = "".join(f'[[nodes]]\nname = "{engine.name}"\nhost = "{engine.base_url}"\n'
+                    f'labels = {{ pool = "{"b" if index == 2 else "a"}" }}\n'
+                    for index, engine in enumerate(fresh_engines))
+    config.write_text('[scheduling]\npolicy = "spread"\n' + nodes)
+    (source / ".cicd.yml").write_text(
+        f"jobs:\n  one: {{image: {BUSYBOX}, steps: [{{run: echo one}}]}}\n"
+        f"  two: {{image: {BUSYBOX}, steps: [{{run: echo two}}]}}\n"
+        f"  on-b: {{image: {BUSYBOX}, runs_on: {{pool: b}}, steps: [{{run: echo b}}]}}\n")
+    report = tmp_path / "report.json"
+    completed = await trio.run_process(
+        [sys.executable, "-m", "cicd", "run", "--config", str(config), "--db",
+         str(tmp_path / "run.db"), "--report", str(report), "-q", str(source)],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert completed.returncode == 0, completed.stderr.decode()
+    document = json.loads(report.read_text())
+    placed = {job["id"]: job["node"] for job in document["jobs"]}
+    assert placed["on-b"] == fresh_engines[2].name
+    assert {placed["one"], placed["two"]} == {fresh_engines[0].name, fresh_engines[1].name}
+    refused = await trio.run_process(
+        [sys.executable, "-m", "cicd", "run", "--config", str(config), "--parallel", "2",
+         "--db", str(tmp_path / "run.db"), str(source)],
+        capture_stdout=True, capture_stderr=True, check=False)
+    assert refused.returncode == 2
+    assert b"--parallel does not apply" in refused.stderr
