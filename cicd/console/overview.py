@@ -36,8 +36,8 @@ class Overview(msgspec.Struct, kw_only=True):
     bucket_ms: int
     now: int
     queued_runs: int  # runs accepted and not started
-    queued_jobs: int  # jobs waiting for a slot, in runs that started
-    counts: dict[str, int]  # runs per state, over the whole history
+    queued_jobs: int  # jobs the scheduler could not place yet, in runs that started
+    counts: dict[str, int]  # runs created within the window, per state
     buckets: list[Bucket]
 
 

@@ -275,14 +275,20 @@ def last_seq(conn: sqlite3.Connection, run_id: str, job_id: str, index: int) -> 
 
 def overview(conn: sqlite3.Connection, *, window: str, now: int) -> Overview:
     window_ms, bucket_ms = WINDOWS[window]
-    counts = {str(state): int(count) for state, count in
-              conn.execute("SELECT state, COUNT(*) FROM runs GROUP BY state")}
+    queued_runs = int(conn.execute(
+        "SELECT COUNT(*) FROM runs WHERE state = 'pending'").fetchone()[0])
+    # A job the scheduler could not place has a wait reason; a pending job without one
+    # waits for the jobs it needs.
     queued_jobs = int(conn.execute(
         "SELECT COUNT(*) FROM jobs j JOIN runs r ON r.id = j.run_id"
-        " WHERE r.state = 'running' AND j.state = 'pending'").fetchone()[0])
+        " WHERE r.state = 'running' AND j.state = 'pending' AND j.wait_reason != ''"
+    ).fetchone()[0])
     rows = conn.execute("SELECT created_at, state, started_at, finished_at FROM runs"
                         " WHERE created_at >= ?", (now - window_ms,)).fetchall()
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[str(row[1])] = counts.get(str(row[1]), 0) + 1
     return Overview(window=window, bucket_ms=bucket_ms, now=now,
-                    queued_runs=counts.get("pending", 0), queued_jobs=queued_jobs,
+                    queued_runs=queued_runs, queued_jobs=queued_jobs,
                     counts=counts,
                     buckets=bucket_runs(rows, now=now, window_ms=window_ms, bucket_ms=bucket_ms))
