@@ -274,6 +274,7 @@ def measure_browser(result: BenchmarkResult, url: str, source: Path) -> None:
         page = browser.new_page()
         page.goto(url + "/")
         latencies = page.evaluate(LATENCY_SCRIPT, [clock, 12])
+        measure_log_scroll(result, browser, url, big)
         browser.close()
     _wait_state(url, clock, {"succeeded"})
     if not latencies:
@@ -283,6 +284,44 @@ def measure_browser(result: BenchmarkResult, url: str, source: Path) -> None:
         f"container writes a line every 20 ms, browser receives it ({len(latencies)} lines)",
         f"p50 {_percentile(latencies, 0.5):.0f} ms, p95 {_percentile(latencies, 0.95):.0f} ms, "
         f"max {max(latencies):.0f} ms (target p95 < 250 ms)", {}))
+
+
+def measure_log_scroll(result: BenchmarkResult, browser: Any, url: str, run_id: str) -> None:
+    """Time scrolling in the log view of a finished step (BIG_LOG's 1,000,000 lines).
+
+    Each sample runs in the page: from setting the view's ``scrollTop`` until the line at
+    that position is in the page and one more frame was drawn. Measured: jumps to 10%,
+    50% and 90% of the log, then 20 scrolls of 100 px from the middle. ``browser`` is a
+    Playwright Chromium browser.
+    """
+    scroll = """
+    async (fraction) => {
+      const viewport = document.getElementById("log-viewport");
+      const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+      const top = fraction === null ? viewport.scrollTop + 100
+        : Math.floor((viewport.scrollHeight - viewport.clientHeight) * fraction);
+      const line = Math.floor(top / 18) + 1;
+      const started = performance.now();
+      viewport.scrollTop = top;
+      while (!document.getElementById(`L${line}`)) await frame();
+      await frame();
+      return performance.now() - started;
+    }
+    """
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{url}/#/runs/{run_id}/jobs/main/steps/1")
+    page.wait_for_selector("#log-viewport[data-loaded]", timeout=120_000)
+    jumps = [page.evaluate(scroll, fraction) / 1000 for fraction in (0.1, 0.5, 0.9)]
+    page.evaluate(scroll, 0.5)
+    steps = [page.evaluate(scroll, None) / 1000 for _ in range(20)]
+    lines = page.text_content("#log-status")
+    page.close()
+    result.series.append(Series("100 MB log: scroll 100 px", steps))
+    result.observations.append(Observation(
+        f"scrolling a finished log in Chromium ({lines})",
+        f"jumps to 10%, 50% and 90%: {', '.join(f'{value * 1000:.0f}' for value in jumps)} ms; "
+        f"100 px scrolls from the middle: median {_percentile(steps, 0.5) * 1000:.0f} ms, "
+        f"max {max(steps) * 1000:.0f} ms", {}))
 
 
 def measure_cpu(result: BenchmarkResult, url: str, server_pid: int, source: Path) -> None:

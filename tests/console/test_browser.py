@@ -50,6 +50,31 @@ def log_lines(page: Any) -> list[str]:
     return list(page.eval_on_selector_all(".log-line .text", "els => els.map(e => e.textContent)"))
 
 
+def wait_for_run(server: ServerProcess, run_id: str, states: set[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.url}/api/v1/runs/{run_id}", timeout=30).json()["state"] in states:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not reach {states} in {timeout:g} s")
+
+
+# Scrolls the log view to `top` pixels, then returns the milliseconds until the line at
+# that position is in the page and one more frame has been drawn.
+SCROLL_AND_TIME = """
+async (top) => {
+  const viewport = document.getElementById("log-viewport");
+  const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+  const line = Math.floor(top / 18) + 1;
+  const started = performance.now();
+  viewport.scrollTop = top;
+  while (!document.getElementById(`L${line}`)) await frame();
+  await frame();
+  return performance.now() - started;
+}
+"""
+
+
 def test_run_goes_live_on_list_and_dag(console_server: ServerProcess, tmp_path: Path, page: Any,
                                        screenshot: Any) -> None:
     console_server.start()
@@ -73,6 +98,7 @@ def test_run_goes_live_on_list_and_dag(console_server: ServerProcess, tmp_path: 
     page.click('a[data-nav="runs"]')
     page.wait_for_selector(f"{row}[data-state=succeeded]", timeout=WAIT_MS)
     assert "succeeded" in page.text_content(".counts")
+    assert page.text_content(".counts .total") == "1 run"
     screenshot(page, "runs-succeeded")
     assert page.errors == []
 
@@ -125,6 +151,9 @@ def test_cancel_stops_job_and_removes_container(console_server: ServerProcess, t
     page.click("#confirm-yes")
     page.wait_for_selector('article[data-job="sleeper"][data-state=cancelled]', timeout=WAIT_MS)
     page.wait_for_selector("#cancel-run[disabled]", timeout=WAIT_MS)  # the run ended too
+    job = page.locator('article[data-job="sleeper"]')
+    assert job.locator(".failure-reason").count() == 0  # the reason would repeat the state
+    assert job.locator("tr[data-state=cancelled] td >> nth=1").text_content() == "cancelled"
     deadline = time.monotonic() + 30
     while docker_engine.containers.list(all=True, filters=label) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -187,11 +216,16 @@ def test_spanish_locale(console_server: ServerProcess, tmp_path: Path, browser: 
     assert page.text_content('a[data-nav="runs"]') == "Ejecuciones"
     assert page.text_content("h1") == "Ejecuciones"
     assert page.text_content(f'tr[data-run="{run_id}"] .state') == "correcta"
+    assert page.text_content(".counts .total") == "1 ejecución"
     assert page.get_attribute("html", "lang") == "es"
     screenshot(page, "runs")
     page.goto(f"{console_server.url}/#/runs/{run_id}")
     page.wait_for_selector("#retry-run")
     assert page.text_content("#retry-run") == "Reintentar"
+    assert page.text_content(".run-header .state") == "correcta"
+    assert page.text_content('article[data-job="main"] h3 .state') == "correcto"
+    assert page.text_content('article[data-job="main"] tr[data-step="1"] .state') == "correcto"
+    assert page.text_content('article[data-job="main"] tr[data-step="1"] td >> nth=4') == "5\u00a0B"
     screenshot(page, "run")
     page.goto(f"{console_server.url}/#/runs/{run_id}/jobs/main/steps/1")
     page.wait_for_selector(".log-status[data-complete=true]", timeout=WAIT_MS)
@@ -214,6 +248,8 @@ def test_pages_in_english(console_server: ServerProcess, tmp_path: Path, page: A
     console_server.start()
     page.goto(console_server.url + "/#/new")
     page.fill('textarea[name="pipeline_yaml"]', pipeline("echo from the form"))
+    page.click('button[type="submit"]')
+    assert page.text_content("#new-run-message").startswith("The source is missing")
     page.fill('input[name="dir"]', str(tmp_path))
     screenshot(page, "new")
     page.click('button[type="submit"]')
@@ -225,5 +261,82 @@ def test_pages_in_english(console_server: ServerProcess, tmp_path: Path, page: A
     page.goto(console_server.url + "/#/overview")
     page.wait_for_selector("#queued-runs", timeout=WAIT_MS)
     assert page.query_selector_all("svg.chart") != []
+    # The 24-hour axis spans two dates, so its end label carries today's date.
+    today = page.evaluate("new Intl.DateTimeFormat('en-US', {month: 'short', day: 'numeric'})"
+                          ".format(new Date())")
+    assert page.text_content("svg.chart text.tick >> nth=3").startswith(today)
     screenshot(page, "overview")
+    page.focus("#overview-window")
+    page.evaluate("window.firstCard = document.getElementById('queued-runs')")
+    page.wait_for_function("() => document.getElementById('queued-runs') !== window.firstCard",
+                           timeout=WAIT_MS)  # the next refresh, within 5 s
+    assert page.evaluate("document.activeElement.id") == "overview-window"
+    assert page.errors == []
+
+
+def test_unsuccessful_jobs_labelled_by_state(console_server: ServerProcess, tmp_path: Path,
+                                            page: Any, screenshot: Any) -> None:
+    console_server.start()
+    yaml = pipeline("exit 3", job="fails") + (
+        f"  after:\n    needs: [fails]\n    image: {BUSYBOX}\n    steps:\n      - run: echo never\n")
+    run_id = submit(console_server, tmp_path, yaml)
+    wait_for_run(console_server, run_id, {"failed"})
+    page.goto(f"{console_server.url}/#/runs/{run_id}")
+    page.wait_for_selector('article[data-job="after"][data-state=skipped]', timeout=WAIT_MS)
+    fails = page.locator('article[data-job="fails"]')
+    after = page.locator('article[data-job="after"]')
+    assert fails.locator(".failure-reason").text_content().startswith(
+        "Failed: non-zero exit code: ")
+    assert after.locator(".failure-reason").text_content() == "Skipped: needs fails, which failed"
+    assert not after.locator(".meta").text_content().rstrip().endswith("·")
+    assert page.text_content(".run-header dd >> nth=1") == "API"
+    screenshot(page, "english")
+
+    page.select_option("#language", "es")
+    assert fails.locator("h3 .state").text_content() == "fallido"
+    assert after.locator("h3 .state").text_content() == "omitido"
+    assert after.locator("tr[data-step=\"1\"] .state").text_content() == "omitido"
+    assert fails.locator(".failure-reason").text_content().startswith(
+        "Fallido: código de salida distinto de cero: ")
+    assert after.locator(".failure-reason").text_content() == "Omitido: needs fails, which failed"
+    assert page.text_content(".run-header .state") == "fallida"
+    screenshot(page, "spanish")
+
+    page.select_option("#language", "en")
+    page.click("#retry-run")
+    page.wait_for_selector(".run-header .notice", timeout=WAIT_MS)
+    assert page.text_content(".run-header .notice") == "Started run #2 to retry run #1."
+    assert run_id not in page.url
+    assert page.text_content(".run-header dd >> nth=1") == "retry"
+    assert page.errors == []
+
+
+def test_large_log_scrolls_to_middle(console_server: ServerProcess, tmp_path: Path, page: Any,
+                                     screenshot: Any) -> None:
+    console_server.start()
+    count = 300_000
+    run_id = submit(console_server, tmp_path, pipeline(
+        f"awk 'BEGIN {{ for (i = 1; i <= {count}; i++) printf \"%08d %s\\n\", i, "
+        f"\"{'x' * 90}\" }}'"))
+    wait_for_run(console_server, run_id, {"succeeded"}, timeout=90)
+    page.goto(f"{console_server.url}/#/runs/{run_id}/jobs/main/steps/1")
+    page.wait_for_selector("#log-viewport[data-loaded]", timeout=WAIT_MS)
+    assert page.text_content("#log-status").startswith("300,000 lines")
+
+    middle = count // 2 * 18
+    first_ms = page.evaluate(SCROLL_AND_TIME, middle)
+    step_ms = [page.evaluate(SCROLL_AND_TIME, middle + step * 200) for step in range(1, 11)]
+    print(f"\nscroll to the middle of {count:,} lines: {first_ms:.0f} ms; "
+          f"200 px scrolls: {', '.join(f'{ms:.0f}' for ms in step_ms)} ms")
+    lines = log_lines(page)
+    top_line = (middle + 10 * 200) // 18 + 1
+    assert f"{top_line:08d} {'x' * 90}" in lines
+    numbers = [int(text.split()[0]) for text in lines]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    assert len(lines) < 200  # only the lines in view and a margin are in the page
+    screenshot(page, "middle")
+
+    page.fill("#log-search", "x")
+    page.press("#log-search", "Enter")
+    assert page.text_content("#log-matches") == "1 of 100,000+ (search stopped at the limit)"
     assert page.errors == []

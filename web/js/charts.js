@@ -6,8 +6,10 @@ const WIDTH = 420;
 const HEIGHT = 120;
 const PAD = { left: 48, right: 8, top: 8, bottom: 22 };
 
-// points: [{x: time, y: number|null}]; gaps where y is null.
-export function lineChart(points, { formatY, formatX, yMax = null, label }) {
+// points: [{x: time, y: number|null}], with gaps where y is null. The x axis is labelled
+// at its ends: the first point's x, and `xEnd` (the end of the last bucket) or, without
+// it, the last point's x.
+export function lineChart(points, { formatY, formatX, xEnd = null, yMax = null, label }) {
   const values = points.map((p) => p.y).filter((y) => y !== null);
   const top = yMax ?? Math.max(1, ...values);
   const innerWidth = WIDTH - PAD.left - PAD.right;
@@ -21,7 +23,7 @@ export function lineChart(points, { formatY, formatX, yMax = null, label }) {
   if (points.length) {
     chart.append(
       svg("text", { class: "tick", x: PAD.left, y: HEIGHT - 6, text: formatX(points[0].x) }),
-      svg("text", { class: "tick", x: WIDTH - PAD.right, y: HEIGHT - 6, "text-anchor": "end", text: formatX(points[points.length - 1].x) }));
+      svg("text", { class: "tick", x: WIDTH - PAD.right, y: HEIGHT - 6, "text-anchor": "end", text: formatX(xEnd ?? points[points.length - 1].x) }));
   }
   let path = "";
   points.forEach((point, index) => {

@@ -66,10 +66,10 @@ export function drawDag(jobs, onSelect) {
       class: `dag-node state-${job.state}`, transform: `translate(${x},${y})`, "data-job": job.id,
       "data-state": job.state, tabindex: 0, onclick: () => onSelect(job.id),
     },
-    svg("title", { text: `${job.id}: ${stateLabel(job.state)}` }),
+    svg("title", { text: `${job.id}: ${stateLabel(job.state, "job")}` }),
     svg("rect", { width: WIDTH, height: HEIGHT, rx: 6 }),
     svg("text", { x: 10, y: 18, class: "dag-name", text: label }),
-    svg("text", { x: 10, y: 35, class: "dag-state", text: stateLabel(job.state) })));
+    svg("text", { x: 10, y: 35, class: "dag-state", text: stateLabel(job.state, "job") })));
   }
   return graph;
 }

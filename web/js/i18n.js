@@ -13,18 +13,34 @@ const STRINGS = {
     "state.pending": "pending", "state.scheduled": "scheduled", "state.running": "running",
     "state.succeeded": "succeeded", "state.failed": "failed", "state.timed_out": "timed out",
     "state.cancelled": "cancelled", "state.skipped": "skipped",
+    "jobState.pending": "pending", "jobState.scheduled": "scheduled", "jobState.running": "running",
+    "jobState.succeeded": "succeeded", "jobState.failed": "failed", "jobState.timed_out": "timed out",
+    "jobState.cancelled": "cancelled", "jobState.skipped": "skipped",
+    "trigger.api": "API", "trigger.cli": "command line", "trigger.console": "console",
+    "trigger.retry": "retry",
+    "reason.cancelled": "cancelled by a user", "reason.server_shutdown": "the server shut down",
+    "reason.interrupted": "interrupted from the command line", "reason.timeout": "timeout expired",
+    "reason.exit_code": "non-zero exit code", "reason.OOMKilled": "out of memory",
+    "reason.node_lost": "the node was lost", "reason.unschedulable": "no node can run the job",
+    "reason.server_restarted": "the server restarted", "reason.abandoned": "abandoned after a restart",
+    "reason.image_pull_failed": "the image could not be pulled",
+    "reason.engine_unavailable": "the container engine is unavailable",
     "runs.title": "Runs", "runs.filter": "Filter", "runs.clear": "Clear",
     "runs.pipeline": "Pipeline", "runs.ref": "Ref", "runs.tenant": "Tenant",
     "runs.state": "State", "runs.source": "Source", "runs.trigger": "Trigger",
     "runs.duration": "Duration", "runs.started": "Started", "runs.created": "Created",
-    "runs.number": "#", "runs.empty": "No runs match.", "runs.total": "{count} runs",
+    "runs.number": "#", "runs.empty": "No runs match.",
+    "runs.total.one": "{count} run", "runs.total.other": "{count} runs",
     "runs.more": "Show older runs", "runs.notStarted": "not started",
     "run.title": "Run {pipeline} #{number}", "run.cancel": "Cancel run", "run.retry": "Retry",
     "run.cancelConfirm": "Cancel run {id}? Running steps get SIGTERM, then SIGKILL.",
     "run.cancelJob": "Cancel job", "run.cancelJobConfirm": "Cancel job {job} of run {id}?",
-    "run.retried": "Started run {id}.", "run.reason": "Reason", "run.jobs": "Jobs",
+    "run.retried": "Started run #{number} to retry run #{original}.", "run.reason": "Reason",
+    "run.jobs": "Jobs",
     "run.graph": "Job graph", "run.image": "Image", "run.node": "Node", "run.needs": "Needs",
-    "run.waiting": "Waiting: {reason}", "run.failed": "Failed: {reason}",
+    "run.waiting": "Waiting: {reason}",
+    "job.failed": "Failed: {reason}", "job.timed_out": "Timed out: {reason}",
+    "job.cancelled": "Cancelled: {reason}", "job.skipped": "Skipped: {reason}",
     "run.attempt": "attempt {attempt}",
     "run.step": "Step", "run.exitCode": "Exit code", "run.log": "Log", "run.logSize": "Output",
     "run.notFound": "Run {id} not found.", "run.tenant": "Tenant", "run.commit": "Commit",
@@ -36,15 +52,18 @@ const STRINGS = {
     "log.title": "{job} · step {step}", "log.follow": "Follow", "log.search": "Search",
     "log.searchPlaceholder": "Search the log", "log.next": "Next", "log.previous": "Previous",
     "log.matches": "{current} of {total}", "log.noMatches": "No matches",
+    "log.matchesLimit": "{current} of {total}+ (search stopped at the limit)",
     "log.download": "Download raw", "log.loading": "Loading {loaded} of {size}…",
-    "log.lines": "{count} lines", "log.ended": "Step ended", "log.running": "Step running",
-    "log.dropped": "[{bytes} bytes dropped from the middle of this output]",
+    "log.lines.one": "{count} line", "log.lines.other": "{count} lines", "log.ended": "Step ended", "log.running": "Step running",
+    "log.dropped.one": "[{bytes} byte dropped from the middle of this output]",
+    "log.dropped.other": "[{bytes} bytes dropped from the middle of this output]",
     "log.back": "Back to the run",
     "new.title": "Start a run", "new.pipelineYaml": "Pipeline (YAML)",
     "new.pipelinePath": "or pipeline file in the source", "new.sourceDir": "Source directory on the server",
     "new.gitUrl": "or git repository URL", "new.ref": "Git ref (branch, tag or commit)",
     "new.tenant": "Tenant", "new.submit": "Start run", "new.needSource":
-      "Give a source directory or a git URL, not both.",
+      "The source is missing: give a source directory on the server or a git repository URL.",
+    "new.twoSources": "Give a source directory or a git URL, not both.",
     "nodes.title": "Nodes", "nodes.name": "Node", "nodes.kind": "Kind", "nodes.address": "Address",
     "nodes.state": "State", "nodes.breaker": "Breaker", "nodes.cpu": "CPU", "nodes.memory": "Memory",
     "nodes.running": "Running jobs", "nodes.labels": "Labels", "nodes.allocated":
@@ -54,7 +73,7 @@ const STRINGS = {
     "node.ready": "ready", "node.unavailable": "unavailable", "node.cordoned": "cordoned",
     "node.draining": "draining", "node.fencing": "fencing", "node.unknown": "unknown",
     "overview.title": "Overview", "overview.queue": "Queue", "overview.queuedRuns":
-      "Runs waiting to start", "overview.queuedJobs": "Jobs waiting for a slot",
+      "Runs waiting to start", "overview.queuedJobs": "Jobs waiting for a node",
     "overview.perState": "Runs per state", "overview.p95": "p95 run duration",
     "overview.success": "Success rate", "overview.window": "Window",
     "overview.window.24h": "last 24 hours", "overview.window.7d": "last 7 days",
@@ -73,23 +92,40 @@ const STRINGS = {
     "state.pending": "pendiente", "state.scheduled": "planificada", "state.running": "en curso",
     "state.succeeded": "correcta", "state.failed": "fallida", "state.timed_out": "tiempo agotado",
     "state.cancelled": "cancelada", "state.skipped": "omitida",
+    "jobState.pending": "en espera", "jobState.scheduled": "planificado",
+    "jobState.running": "en curso", "jobState.succeeded": "correcto", "jobState.failed": "fallido",
+    "jobState.timed_out": "tiempo agotado", "jobState.cancelled": "cancelado",
+    "jobState.skipped": "omitido",
+    "trigger.api": "API", "trigger.cli": "línea de comandos", "trigger.console": "consola",
+    "trigger.retry": "reintento",
+    "reason.cancelled": "cancelación por un usuario", "reason.server_shutdown": "el servidor se detuvo",
+    "reason.interrupted": "interrupción desde la línea de comandos",
+    "reason.timeout": "se agotó el tiempo límite", "reason.exit_code": "código de salida distinto de cero",
+    "reason.OOMKilled": "memoria agotada", "reason.node_lost": "se perdió el nodo",
+    "reason.unschedulable": "ningún nodo puede ejecutar el trabajo",
+    "reason.server_restarted": "el servidor se reinició",
+    "reason.abandoned": "abandono tras un reinicio",
+    "reason.image_pull_failed": "no se pudo descargar la imagen",
+    "reason.engine_unavailable": "el motor de contenedores no está disponible",
     "runs.title": "Ejecuciones", "runs.filter": "Filtrar", "runs.clear": "Limpiar",
     "runs.pipeline": "Pipeline", "runs.ref": "Referencia", "runs.tenant": "Inquilino",
     "runs.state": "Estado", "runs.source": "Origen", "runs.trigger": "Disparador",
     "runs.duration": "Duración", "runs.started": "Inicio", "runs.created": "Creada",
     "runs.number": "n.º", "runs.empty": "Ninguna ejecución coincide.",
-    "runs.total": "{count} ejecuciones", "runs.more": "Ver ejecuciones anteriores",
+    "runs.total.one": "{count} ejecución", "runs.total.other": "{count} ejecuciones", "runs.more": "Ver ejecuciones anteriores",
     "runs.notStarted": "sin empezar",
     "run.title": "Ejecución {pipeline} n.º {number}", "run.cancel": "Cancelar ejecución",
     "run.retry": "Reintentar",
     "run.cancelConfirm": "¿Cancelar la ejecución {id}? Los pasos en curso reciben SIGTERM y después SIGKILL.",
     "run.cancelJob": "Cancelar trabajo",
     "run.cancelJobConfirm": "¿Cancelar el trabajo {job} de la ejecución {id}?",
-    "run.retried": "Se inició la ejecución {id}.", "run.reason": "Motivo", "run.jobs": "Trabajos",
+    "run.retried": "Se inició la ejecución n.º {number} para reintentar la n.º {original}.", "run.reason": "Motivo", "run.jobs": "Trabajos",
     "run.graph": "Grafo de trabajos", "run.image": "Imagen", "run.node": "Nodo",
     "run.needs": "Depende de", "run.waiting": "En espera: {reason}",
     "run.attempt": "intento {attempt}",
-    "run.failed": "Fallo: {reason}", "run.step": "Paso", "run.exitCode": "Código de salida",
+    "job.failed": "Fallido: {reason}", "job.timed_out": "Tiempo agotado: {reason}",
+    "job.cancelled": "Cancelado: {reason}", "job.skipped": "Omitido: {reason}",
+    "run.step": "Paso", "run.exitCode": "Código de salida",
     "run.log": "Registro", "run.logSize": "Salida", "run.notFound": "No existe la ejecución {id}.",
     "run.tenant": "Inquilino", "run.commit": "Commit",
     "wait.capacity": "ningún nodo tiene capacidad libre",
@@ -102,17 +138,22 @@ const STRINGS = {
     "log.title": "{job} · paso {step}", "log.follow": "Seguir", "log.search": "Buscar",
     "log.searchPlaceholder": "Buscar en el registro", "log.next": "Siguiente",
     "log.previous": "Anterior", "log.matches": "{current} de {total}",
+    "log.matchesLimit": "{current} de {total}+ (la búsqueda se detuvo en el límite)",
     "log.noMatches": "Sin coincidencias", "log.download": "Descargar sin procesar",
-    "log.loading": "Cargando {loaded} de {size}…", "log.lines": "{count} líneas",
+    "log.loading": "Cargando {loaded} de {size}…", "log.lines.one": "{count} línea",
+    "log.lines.other": "{count} líneas",
     "log.ended": "Paso terminado", "log.running": "Paso en curso",
-    "log.dropped": "[{bytes} bytes eliminados del medio de esta salida]",
+    "log.dropped.one": "[{bytes} byte eliminado del medio de esta salida]",
+    "log.dropped.other": "[{bytes} bytes eliminados del medio de esta salida]",
     "log.back": "Volver a la ejecución",
     "new.title": "Iniciar una ejecución", "new.pipelineYaml": "Pipeline (YAML)",
     "new.pipelinePath": "o fichero del pipeline en el origen",
     "new.sourceDir": "Directorio de origen en el servidor",
     "new.gitUrl": "o URL del repositorio git", "new.ref": "Referencia git (rama, etiqueta o commit)",
     "new.tenant": "Inquilino", "new.submit": "Iniciar ejecución",
-    "new.needSource": "Indica un directorio de origen o una URL de git, no ambos.",
+    "new.needSource":
+      "Falta el origen: indica un directorio de origen en el servidor o la URL de un repositorio git.",
+    "new.twoSources": "Indica un directorio de origen o una URL de git, no ambos.",
     "nodes.title": "Nodos", "nodes.name": "Nodo", "nodes.kind": "Tipo", "nodes.address": "Dirección",
     "nodes.state": "Estado", "nodes.breaker": "Cortacircuitos", "nodes.cpu": "CPU",
     "nodes.memory": "Memoria", "nodes.running": "Trabajos en curso", "nodes.labels": "Etiquetas",
@@ -123,7 +164,7 @@ const STRINGS = {
     "node.draining": "vaciándose", "node.fencing": "aislándose", "node.unknown": "desconocido",
     "overview.title": "Resumen", "overview.queue": "Cola",
     "overview.queuedRuns": "Ejecuciones esperando para empezar",
-    "overview.queuedJobs": "Trabajos esperando un hueco",
+    "overview.queuedJobs": "Trabajos esperando un nodo",
     "overview.perState": "Ejecuciones por estado", "overview.p95": "Duración p95 de las ejecuciones",
     "overview.success": "Tasa de éxito", "overview.window": "Periodo",
     "overview.window.24h": "últimas 24 horas", "overview.window.7d": "últimos 7 días",
@@ -168,6 +209,14 @@ export function t(key, params = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => (name in params ? String(params[name]) : `{${name}}`));
 }
 
+// Translate a key whose text depends on a number: `KEY.one`, `KEY.many` and so on as
+// Intl.PluralRules selects for `count` in the current language, else `KEY.other`.
+export function tPlural(key, count, params = {}) {
+  const category = new Intl.PluralRules(language).select(count);
+  const chosen = Object.hasOwn(STRINGS[language], `${key}.${category}`) ? `${key}.${category}` : `${key}.other`;
+  return t(chosen, params);
+}
+
 // Translate the static text of the page (elements with data-i18n).
 export function translatePage(root = document) {
   document.documentElement.lang = language;
@@ -176,8 +225,24 @@ export function translatePage(root = document) {
   }
 }
 
-export function stateLabel(state) {
-  return t(`state.${state}`);
+// A state word. Spanish adjectives agree with the noun: `subject` is "run" (ejecución,
+// feminine) or "job" for jobs and steps (trabajo, paso, masculine).
+export function stateLabel(state, subject = "run") {
+  return t(subject === "run" ? `state.${state}` : `jobState.${state}`);
+}
+
+// Translate a code from the server's fixed vocabulary (`prefix.code` in STRINGS). Any
+// other text, such as a free-text reason or message, is returned unchanged.
+function codeLabel(prefix, code) {
+  return Object.hasOwn(STRINGS.en, `${prefix}.${code}`) ? t(`${prefix}.${code}`) : code;
+}
+
+export function triggerLabel(trigger) {
+  return codeLabel("trigger", trigger);
+}
+
+export function reasonLabel(reason) {
+  return codeLabel("reason", reason);
 }
 
 export function formatDateTime(milliseconds) {
@@ -186,8 +251,8 @@ export function formatDateTime(milliseconds) {
     .format(new Date(milliseconds));
 }
 
-export function formatTime(milliseconds) {
-  return new Intl.DateTimeFormat(language, { hour: "2-digit", minute: "2-digit" })
+export function formatDayTime(milliseconds) {
+  return new Intl.DateTimeFormat(language, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" })
     .format(new Date(milliseconds));
 }
 
@@ -228,15 +293,17 @@ export function formatPercent(fraction) {
   return new Intl.NumberFormat(language, { style: "percent", maximumFractionDigits: 0 }).format(fraction);
 }
 
+const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
+
+// A size in bytes with binary (IEC) units, which read the same in both languages:
+// "12 B", "1.5 MiB" ("1,5 MiB" in Spanish).
 export function formatBytes(bytes) {
-  const units = ["byte", "kilobyte", "megabyte", "gigabyte", "terabyte"];
   let value = bytes;
   let index = 0;
-  while (value >= 1024 && index < units.length - 1) {
+  while (value >= 1024 && index < BYTE_UNITS.length - 1) {
     value /= 1024;
     index += 1;
   }
-  return new Intl.NumberFormat(language, {
-    style: "unit", unit: units[index], unitDisplay: "short", maximumFractionDigits: index ? 1 : 0,
-  }).format(value);
+  const number = new Intl.NumberFormat(language, { maximumFractionDigits: index ? 1 : 0 }).format(value);
+  return `${number}\u00a0${BYTE_UNITS[index]}`;
 }

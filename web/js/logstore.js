@@ -59,10 +59,10 @@ export class LogStore {
     const from = this.length;
     this.bytes.set(data, from);
     this.length += data.length;
-    let newline = this.bytes.indexOf(10, from);
-    while (newline !== -1 && newline < this.length) {
-      this.pushLineStart(newline + 1);
-      newline = this.bytes.indexOf(10, newline + 1);
+    // Search only the bytes just written: the buffer past `length` is unused capacity.
+    const written = this.bytes.subarray(from, this.length);
+    for (let newline = written.indexOf(10); newline !== -1; newline = written.indexOf(10, newline + 1)) {
+      this.pushLineStart(from + newline + 1);
     }
   }
 
@@ -81,8 +81,7 @@ export class LogStore {
   lineHasEscape(index) {
     const start = this.lineStarts[index];
     const end = index + 1 < this.lineCount ? this.lineStarts[index + 1] : this.length;
-    const escape = this.bytes.indexOf(27, start);
-    return escape !== -1 && escape < end;
+    return this.bytes.subarray(start, end).includes(27);
   }
 
   // The line that contains byte position `position` (binary search over line starts).

@@ -6,16 +6,19 @@
 import { readLog, stepLogPath } from "./api.js";
 import { PLAIN, plainText, renderLine, styleAfter } from "./ansi.js";
 import { clear, h } from "./dom.js";
-import { formatBytes, formatNumber, t } from "./i18n.js";
+import { formatBytes, formatNumber, t, tPlural } from "./i18n.js";
 import { LogStore } from "./logstore.js";
 
 const LINE_HEIGHT = 18; // pixels; style.css sets the same on .log-line
+// NOTE: Chromium caps an element's height at 33,554,428 px (measured in Chromium 156),
+// so scrolling reaches only about the first 1,864,000 lines of a longer log.
 const OVERSCAN = 30; // lines rendered above and below the view
 // NOTE: colours set more than this many lines above the first line shown and still in
 // effect there are not applied to it; a terminal would keep them.
 const STYLE_LOOKBACK = 200;
 const FIRST_READ = 256 * 1024;
 const RANGE_READ = 4 * 1024 * 1024;
+const SEARCH_LIMIT = 100000; // matches kept per search
 
 function segmentElement(segment) {
   const { style } = segment;
@@ -37,6 +40,18 @@ function segmentElement(segment) {
   if (style.strike) classes.push("sgr-strike");
   if (classes.length) span.className = classes.join(" ");
   return span;
+}
+
+// The position of the first value >= `value` in an ascending array (binary search).
+function firstAtOrAfter(sorted, value) {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (sorted[middle] < value) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 export class LogView {
@@ -130,7 +145,7 @@ export class LogView {
   }
 
   append(offset, data) {
-    this.store.append(offset, data, (count) => t("log.dropped", { bytes: formatNumber(count) }));
+    this.store.append(offset, data, (count) => tPlural("log.dropped", count, { bytes: formatNumber(count) }));
   }
 
   subscribe() {
@@ -212,13 +227,16 @@ export class LogView {
       if (this.store.lineHasEscape(index)) style = styleAfter(this.store.lineText(index), style);
     }
     const current = this.matches[this.matchIndex];
-    const hits = new Set(this.matches.length < 100000 ? this.matches : []);
+    let nextHit = firstAtOrAfter(this.matches, first);
     const fragment = document.createDocumentFragment();
     for (let index = first; index < last; index += 1) {
       const rendered = renderLine(this.store.lineText(index), style);
       style = rendered.style;
       let className = "log-line";
-      if (hits.has(index)) className += " hit";
+      if (this.matches[nextHit] === index) {
+        className += " hit";
+        nextHit += 1;
+      }
       if (index === current) className += " current";
       if (index === this.highlightLine) className += " target";
       const number = index + 1;
@@ -236,7 +254,7 @@ export class LogView {
     if (this.store.serverEnd < this.size && !this.viewport.dataset.loaded) {
       parts.push(t("log.loading", { loaded: formatBytes(this.store.serverEnd), size: formatBytes(this.size) }));
     } else {
-      parts.push(t("log.lines", { count: formatNumber(this.store.visibleLines) }), formatBytes(this.size));
+      parts.push(tPlural("log.lines", this.store.visibleLines, { count: formatNumber(this.store.visibleLines) }), formatBytes(this.size));
     }
     parts.push(this.complete ? t("log.ended") : t("log.running"));
     if (this.notice) parts.push(this.notice);
@@ -247,7 +265,10 @@ export class LogView {
 
   search() {
     this.lastQuery = this.searchInput.value;
-    this.matches = this.store.search(this.lastQuery, 100000, plainText);
+    // One match more than the limit shows whether the search stopped early.
+    this.matches = this.store.search(this.lastQuery, SEARCH_LIMIT + 1, plainText);
+    this.matchesLimited = this.matches.length > SEARCH_LIMIT;
+    if (this.matchesLimited) this.matches.pop();
     const top = Math.floor(this.viewport.scrollTop / LINE_HEIGHT);
     this.matchIndex = this.matches.findIndex((line) => line >= top);
     if (this.matchIndex === -1 && this.matches.length) this.matchIndex = 0;
@@ -264,7 +285,8 @@ export class LogView {
     if (this.matches.length) {
       this.setFollow(false);
       this.scrollToLine(this.matches[this.matchIndex]);
-      this.matchLabel.textContent = t("log.matches", { current: formatNumber(this.matchIndex + 1), total: formatNumber(this.matches.length) });
+      const counts = { current: formatNumber(this.matchIndex + 1), total: formatNumber(this.matches.length) };
+      this.matchLabel.textContent = t(this.matchesLimited ? "log.matchesLimit" : "log.matches", counts);
     } else {
       this.matchLabel.textContent = this.lastQuery ? t("log.noMatches") : "";
     }

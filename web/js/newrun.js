@@ -38,8 +38,12 @@ export class NewRunView {
 
   async submit(data) {
     const value = (name) => String(data.get(name) || "").trim();
-    if (Boolean(value("dir")) === Boolean(value("git"))) {
+    if (!value("dir") && !value("git")) {
       this.message.textContent = t("new.needSource");
+      return;
+    }
+    if (value("dir") && value("git")) {
+      this.message.textContent = t("new.twoSources");
       return;
     }
     const body = {

@@ -4,10 +4,25 @@
 import { postJson, runPath } from "./api.js";
 import { drawDag } from "./dag.js";
 import { clear, confirmAction, h } from "./dom.js";
-import { formatBytes, formatDateTime, formatDuration, t } from "./i18n.js";
+import { formatBytes, formatDateTime, formatDuration, reasonLabel, t, triggerLabel } from "./i18n.js";
 import { stateBadge } from "./runs.js";
 
 const ACTIVE = new Set(["pending", "scheduled", "running"]);
+const ENDED_UNSUCCESSFULLY = new Set(["failed", "timed_out", "cancelled", "skipped"]);
+// Reason codes that only repeat the state they come with.
+const REASON_OF_STATE = { cancelled: "cancelled", timed_out: "timeout" };
+
+// Notices for run pages not open yet, by run id. Retry sets one before it moves to the
+// new run, and the new run's view shows it.
+const pendingNotices = new Map();
+
+// The reason and message of a run, job or step, leaving out a reason that only repeats its state.
+function reasonText(item) {
+  const parts = [];
+  if (item.reason && REASON_OF_STATE[item.state] !== item.reason) parts.push(reasonLabel(item.reason));
+  if (item.message) parts.push(item.message);
+  return parts.join(": ");
+}
 
 function elapsed(item, now) {
   if (item.duration_ms !== null && item.duration_ms !== undefined) return item.duration_ms;
@@ -20,7 +35,8 @@ export class RunView {
     this.runId = params.runId;
     this.eventId = null;
     this.run = null;
-    this.notice = "";
+    this.notice = pendingNotices.get(this.runId) ?? "";
+    pendingNotices.delete(this.runId);
     this.root = h("section", { class: "run-view" });
     container.append(this.root);
     this.render();
@@ -64,8 +80,10 @@ export class RunView {
   async retry() {
     await this.act(async () => {
       const result = await postJson(`${runPath(this.runId)}/retry`);
+      const notice = t("run.retried", { number: result.run.number, original: this.run.number });
+      pendingNotices.set(result.run.id, notice);
       location.hash = `#/runs/${encodeURIComponent(result.run.id)}`;
-      return t("run.retried", { id: result.run.id });
+      return notice;
     });
   }
 
@@ -78,17 +96,18 @@ export class RunView {
     }
     const now = Date.now();
     const active = ACTIVE.has(run.state);
+    const reason = reasonText(run);
     this.root.append(
       h("header", { class: "run-header" },
         h("h1", {}, t("run.title", { pipeline: run.pipeline, number: run.number }), " ", stateBadge(run.state)),
         h("dl", { class: "facts" },
           h("dt", { text: t("runs.source") }), h("dd", { text: run.source }),
-          h("dt", { text: t("runs.trigger") }), h("dd", { text: run.trigger }),
+          h("dt", { text: t("runs.trigger") }), h("dd", { text: triggerLabel(run.trigger) }),
           h("dt", { text: t("run.tenant") }), h("dd", { text: run.tenant_id }),
           h("dt", { text: t("runs.created") }), h("dd", { text: formatDateTime(Date.parse(run.created_at)) }),
           run.started_at ? [h("dt", { text: t("runs.started") }), h("dd", { text: formatDateTime(Date.parse(run.started_at)) })] : null,
           h("dt", { text: t("runs.duration") }), h("dd", { class: "run-duration", text: formatDuration(elapsed(run, now)) }),
-          run.reason ? [h("dt", { text: t("run.reason") }), h("dd", { class: "reason", text: run.reason })] : null),
+          reason ? [h("dt", { text: t("run.reason") }), h("dd", { class: "reason", text: reason })] : null),
         h("div", { class: "actions" },
           h("button", { class: "danger", id: "cancel-run", disabled: !active, text: t("run.cancel"), onclick: () => this.cancelRun() }),
           h("button", { id: "retry-run", disabled: active, text: t("run.retry"), onclick: () => this.retry() })),
@@ -102,29 +121,35 @@ export class RunView {
   renderJob(job, now) {
     const active = ACTIVE.has(job.state);
     const waitReason = job.wait_reason ? t("run.waiting", { reason: t(`wait.${job.wait_reason}`) }) : "";
-    const failure = job.reason && !["succeeded", "running", "pending"].includes(job.state)
-      ? t("run.failed", { reason: [job.reason, job.message].filter(Boolean).join(": ") }) : "";
+    const reason = ENDED_UNSUCCESSFULLY.has(job.state) ? reasonText(job) : "";
+    const failure = reason ? t(`job.${job.state}`, { reason }) : "";
+    const duration = elapsed(job, now);
     return h("article", { class: "job", id: `job-${job.id}`, dataset: { job: job.id, state: job.state } },
       h("header", {},
-        h("h3", {}, job.id, " ", stateBadge(job.state)),
+        h("h3", {}, job.id, " ", stateBadge(job.state, "job")),
         h("span", { class: "meta" }, `${t("run.image")}: `, h("code", { text: job.image }),
           job.node ? ` · ${t("run.node")}: ${job.node}` : "",
           job.attempt > 1 ? ` · ${t("run.attempt", { attempt: job.attempt })}` : "",
           job.needs.length ? ` · ${t("run.needs")}: ${job.needs.join(", ")}` : "",
-          ` · ${formatDuration(elapsed(job, now))}`),
+          duration !== null ? ` · ${formatDuration(duration)}` : ""),
         active ? h("button", { class: "danger small", "data-cancel-job": job.id, text: t("run.cancelJob"), onclick: () => this.cancelJob(job.id) }) : null),
       job.state === "pending" && waitReason ? h("p", { class: "wait-reason", text: waitReason }) : null,
       failure ? h("p", { class: "failure-reason", text: failure }) : null,
       h("table", { class: "steps" },
         h("thead", {}, h("tr", {}, [t("run.step"), t("runs.state"), t("run.exitCode"), t("runs.duration"), t("run.logSize"), ""]
           .map((label) => h("th", { text: label })))),
-        h("tbody", {}, job.steps.map((step) => h("tr", { dataset: { step: step.index, state: step.state } },
-          h("td", {}, `${step.index}. `, step.name),
-          h("td", {}, stateBadge(step.state), step.reason && step.state !== "succeeded" ? h("span", { class: "reason", text: ` ${step.reason}${step.message ? `: ${step.message}` : ""}` }) : null),
-          h("td", { class: "number exit-code", text: step.exit_code ?? "" }),
-          h("td", { class: "number", text: formatDuration(elapsed(step, now)) }),
-          h("td", { class: "number", text: formatBytes(step.log_size) }),
-          h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(this.runId)}/jobs/${encodeURIComponent(job.id)}/steps/${step.index}`, text: t("run.log") })))))));
+        h("tbody", {}, job.steps.map((step) => this.renderStep(job, step, now)))));
+  }
+
+  renderStep(job, step, now) {
+    const reason = step.state !== "succeeded" ? reasonText(step) : "";
+    return h("tr", { dataset: { step: step.index, state: step.state } },
+      h("td", {}, `${step.index}. `, step.name),
+      h("td", {}, stateBadge(step.state, "job"), reason ? h("span", { class: "reason", text: ` ${reason}` }) : null),
+      h("td", { class: "number exit-code", text: step.exit_code ?? "" }),
+      h("td", { class: "number", text: formatDuration(elapsed(step, now)) }),
+      h("td", { class: "number", text: formatBytes(step.log_size) }),
+      h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(this.runId)}/jobs/${encodeURIComponent(job.id)}/steps/${step.index}`, text: t("run.log") })));
   }
 
   relabel() {

@@ -2,13 +2,14 @@
 // and tenant (kept in the URL), with the counts per state.
 
 import { clear, h } from "./dom.js";
-import { formatDateTime, formatDuration, formatNumber, stateLabel, t } from "./i18n.js";
+import { formatDateTime, formatDuration, formatNumber, stateLabel, t, tPlural, triggerLabel } from "./i18n.js";
 
 export const STATES = ["pending", "scheduled", "running", "succeeded", "failed", "timed_out", "cancelled", "skipped"];
 const LIMIT = 100;
 
-export function stateBadge(state) {
-  return h("span", { class: `state state-${state}`, dataset: { state }, text: stateLabel(state) });
+// A state as a coloured label; `subject` is "run" or "job" (for jobs and steps), see stateLabel.
+export function stateBadge(state, subject = "run") {
+  return h("span", { class: `state state-${state}`, dataset: { state }, text: stateLabel(state, subject) });
 }
 
 export function runDuration(run, now = Date.now()) {
@@ -99,7 +100,7 @@ export class RunsView {
   renderCounts() {
     const total = Object.values(this.counts).reduce((sum, count) => sum + count, 0);
     clear(this.countsElement).append(
-      h("span", { class: "total", text: t("runs.total", { count: formatNumber(total) }) }),
+      h("span", { class: "total", text: tPlural("runs.total", total, { count: formatNumber(total) }) }),
       ...STATES.filter((state) => this.counts[state]).map((state) => h("a", {
         class: `count state-${state}`, href: `#/runs?state=${state}`, dataset: { state },
       }, stateLabel(state), " ", h("b", { text: formatNumber(this.counts[state]) }))));
@@ -112,7 +113,7 @@ export class RunsView {
       h("td", {}, stateBadge(run.state)),
       h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(run.id)}`, text: run.pipeline })),
       h("td", { class: "source", title: run.source }, run.source, run.ref ? h("span", { class: "ref", text: `@${run.ref}` }) : null),
-      h("td", { text: run.trigger }),
+      h("td", { text: triggerLabel(run.trigger) }),
       h("td", { class: "number", text: formatDuration(runDuration(run, now)) }),
       h("td", { text: run.started_at ? formatDateTime(run.started_at) : t("runs.notStarted") })));
     clear(this.tbody).append(...rows);
