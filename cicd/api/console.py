@@ -23,7 +23,7 @@ from quart import Blueprint, Response, current_app, request, websocket
 from cicd.api.guard import REQUEST_ID_HEADER
 from cicd.api.params import RUN_STATES, Query
 from cicd.api.responses import ApiError, json_response
-from cicd.api.server import SEND_FRAME_EXTENSION
+from cicd.api.server import DEFLATE_EXTENSION, SEND_FRAME_EXTENSION
 from cicd.api.state import current_request_id, current_service, current_state
 from cicd.console import reads
 from cicd.console.feeds import Feeds, Readers
@@ -210,11 +210,13 @@ async def console_socket() -> None:
     state = console_state()
     request_id = current_request_id()
     await websocket.accept(headers={REQUEST_ID_HEADER: request_id})
-    extensions = websocket.scope.get("extensions") or {}
+    extensions: dict[str, Any] = websocket.scope.get("extensions") or {}
+    deflate_window_bits = extensions.get(DEFLATE_EXTENSION)
     session = ConsoleSession(service=current_service(), readers=state.readers,
                              feeds=state.feeds(), refs=state.refs, send=websocket.send,
                              receive=websocket.receive, request_id=request_id,
-                             send_frame=extensions.get(SEND_FRAME_EXTENSION))
+                             send_frame=extensions.get(SEND_FRAME_EXTENSION),
+                             deflate_bits=deflate_window_bits() if deflate_window_bits else None)
     close_code, reason = 1000, ""
     try:
         with current_state().drain.cancel_scope() as scope:

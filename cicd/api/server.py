@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -19,6 +20,7 @@ from hypercorn.typing import (
     Scope,
 )
 from quart_trio import QuartTrio
+from wsproto.extensions import PerMessageDeflate
 
 from cicd.api.state import EXTENSION, ApiState
 from cicd.concurrency import single_error
@@ -39,6 +41,10 @@ GRACEFUL_TIMEOUT_SECONDS = 5.0
 # :func:`offer_frame_send` adds to WebSocket scopes: an async function that writes one
 # complete, already framed server-to-client WebSocket frame (RFC 6455 section 5.2).
 SEND_FRAME_EXTENSION = "cicd.websocket.send_frame"
+# The ASGI scope extension that :func:`offer_frame_send` adds next to it: a function that
+# returns, once the WebSocket was accepted, the ``server_max_window_bits`` (9 to 15) of
+# the permessage-deflate extension (RFC 7692) the connection negotiated, or None.
+DEFLATE_EXTENSION = "cicd.websocket.deflate_window_bits"
 
 
 async def serve(
@@ -137,8 +143,11 @@ def offer_frame_send(app: ASGIFramework) -> ASGIFramework:
     data does, under the connection's send lock, so they never interleave with
     hypercorn's pings or close frames. An unmasked frame with RSV1 clear is valid
     whether or not permessage-deflate was negotiated (RFC 7692 section 6: such a
-    message is not compressed). After the WebSocket closed, ``send_frame`` does
-    nothing, as ASGI's send does.
+    message is not compressed). A frame with RSV1 set is valid only when
+    :data:`DEFLATE_EXTENSION` returns a window size, and then only when the caller
+    sends no message through ASGI's send, which wsproto compresses with a window that
+    does not contain the caller's messages. After the WebSocket closed, ``send_frame``
+    does nothing, as ASGI's send does.
 
     NOTE: this reads hypercorn 0.18's ``WSStream`` (the object behind its ASGI send
     callable). With another server or version the extension is simply absent, and
@@ -156,9 +165,20 @@ def offer_frame_send(app: ASGIFramework) -> ASGIFramework:
                     return
                 await stream.send(Data(stream_id=stream.stream_id, data=frame))
 
-            extensions = dict(scope.get("extensions") or {})
+            def deflate_window_bits() -> int | None:
+                # NOTE: wsproto 1.3 keeps the negotiated extensions only in the private
+                # ``_proto.extensions``. Without it, callers send uncompressed frames.
+                connection = getattr(stream, "connection", None)
+                negotiated = getattr(getattr(connection, "_proto", None), "extensions", ())
+                for extension in negotiated:
+                    if isinstance(extension, PerMessageDeflate) and extension.enabled():
+                        return extension.server_max_window_bits
+                return None
+
+            extensions: dict[str, Any] = dict(scope.get("extensions") or {})
             extensions[SEND_FRAME_EXTENSION] = send_frame
-            scope = {**scope, "extensions": extensions}  # type: ignore[typeddict-item]
+            extensions[DEFLATE_EXTENSION] = deflate_window_bits
+            scope = {**scope, "extensions": extensions}
         await app(scope, receive, send)
 
     return app_with_frame_send

@@ -79,21 +79,24 @@ class LogFeed:
         self.users = 0
         self._seq = seq
         self._scope = trio.CancelScope()
-        # (sub, offset, limit, websocket) -> (offset, data length, encoded frame), valid
-        # until the tail grows: the frame's header carries the tail's end as ``size``.
-        self._frames: dict[tuple[str, int, int, bool], tuple[int, int, bytes]] = {}
+        # (sub, offset, limit, websocket, deflate_bits) -> (offset, data length, encoded
+        # frame), valid until the tail grows: the frame's header carries the tail's end
+        # as ``size``.
+        self._frames: dict[tuple[str, int, int, bool, int | None], tuple[int, int, bytes]] = {}
 
-    def frame(self, sub: str, offset: int, limit: int, *,
-              websocket: bool = False) -> tuple[int, int, bytes]:
+    def frame(self, sub: str, offset: int, limit: int, *, websocket: bool = False,
+              deflate_bits: int | None = None) -> tuple[int, int, bytes]:
         """Return the frame of up to ``limit`` bytes of the tail from ``offset`` for ``sub``,
         as (first byte's offset, data length, encoded message).
 
-        With ``websocket`` the message comes as a whole WebSocket frame (see
-        ``encode_log_frame``). The length is 0 (and the message empty) when the tail has
-        nothing from ``offset`` yet. Raises :class:`~cicd.console.ring.Behind` like
+        With ``websocket`` the message comes as a whole WebSocket frame, compressed
+        with a ``deflate_bits`` window when given (see ``encode_log_frame``), so the
+        tail's bytes are compressed once for all the clients with that window. The
+        length is 0 (and the message empty) when the tail has nothing from ``offset``
+        yet. Raises :class:`~cicd.console.ring.Behind` like
         ``LogRing.read``.
         """
-        key = (sub, offset, limit, websocket)
+        key = (sub, offset, limit, websocket, deflate_bits)
         cached = self._frames.get(key)
         if cached is not None:
             return cached
@@ -101,7 +104,8 @@ class LogFeed:
         if not data:
             return start, 0, b""
         found = (start, len(data),
-                 encode_log_frame(sub, start, self.ring.end, data, websocket=websocket))
+                 encode_log_frame(sub, start, self.ring.end, data, websocket=websocket,
+                                  deflate_bits=deflate_bits))
         if len(self._frames) < MAX_SHARED_FRAMES:
             self._frames[key] = found
         return found
