@@ -23,7 +23,11 @@ from quart import Blueprint, Response, current_app, request, websocket
 from cicd.api.guard import REQUEST_ID_HEADER
 from cicd.api.params import RUN_STATES, Query
 from cicd.api.responses import ApiError, json_response
-from cicd.api.server import DEFLATE_EXTENSION, SEND_FRAME_EXTENSION
+from cicd.api.server import (
+    DEFLATE_EXTENSION,
+    SEND_FRAME_EXTENSION,
+    SEND_FRAME_NOWAIT_EXTENSION,
+)
 from cicd.api.state import current_request_id, current_service, current_state
 from cicd.console import reads
 from cicd.console.feeds import Feeds, Readers
@@ -216,6 +220,7 @@ async def console_socket() -> None:
                              feeds=state.feeds(), refs=state.refs, send=websocket.send,
                              receive=websocket.receive, request_id=request_id,
                              send_frame=extensions.get(SEND_FRAME_EXTENSION),
+                             send_frame_nowait=extensions.get(SEND_FRAME_NOWAIT_EXTENSION),
                              deflate_bits=deflate_window_bits() if deflate_window_bits else None)
     close_code, reason = 1000, ""
     try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from hypercorn.config import Config
 from hypercorn.protocol.events import Data
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveCallable,
@@ -45,6 +48,10 @@ SEND_FRAME_EXTENSION = "cicd.websocket.send_frame"
 # returns, once the WebSocket was accepted, the ``server_max_window_bits`` (9 to 15) of
 # the permessage-deflate extension (RFC 7692) the connection negotiated, or None.
 DEFLATE_EXTENSION = "cicd.websocket.deflate_window_bits"
+# The ASGI scope extension that :func:`offer_frame_send` adds next to them: a function
+# that writes one complete frame, as ``send_frame`` does, but only when it can without
+# waiting (see :meth:`FrameWriter.send_nowait`). It returns True when it took the frame.
+SEND_FRAME_NOWAIT_EXTENSION = "cicd.websocket.send_frame_nowait"
 
 
 async def serve(
@@ -147,7 +154,9 @@ def offer_frame_send(app: ASGIFramework) -> ASGIFramework:
     :data:`DEFLATE_EXTENSION` returns a window size, and then only when the caller
     sends no message through ASGI's send, which wsproto compresses with a window that
     does not contain the caller's messages. After the WebSocket closed, ``send_frame``
-    does nothing, as ASGI's send does.
+    does nothing, as ASGI's send does. :data:`SEND_FRAME_NOWAIT_EXTENSION` offers the
+    same write without waiting (:meth:`FrameWriter.send_nowait`), so one task can write
+    a frame to many clients.
 
     NOTE: this reads hypercorn 0.18's ``WSStream`` (the object behind its ASGI send
     callable). With another server or version the extension is simply absent, and
@@ -159,11 +168,7 @@ def offer_frame_send(app: ASGIFramework) -> ASGIFramework:
     ) -> None:
         stream = getattr(send, "__self__", None)
         if scope["type"] == "websocket" and isinstance(stream, WSStream):
-
-            async def send_frame(frame: bytes) -> None:
-                if stream.closed or stream.state != ASGIWebsocketState.CONNECTED:
-                    return
-                await stream.send(Data(stream_id=stream.stream_id, data=frame))
+            writer = FrameWriter(stream)
 
             def deflate_window_bits() -> int | None:
                 # NOTE: wsproto 1.3 keeps the negotiated extensions only in the private
@@ -176,9 +181,91 @@ def offer_frame_send(app: ASGIFramework) -> ASGIFramework:
                 return None
 
             extensions: dict[str, Any] = dict(scope.get("extensions") or {})
-            extensions[SEND_FRAME_EXTENSION] = send_frame
+            extensions[SEND_FRAME_EXTENSION] = writer.send
+            extensions[SEND_FRAME_NOWAIT_EXTENSION] = writer.send_nowait
             extensions[DEFLATE_EXTENSION] = deflate_window_bits
             scope = {**scope, "extensions": extensions}
         await app(scope, receive, send)
 
     return app_with_frame_send
+
+
+class FrameWriter:
+    """Writes complete WebSocket frames to one WebSocket of hypercorn 0.18.
+
+    :meth:`send` passes the frame to hypercorn's stream, which writes it under the
+    connection's send lock. :meth:`send_nowait` writes it to the socket in the calling
+    task, without a task switch. It needs the connection's TCP socket without TLS, and
+    swaps the connection's ``send_lock`` (a ``trio.Lock``, which only the task that
+    acquired it may release) for a ``trio.Semaphore(1)``. Both allow one writer at a
+    time and queue the others in order, but a semaphore acquired by this call can be
+    released by the task that writes the rest of a partly written frame.
+    """
+
+    def __init__(self, stream: WSStream) -> None:
+        self._stream = stream
+        self._server: TCPServer | None = None
+        self._send_lock: trio.Semaphore | None = None
+        # NOTE: this reads hypercorn 0.18's objects: WSStream.send is
+        # H11Protocol.stream_send, whose send is TCPServer.protocol_send. With another
+        # protocol (HTTP/2), TLS or version, only ``send`` is available.
+        protocol = getattr(stream.send, "__self__", None)
+        server = getattr(getattr(protocol, "send", None), "__self__", None)
+        if (isinstance(protocol, H11Protocol) and isinstance(server, TCPServer)
+                and isinstance(server.stream, trio.SocketStream)):
+            lock = server.send_lock
+            if isinstance(lock, trio.Semaphore):
+                self._send_lock = lock
+            elif isinstance(lock, trio.Lock) and not lock.locked():
+                self._send_lock = server.send_lock = trio.Semaphore(1, max_value=1)
+            self._server = server
+
+    def _open(self) -> bool:
+        return not self._stream.closed and self._stream.state == ASGIWebsocketState.CONNECTED
+
+    async def send(self, frame: bytes) -> None:
+        """Write one whole, already framed server-to-client WebSocket frame; do nothing
+        once the WebSocket closed."""
+        if self._open():
+            await self._stream.send(Data(stream_id=self._stream.stream_id, data=frame))
+
+    def send_nowait(self, frame: bytes) -> bool:
+        """Write ``frame`` now if no other write to the connection is in progress or
+        queued; return True when the socket took at least part of it.
+
+        When the socket took only part of the frame, a system task writes the rest
+        before the send lock lets any other frame through. Returns False, having
+        written nothing, when the socket is full, the WebSocket closed or the write
+        failed. The caller then sends the frame with :meth:`send`, which waits its turn.
+        """
+        lock, server = self._send_lock, self._server
+        if lock is None or server is None or not self._open():
+            return False
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            return False
+        try:
+            written = os.write(server.stream.socket.fileno(), frame)
+        except OSError:  # BlockingIOError (a full socket), or a broken connection
+            lock.release()
+            return False
+        if written == len(frame):
+            lock.release()
+            return True
+        trio.lowlevel.spawn_system_task(self._send_rest, server, lock,
+                                        memoryview(frame)[written:])
+        return True
+
+    @staticmethod
+    async def _send_rest(server: TCPServer, lock: trio.Semaphore, rest: memoryview) -> None:
+        try:
+            await server.stream.send_all(rest)
+        except (trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.BusyResourceError) as exc:
+            # The connection broke, or is closing while hypercorn's send_eof uses the
+            # stream. hypercorn's read loop and its next write see that and close the
+            # WebSocket. An error raised out of a system task would stop the server.
+            logger.debug("writing the rest of a WebSocket frame failed: %r", exc)
+        finally:
+            lock.release()

@@ -61,24 +61,27 @@ class _Signal:
 class LogFeed:
     """The live tail of one step in a :class:`LogRing`, read once for all its clients.
 
-    Clients that follow the tail send a frame per :attr:`tick`: the feed counts a tick
-    (:attr:`ticks`) and fires it when the tail has grown, at most every
-    ``FRAME_INTERVAL_SECONDS``. So these clients read the same ranges of the tail at
-    the same moments, the feed encodes each frame once (:meth:`frame`), and one timer
-    serves them all.
+    Clients that follow the tail send a frame per tick: the feed counts a tick
+    (:attr:`ticks`) when the tail has grown, at most every ``FRAME_INTERVAL_SECONDS``.
+    So these clients read the same ranges of the tail at the same moments, the feed
+    encodes each frame once (:meth:`frame`), and one timer serves them all. At each
+    tick the feed's task first calls the ``send`` function of each client waiting in
+    :meth:`wait_for_tick`, which sends the frame when it can without waiting. It wakes
+    only the clients whose ``send`` returned False.
     """
 
     def __init__(self, key: tuple[str, str, int], seq: int, offset: int) -> None:
         self.key = key
         self.ring = LogRing(offset, RING_BYTES)
         self.grew = _Signal()
-        self.tick = _Signal()  # also fired once when the feed stops
         self.ticks = 0
         self.error: CicdError | sqlite3.Error | None = None
         self.stopped = False
         self.users = 0
         self._seq = seq
         self._scope = trio.CancelScope()
+        # The events of the clients waiting for a tick, with their ``send`` functions.
+        self._waiting: dict[trio.Event, Callable[[], bool]] = {}
         # (sub, offset, limit, websocket, deflate_bits) -> (offset, data length, encoded
         # frame), valid until the tail grows: the frame's header carries the tail's end
         # as ``size``.
@@ -110,6 +113,39 @@ class LogFeed:
             self._frames[key] = found
         return found
 
+    async def wait_for_tick(self, send: Callable[[], bool]) -> None:
+        """Wait until a tick at which ``send`` returns False, or until the feed stops.
+
+        The feed's task calls ``send()`` at each tick while the caller waits. It returns
+        True when it sent the tick's frame for the caller, which then keeps waiting.
+        When it raises, the error is logged and the caller wakes.
+        """
+        if self.stopped:
+            return
+        woken = trio.Event()
+        self._waiting[woken] = send
+        try:
+            await woken.wait()
+        finally:
+            self._waiting.pop(woken, None)
+
+    def _send_tick(self) -> None:
+        for woken, send in list(self._waiting.items()):
+            try:
+                sent = send()
+            except Exception:
+                logger.exception("sending a frame of %s/%s step %d at a tick failed",
+                                 *self.key)
+                sent = False
+            if not sent:
+                del self._waiting[woken]
+                woken.set()
+
+    def _wake_all(self) -> None:
+        for woken in self._waiting:
+            woken.set()
+        self._waiting.clear()
+
     def _append(self, chunks: list[tuple[int, int, bytes]]) -> None:
         """Add chunks read from the store, joining contiguous ones into one piece.
 
@@ -140,7 +176,7 @@ class LogFeed:
             self.stopped = True
             feeds.logs.pop(self.key, None)
             self.grew.fire()
-            self.tick.fire()
+            self._wake_all()
 
     async def _tick(self) -> None:
         ticked_at = self.ring.end
@@ -149,7 +185,7 @@ class LogFeed:
                 await self.grew.event.wait()
             ticked_at = self.ring.end
             self.ticks += 1
-            self.tick.fire()
+            self._send_tick()
             await trio.sleep(FRAME_INTERVAL_SECONDS + TICK_MARGIN_SECONDS)
 
     async def _follow(self, feeds: Feeds) -> None:

@@ -17,6 +17,7 @@ request id and reported as ``INTERNAL``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sqlite3
@@ -91,6 +92,7 @@ class ConsoleSession:
     def __init__(self, *, service: RunServiceProtocol, readers: Readers, feeds: Feeds,
                  refs: reads.RefIndex, send: Send, receive: Receive, request_id: str,
                  send_frame: Callable[[bytes], Awaitable[None]] | None = None,
+                 send_frame_nowait: Callable[[bytes], bool] | None = None,
                  deflate_bits: int | None = None) -> None:
         """``send_frame``, when given, writes one whole WebSocket frame to the client. Log
         output then goes out as frames encoded once for all the clients of a step.
@@ -101,6 +103,11 @@ class ConsoleSession:
         own (see ``websocket_frame``). No message then goes through the server's own
         compressor, whose window would not contain the messages compressed here, so
         its back-references would not match the client's window.
+
+        ``send_frame_nowait``, when given with ``send_frame``, writes one whole frame
+        without waiting and returns True, or returns False having written nothing. A
+        log feed calls it through :meth:`send_log_nowait` to send a frame to every
+        client that follows the tail, with no task switch per client.
         """
         self.service = service
         self.readers = readers
@@ -108,6 +115,7 @@ class ConsoleSession:
         self.refs = refs
         self._send = send
         self._send_frame = send_frame
+        self._send_frame_nowait = send_frame_nowait if send_frame is not None else None
         self.sends_frames = send_frame is not None
         self.deflate_bits = deflate_bits if send_frame is not None else None
         self._receive = receive
@@ -134,6 +142,17 @@ class ConsoleSession:
                 await self._send_frame(encoded)
             else:
                 await self._send(encoded)
+
+    def send_log_nowait(self, encoded: bytes) -> bool:
+        """Send a log message as :meth:`send_log` does, without waiting; return True when
+        it was sent.
+
+        Sends nothing while another message of this session is being sent, or when the
+        connection cannot take the message at once.
+        """
+        if self._send_frame_nowait is None or self._lock.locked():
+            return False
+        return self._send_frame_nowait(encoded)
 
     async def run(self) -> None:
         """Serve the client until it disconnects (which cancels the caller) or this is cancelled."""
@@ -174,8 +193,10 @@ class ConsoleSession:
         nursery.start_soon(self._run_subscription, message, scope)
 
     async def _run_subscription(self, message: Subscribe, scope: trio.CancelScope) -> None:
-        handlers = {"runs": self._follow_runs, "run": self._follow_run, "log": self._follow_log,
-                    "nodes": self._follow_nodes}
+        handlers: dict[str, Callable[[Subscribe], Awaitable[None]]] = {
+            "runs": self._follow_runs, "run": self._follow_run,
+            "log": functools.partial(self._follow_log, scope=scope),
+            "nodes": self._follow_nodes}
         error: ErrorMessage | None = None
         with scope:
             try:
@@ -292,7 +313,7 @@ class ConsoleSession:
 
     # --- a step's output -----------------------------------------------------------
 
-    async def _follow_log(self, message: Subscribe) -> None:
+    async def _follow_log(self, message: Subscribe, scope: trio.CancelScope) -> None:
         run_id, job_id = message.run_id, message.job_id
         step = await self.readers.run(
             lambda conn: reads.step_log(conn, run_id, job_id, message.step))
@@ -302,7 +323,7 @@ class ConsoleSession:
                            code="RANGE-NOT-SATISFIABLE")
         feed = None if step.complete else await self.feeds.follow_log(run_id, job_id, step.index)
         try:
-            await _LogStream(self, message, step, feed).run()
+            await _LogStream(self, message, step, feed, scope).run()
         finally:
             if feed is not None:
                 feed.release()
@@ -310,11 +331,17 @@ class ConsoleSession:
 
 class _LogStream:
     """Sends one step's output from an offset: from the store until it reaches the shared
-    tail, then from the tail at most every ``FRAME_INTERVAL_SECONDS``."""
+    tail, then from the tail at most every ``FRAME_INTERVAL_SECONDS``.
+
+    While it waits for a tick, the feed's task may send the tick's frame for it
+    (:meth:`_send_on_tick`) and leave it waiting. Only a stream whose frame cannot go
+    out at once wakes up and sends it itself, from :attr:`position`.
+    """
 
     def __init__(self, session: ConsoleSession, message: Subscribe, step: reads.StepLog,
-                 feed: LogFeed | None) -> None:
+                 feed: LogFeed | None, scope: trio.CancelScope) -> None:
         self.session = session
+        self.scope = scope  # the subscription's: once cancelled, nothing more is sent
         self.sub = message.sub
         self.run_id, self.job_id = message.run_id, message.job_id
         self.step = step
@@ -363,11 +390,42 @@ class _LogStream:
         """Wait for a tick of the feed after the one of the last frame, and until
         ``FRAME_INTERVAL_SECONDS`` after the last frame."""
         while feed.ticks == self.last_frame_tick and not feed.stopped:
-            await feed.tick.event.wait()
+            await feed.wait_for_tick(self._send_on_tick)
         # Ticks are a little more than the interval apart, so this waits only for a
         # frame read late in its tick, or for the last frames after the feed stopped.
         if trio.current_time() < self.last_frame + FRAME_INTERVAL_SECONDS:
             await trio.sleep_until(self.last_frame + FRAME_INTERVAL_SECONDS)
+
+    def _send_on_tick(self) -> bool:
+        """Send this tick's frame from the feed's task when the client is due one, the
+        frame reaches the tail's end, and the connection takes it without waiting.
+
+        Returns False, having sent nothing, in every other case, and the task then
+        wakes to send the frame itself.
+        """
+        feed = self.feed
+        now = trio.current_time()
+        if (feed is None or feed.error is not None or self.scope.cancel_called
+                or not self.session.sends_frames
+                or now < self.last_frame + FRAME_INTERVAL_SECONDS):
+            return False
+        try:
+            start, length, frame = feed.frame(self.sub, self.position, MAX_FRAME_BYTES,
+                                              websocket=True,
+                                              deflate_bits=self.session.deflate_bits)
+        except Behind:
+            return False
+        # A frame that stops short of the end is part of a backlog, which the task sends
+        # frame after frame without waiting for ticks.
+        if not length or start + length != feed.ring.end:
+            return False
+        if not self.session.send_log_nowait(frame):
+            return False
+        self.last_frame_tick = feed.ticks
+        self.last_frame = now
+        self.last_frame_bytes = length
+        self.position = start + length
+        return True
 
     async def _send_stored(self, feed: LogFeed | None) -> bool:
         """Send the next frame from the store; return False when the subscription ended."""
