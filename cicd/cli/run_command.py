@@ -86,7 +86,7 @@ async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provid
 
 
 async def _configured_cluster(settings: Settings, request: RunRequest) -> Cluster:
-    """The nodes of ``settings``, each probed once for its health and capacity."""
+    """Return the nodes of ``settings``, each probed once for its health and capacity."""
     from cicd.server.nodes import build_cluster, probe_node
 
     cluster = build_cluster(settings, request.owner)

@@ -48,7 +48,7 @@ class Readers(Protocol):
 
 
 class _Signal:
-    """A wake-up that every waiter sees: :meth:`fire` sets the current event, then renews it."""
+    """A wake-up delivered to every waiter: :meth:`fire` sets the current event, then renews it."""
 
     def __init__(self) -> None:
         self.event = trio.Event()
@@ -268,8 +268,8 @@ class Feeds:
             finally:
                 ready.set()
             self.nursery.start_soon(self._follow_events, after, scope)
-        # Whoever started the feed read its first position before this returns, so the
-        # caller's own reads from now on see every event the feed will not deliver.
+        # The task that started the feed has read its first position when this returns, so
+        # the caller's own reads from now on cover every event the feed will not deliver.
         await self._events_ready.wait()
 
     def unlisten(self, listener: EventListener) -> None:

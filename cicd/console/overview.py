@@ -15,7 +15,7 @@ WINDOWS: dict[str, tuple[int, int]] = {
 }
 DEFAULT_WINDOW = "24h"
 
-# Ended states that count in the success rate. Cancelled and skipped runs say nothing
+# Ended states that count in the success rate. Cancelled and skipped runs show nothing
 # about whether the pipeline works, so they are left out.
 JUDGED_STATES = frozenset({"succeeded", "failed", "timed_out"})
 

@@ -72,7 +72,7 @@ class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="type", kw_only=T
 
 
 class Pong(msgspec.Struct, tag="pong", tag_field="type", kw_only=True, frozen=True):
-    """The client's optional answer to a ping; the server ignores it."""
+    """The client's optional reply to a ping, which the server ignores."""
 
     ts: int = 0
 
@@ -180,7 +180,7 @@ class LogFrame(msgspec.Struct, tag="log", tag_field="type", kw_only=True):
 
     sub: str
     offset: int
-    size: int  # bytes the step has written so far, as far as the server knows
+    size: int  # bytes the step has written so far, as stored when the frame was built
 
 
 class LogEnd(msgspec.Struct, tag="log_end", tag_field="type", kw_only=True):
@@ -252,7 +252,7 @@ def websocket_frame(parts: tuple[bytes, ...], *, binary: bool,
     RFC 6455 section 5.2: FIN, the opcode (1 text, 2 binary), then the length in 7
     bits, or 126 and 16 bits, or 127 and 64 bits (network byte order). With
     ``deflate_bits`` (9 to 15), the payload is the message compressed as RFC 7692
-    section 7.2.1 says, with RSV1 set. The compressor is new for each message, so the
+    section 7.2.1 specifies, with RSV1 set. The compressor is new for each message, so the
     payload refers to no earlier message and is valid on every connection that
     negotiated permessage-deflate with a ``server_max_window_bits`` of at least
     ``deflate_bits``, with or without context takeover.

@@ -1,6 +1,6 @@
 """Pure buffers of the console: the shared tail of a step's output, and changed run ids.
 
-:class:`LogRing` holds the last bytes one followed step wrote, so many clients read the
+:class:`LogRing` contains the last bytes one followed step wrote, so many clients read the
 live tail from memory and the server reads the store once per step, not once per
 client. :class:`ChangedRuns` collects the run ids new events touched until a
 subscription sends them, with a bound.

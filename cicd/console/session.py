@@ -8,7 +8,7 @@ Resource handling: at most ``MAX_SUBSCRIPTIONS`` per session. A log subscription
 at most one frame (``MAX_FRAME_BYTES``) while it waits for the client to read it, and
 runs subscriptions keep a bounded set of changed run ids. So a slow client costs a
 fixed amount of memory. It falls behind instead, and gets a ``resync`` message once
-the shared tail no longer holds its offset.
+the shared tail no longer contains its offset.
 
 Error handling: a ``CicdError`` or SQLite error ends its subscription with an
 ``error`` message carrying the error's code. Any other error is logged with the

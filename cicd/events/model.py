@@ -161,7 +161,7 @@ class AssignmentRejected(_JobEvent, frozen=True, kw_only=True, tag="AssignmentRe
 
 
 class JobRetried(_JobEvent, frozen=True, kw_only=True, tag="JobRetried"):
-    """A failed job starts again as the pipeline's ``retry`` asks; its steps start over."""
+    """A failed job starts again, as the pipeline's ``retry`` allows, from its first step."""
 
     attempt: int  # 2 for the first retry
     reason: str  # the cause of the failure retried, such as node_lost

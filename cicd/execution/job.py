@@ -33,8 +33,8 @@ class JobContext(msgspec.Struct, kw_only=True):
     tenant_id: str = "default"
     grace: float = 10.0
     log_limit: int | None = None  # bytes kept per step; None keeps everything
-    # node_lost(node): after an engine error, tell whether the node stopped answering;
-    # the job then ends failed with reason node_lost.
+    # node_lost(node) tells, after an engine error, whether the node stopped responding.
+    # The job then ends failed with reason node_lost.
     node_lost: Callable[[str], Awaitable[bool]] | None = None
 
 
@@ -227,7 +227,7 @@ _ENGINE_REASONS = frozenset({"engine_unavailable", ProviderError.code})
 
 
 async def _lost_or(ctx: JobContext, node: str, reason: str) -> str:
-    """Return ``node_lost`` when an engine error came from a node that stopped answering."""
+    """Return ``node_lost`` when an engine error came from a node that stopped responding."""
     if reason in _ENGINE_REASONS and ctx.node_lost is not None and await ctx.node_lost(node):
         return "node_lost"
     return reason

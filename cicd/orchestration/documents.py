@@ -121,7 +121,7 @@ class EventPage(msgspec.Struct, kw_only=True):
 
 
 class NodeInfo(msgspec.Struct, kw_only=True):
-    """One node (a Docker engine, or the local host) as the scheduler sees it."""
+    """A node (a Docker engine, or the local host) with the scheduler's view of it."""
 
     name: str
     kind: str  # docker or local

@@ -33,7 +33,7 @@ from cicd.execution.output import LivePrinter
 from cicd.orchestration.plan import RunPlan
 from cicd.orchestration.states import State
 from cicd.pipeline import Job, Pipeline
-from cicd.scheduling.cluster import Cluster, NeverFits, single_node_cluster
+from cicd.scheduling.cluster import MIN_CPU_REQUEST, Cluster, NeverFits, single_node_cluster
 from cicd.scheduling.core import JobRequest
 from cicd.scheduling.dispatcher import Dispatcher
 from cicd.storage.store import DropLogChunks, EventStore
@@ -174,7 +174,8 @@ class RunEngine:
             memory = job.resources.memory_bytes or self.default_request[1]
             return JobRequest(
                 job_id=f"{run_id}/{job_id}", tenant=request.tenant_id,
-                cpu_millis=max(1, cpu), memory_bytes=memory, required_labels=job.runs_on,
+                cpu_millis=max(MIN_CPU_REQUEST, cpu), memory_bytes=memory,
+                required_labels=job.runs_on,
                 priority=priority, runnable_at_ms=int(trio.current_time() * 1000),
             ), job.runs_on.get("pool", "")
 

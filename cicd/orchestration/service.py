@@ -483,8 +483,12 @@ class RunService:
         except LookupError as exc:
             raise NotFoundError(str(exc)) from None
         if changed:
-            logger.info("node %s: %s by an operator", name,
-                        "drained" if drain else "cordoned" if cordoned else "uncordoned")
+            action = "uncordoned"
+            if drain:
+                action = "drained"
+            elif cordoned:
+                action = "cordoned"
+            logger.info("node %s: %s by an operator", name, action)
         return self.node_info(name)
 
     def metrics_text(self) -> str:

@@ -1,12 +1,12 @@
 """The cluster: the nodes jobs run on, what each holds, and the queue of jobs waiting for one.
 
-Every change that can let a waiting job start (a job queued, a job released, a
-node's capacity, breaker or cordon changed) runs one scheduling pass: the waiting
-jobs and a snapshot of the nodes go to the placement core in one call per policy,
-and each assigned job is woken with its node. The pass is synchronous and takes
-microseconds per job, so it runs in the caller's task; nothing waits on a thread.
+Every change that can let a waiting job start runs one scheduling pass: a job
+queued or released, or a change to a node's capacity, breaker or cordon. In a pass
+the waiting jobs and a snapshot of the nodes go to the placement core in one call
+per policy, and each assigned job is woken with its node. The pass is synchronous
+and takes microseconds per job, so it runs in the caller's task and no thread is used.
 
-What the core sees of a node: its capacity minus its reserve, and what the jobs
+The input the core gets for a node: its capacity minus its reserve, and what the jobs
 placed there requested. A node also has a job count limit (``max_jobs``); a node
 that reached it is shown to the core as fully allocated. Each job requests at
 least 1 millicore, so a full node holds no more jobs, whatever they request.
@@ -39,11 +39,11 @@ from cicd.workers.base import Provider
 logger = logging.getLogger("cicd.scheduling")
 
 MIN_CPU_REQUEST = 1  # millicore
-# What the core is told of a node whose capacity was never read (its engine has not
-# responded yet): large, so that no job is judged too big for it, and unavailable.
+# Capacity given to the core for a node whose engine has not responded yet. It is
+# large, so no job is judged too big for it, and the node is marked unavailable.
 UNKNOWN_CAPACITY = 1 << 50
 
-# Why a job waits, in words for people (the API and `cicd show` give the code too).
+# Text for each wait reason, for people; the API and `cicd show` give the code too.
 WAIT_TEXT = {
     Reason.CAPACITY: "waiting for capacity: no node with its labels has enough free CPU or memory",
     Reason.LABELS: "waiting: the nodes with its labels are full (nodes without them have room)",
@@ -55,7 +55,7 @@ WAIT_TEXT = {
 
 
 class NeverFits(CicdError):
-    """No node could ever run the job: the labels or the capacity it asks for do not exist."""
+    """Error for a job no node could ever run: its labels or its request exist on no node."""
 
     code = "SCH-NEVER-FITS"
 
@@ -181,7 +181,7 @@ class ClusterNode:
         return self.cpu_millis > 0 and self.memory_bytes > 0
 
     def snapshot(self) -> NodeState:
-        """The node as the placement core sees it."""
+        """Return the node's state in the placement core's input form."""
         if not self.capacity_known:
             return NodeState(name=self.name, cpu_millis=UNKNOWN_CAPACITY,
                              memory_bytes=UNKNOWN_CAPACITY, labels=self.labels,
@@ -376,7 +376,7 @@ class Cluster:
         return True
 
     def mark_lost(self, node: ClusterNode) -> None:
-        """The node stopped responding: it takes no work until it is back and fenced."""
+        """Mark the node lost: it takes no work until it is back and fenced."""
         if node.lost_since is None:
             node.lost_since = trio.current_time()
             node.returned = trio.Event()
@@ -386,7 +386,7 @@ class Cluster:
         self.node_changed(node.name)
 
     def mark_returned(self, node: ClusterNode) -> None:
-        """The node responds again and its stale objects are gone: it takes work again."""
+        """Mark the node back: it responds again, its stale objects are gone, it takes work."""
         node.lost_since = None
         node.fencing = False
         node.message = ""
@@ -524,10 +524,10 @@ def host_capacity() -> tuple[int, int]:
 
 
 def single_node_cluster(provider: Provider, *, max_jobs: int) -> Cluster:
-    """One node, ``provider``, with this host's capacity and ``max_jobs`` jobs at once.
+    """Return a cluster of one node, ``provider``, with this host's capacity and ``max_jobs``.
 
-    What ``cicd run`` uses: its engine is on this host, so no call to the engine is
-    needed to know the capacity.
+    ``cicd run`` uses it: its engine is on this host, so the capacity is known without
+    a call to the engine.
     """
     cpu, memory = host_capacity()
     return Cluster([ClusterNode(provider.name, provider, cpu_millis=cpu, memory_bytes=memory,

@@ -3,8 +3,8 @@
 It reads job ids from a bounded channel in the order they became runnable, queues
 each in the :class:`~cicd.scheduling.cluster.Cluster` with its request, and when
 the cluster places it, records the assignment and starts the job on that node. A
-job that never fits ends at once with the reason. A job whose node was lost, and
-whose pipeline asks for it, is placed again for its next attempt.
+job that never fits ends at once with the reason. A job whose node was lost is
+placed again for its next attempt when its pipeline's ``retry`` allows it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from cicd.scheduling.core import JobRequest
 
 logger = logging.getLogger("cicd.scheduling")
 
-# start_job(job, node, attempt) -> result; a result with ``retry`` true asks for another attempt.
+# start_job(job, node, attempt) -> result. A result with ``retry`` true requests another attempt.
 StartJob = Callable[[str, str, int], Awaitable[object]]
 Emit = Callable[[ev.Event], Awaitable[object]]
 
@@ -40,8 +40,8 @@ class Dispatcher:
         self.start_job = start_job
         self.request_for = request_for  # job -> (its request, its pool)
         self.never_fits = never_fits  # ends a job that fits no node; returns its result
-        # before_retry(job, lost node, next attempt): records the retry and waits until the
-        # lost attempt can no longer run; returns the job's result when it ends instead.
+        # before_retry(job, lost node, next attempt) records the retry and waits until the
+        # lost attempt can no longer run. It returns the job's result when the job ends instead.
         self.before_retry = before_retry
         self.on_assigned = on_assigned  # (milliseconds from runnable to assigned, node)
         # Jobs a previous server process assigned, taken over after a restart, with their

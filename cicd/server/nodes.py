@@ -2,7 +2,7 @@
 
 Each node is a Docker engine (or the local host with ``runs.executor = local``).
 Without ``[[nodes]]`` in the configuration there is one node, the engine of
-``docker.host``. A probe task per node asks the engine for its health and
+``docker.host``. A probe task per node requests the engine's health and
 capacity every ``scheduling.probe_interval``:
 
 - each probe counts in the node's circuit breaker; an open breaker means the node

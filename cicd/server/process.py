@@ -187,7 +187,7 @@ class Server:
 
 
 def _thd_cordons(conn: sqlite3.Connection) -> dict[str, tuple[bool, bool]]:
-    """Each node's cordon and drain flags as last recorded."""
+    """Return each node's cordon and drain flags as last recorded."""
     rows = conn.execute(
         "SELECT json_extract(body, '$.node'), json_extract(body, '$.cordoned'),"
         " json_extract(body, '$.draining') FROM events WHERE id IN (SELECT MAX(id) FROM events"

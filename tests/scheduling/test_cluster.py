@@ -1,7 +1,7 @@
 """The cluster: queueing jobs, placing them by policy, wait reasons, cordons and breakers.
 
-The providers here are the local executor's: the cluster only asks them for their
-name and, in ``confirm_lost``, for a health check. Docker engines as nodes are
+The providers here are the local executor's: the cluster only reads their name and,
+in ``confirm_lost``, calls their health check. Docker engines as nodes are
 tested in tests/server/test_multi_node.py.
 """
 
@@ -22,7 +22,7 @@ GIB = 1 << 30
 
 
 class Unreachable(LocalProvider):
-    """A provider whose engine does not answer (what a lost node's looks like)."""
+    """A provider whose engine does not respond, as a lost node's."""
 
     async def check(self) -> None:
         raise EngineUnavailable("the Docker engine at tcp://node:2376 does not respond")
@@ -77,7 +77,8 @@ async def test_oversized_job_never_fits() -> None:
     assert "requests 6 CPU" in str(caught.value)
     assert "offer 4 CPU" in str(caught.value)
     rejected = [e for e in cluster.take_events() if isinstance(e, ev.AssignmentRejected)]
-    assert rejected[-1].final and rejected[-1].reason == "cpu"
+    assert rejected[-1].final
+    assert rejected[-1].reason == "cpu"
 
 
 async def test_full_node_waits_for_capacity() -> None:
@@ -188,7 +189,8 @@ async def test_confirm_lost_opens_breaker() -> None:
     cluster = Cluster([lost, node("near")], policy="fifo")
     assert await cluster.acquire(job("r/1"), run_id="r") == "far"
     assert await cluster.confirm_lost("far") is True
-    assert lost.state == "unavailable" and lost.breaker.state == "open"
+    assert lost.state == "unavailable"
+    assert lost.breaker.state == "open"
     assert await cluster.acquire(job("r/2"), run_id="r") == "near"
     assert await cluster.confirm_lost("near") is False
 

@@ -83,7 +83,8 @@ async def test_run_lifecycle_and_logs(api: httpx.AsyncClient, server: Server) ->
 
     nodes = (await api.get("/nodes")).json()
     assert nodes[0]["state"] == "ready"
-    assert nodes[0]["max_jobs"] >= 1 and nodes[0]["breaker"] == "closed"
+    assert nodes[0]["max_jobs"] >= 1
+    assert nodes[0]["breaker"] == "closed"
     # The metrics subscriber reads the event log a moment after each commit.
     async with httpx.AsyncClient() as plain:
         with trio.fail_after(10):

@@ -252,7 +252,8 @@ async def test_cordon_drain_uncordon_api(
     first, second, _third = fresh_engines
     async with _serve(_settings(tmp_path, fresh_engines, "fifo")) as cluster:
         response = await cluster.api.post(f"/nodes/{first.name}/cordon")
-        assert response.status_code == 200 and response.json()["state"] == "cordoned"
+        assert response.status_code == 200
+        assert response.json()["state"] == "cordoned"
         run_id = await cluster.submit(_jobs(1, "echo hi", extra="runs_on: {pool: a}"), source)
         document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
         assert document["jobs"][0]["node"] == second.name
@@ -265,7 +266,8 @@ async def test_cordon_drain_uncordon_api(
                     job = jobs[0]
                     break
                 await trio.sleep(0.1)
-        assert job["state"] == "pending" and job["wait_reason"] == "node_unavailable"
+        assert job["state"] == "pending"
+        assert job["wait_reason"] == "node_unavailable"
         nodes = await cluster.nodes()
         assert nodes[second.name]["state"] == "drained"
         url = f"http://127.0.0.1:{cluster.server.port}"
@@ -304,9 +306,9 @@ async def test_cicd_run_uses_configured_nodes(
     placed = {job["id"]: job["node"] for job in document["jobs"]}
     assert placed["on-b"] == fresh_engines[2].name
     assert {placed["one"], placed["two"]} == {fresh_engines[0].name, fresh_engines[1].name}
-    refused = await trio.run_process(
+    rejected = await trio.run_process(
         [sys.executable, "-m", "cicd", "run", "--config", str(config), "--parallel", "2",
          "--db", str(tmp_path / "run.db"), str(source)],
         capture_stdout=True, capture_stderr=True, check=False)
-    assert refused.returncode == 2
-    assert b"--parallel does not apply" in refused.stderr
+    assert rejected.returncode == 2
+    assert b"--parallel does not apply" in rejected.stderr
