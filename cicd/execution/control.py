@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 
 
@@ -19,6 +21,7 @@ class StopRequest:
         self.immediate = trio.Event()
         self.reason = "cancelled"
         self._children: list[StopRequest] = []
+        self._listeners: list[Callable[[], None]] = []
 
     def request(self, reason: str = "cancelled") -> None:
         if self.graceful.is_set():
@@ -26,8 +29,15 @@ class StopRequest:
         else:
             self.reason = reason
             self.graceful.set()
+            for listener in list(self._listeners):
+                listener()
         for child in self._children:
             child.request(reason)
+
+    def listen(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (synchronously) on the first request; return what undoes this."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
 
     def child(self) -> StopRequest:
         """Return a request that is set whenever this one is (and can be set alone)."""

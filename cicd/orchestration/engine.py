@@ -111,6 +111,7 @@ class RunEngine:
         self._base: dict[str, Any] = {}
         self._wake: trio.MemorySendChannel[object] | None = None
         self.dispatcher: Dispatcher | None = None  # of the run being executed
+        self.no_new_jobs: str | None = None  # the reason, once no further job may start
 
     def pipeline_name(self, request: RunRequest) -> str:
         if request.pipeline_name:
@@ -246,11 +247,18 @@ class RunEngine:
                 return JobResult(job_id=job_id, state=State.FAILED, reason="node_lost")
             return None
 
+        async def withdrawn(job_id: str, reason: str) -> JobResult:
+            await self._end_unstarted(pipeline.jobs[job_id], ev.JobCancelled(
+                **base, job=job_id, reason=reason))
+            return JobResult(job_id=job_id, state=State.CANCELLED, reason=reason)
+
         dispatcher = Dispatcher(cluster, run_id=run_id, tenant_id=request.tenant_id,
                                 emit=self._emit, start_job=start_job, request_for=request_for,
                                 never_fits=never_fits, before_retry=before_retry,
                                 on_assigned=self.on_assigned,
-                                assigned_before=dict(resume.nodes) if resume else {})
+                                assigned_before=dict(resume.nodes) if resume else {},
+                                stop_for=self.job_stops.__getitem__, withdrawn=withdrawn)
+        dispatcher.closed = self.no_new_jobs
         self.dispatcher = dispatcher
         size = max(1, len(pipeline.jobs))
         runnable_send, runnable_receive = trio.open_memory_channel[str](size)
@@ -264,10 +272,11 @@ class RunEngine:
                     await runnable_send.send(job_id)
                 while not plan.done:
                     result = await finished_receive.receive()
-                    if self.stop.requested:
+                    if self.stop.requested or self.no_new_jobs is not None:
+                        reason = self.no_new_jobs or self.stop.reason
                         for cancelled in plan.cancel_pending():
                             await self._end_unstarted(pipeline.jobs[cancelled], ev.JobCancelled(
-                                **base, job=cancelled, reason=self.stop.reason))
+                                **base, job=cancelled, reason=reason))
                     if isinstance(result, JobResult):
                         await self._finish(plan, result.job_id, result.state)
                     for job_id in plan.take_ready():
@@ -275,11 +284,12 @@ class RunEngine:
             await self._wake.aclose()
         await cluster.flush_events(self._emit)
 
-        state = plan.run_state(cancelled=self.stop.requested)
+        state = plan.run_state(cancelled=self.stop.requested or self.no_new_jobs is not None)
         if state is State.SUCCEEDED:
             await self.store.append(ev.RunCompleted(**base), wait=True)
         elif state is State.CANCELLED:
-            await self.store.append(ev.RunCancelled(**base, reason=self.stop.reason), wait=True)
+            reason = self.stop.reason if self.stop.requested else (self.no_new_jobs or "")
+            await self.store.append(ev.RunCancelled(**base, reason=reason), wait=True)
         else:
             failed = [j for j, s in plan.states.items() if s is not State.SUCCEEDED
                       and not (pipeline.jobs[j].allow_failure and s in (State.FAILED, State.TIMED_OUT))]
@@ -322,6 +332,25 @@ class RunEngine:
         for skipped in plan.finish(job_id, state):
             await self._end_unstarted(plan.pipeline.jobs[skipped], ev.JobSkipped(
                 **self._base, job=skipped, reason=f"needs {job_id}, which {state.value}"))
+
+    def start_no_new_jobs(self, reason: str) -> None:
+        """Let running jobs go on but start no other: the server is shutting down.
+
+        Jobs waiting for a node leave the queue and jobs not yet runnable are
+        cancelled, all with ``reason``; the run ends cancelled once its running jobs end.
+        """
+        if self.no_new_jobs is not None:
+            return
+        self.no_new_jobs = reason
+        if self.dispatcher is not None:
+            self.dispatcher.closed = reason
+            for job_id in list(self.dispatcher.waiting):
+                self.job_stops[job_id].request(reason)
+        if self._wake is not None:
+            try:
+                self._wake.send_nowait(None)  # the driver cancels the jobs not yet runnable
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
 
     async def cancel_job(self, job_id: str, reason: str = "cancelled") -> bool:
         """Stop one job: a running one gets the stop sequence, a waiting one ends now.

@@ -113,13 +113,17 @@ class RunService:
     async def shutdown(self, grace: float, *, second_signal: trio.Event) -> None:
         """Stop intake, let running steps finish for ``grace`` seconds, then stop them.
 
-        Runs accepted but not started stay pending in the log and start after the
-        next start-up. A second signal skips what is left of the grace period.
+        No further job starts: jobs waiting for a node or for their needs end
+        cancelled with reason ``server_shutdown`` at once. Runs accepted but not
+        started stay pending in the log and start after the next start-up. A second
+        signal skips what is left of the grace period.
         """
         self.accepting = False
         self.stopping = True
         self.components["orchestration"] = "shutting down"
         logger.info("shutting down: %d runs active, waiting up to %gs", len(self.engines), grace)
+        for engine in list(self.engines.values()):
+            engine.start_no_new_jobs("server_shutdown")
         with trio.move_on_after(grace):
             while self.engines and not second_signal.is_set():
                 await trio.sleep(0.1)

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from cicd.events import model as ev
+from cicd.execution.control import StopRequest
 from cicd.scheduling.cluster import Cluster, NeverFits
 from cicd.scheduling.core import JobRequest
 
@@ -32,7 +33,9 @@ class Dispatcher:
                  never_fits: Callable[[str, NeverFits], Awaitable[object]],
                  before_retry: Callable[[str, str, int], Awaitable[object | None]],
                  on_assigned: Callable[[float, str], None] | None = None,
-                 assigned_before: dict[str, str] | None = None) -> None:
+                 assigned_before: dict[str, str] | None = None,
+                 stop_for: Callable[[str], StopRequest] | None = None,
+                 withdrawn: Callable[[str, str], Awaitable[object]] | None = None) -> None:
         self.cluster = cluster
         self.run_id = run_id
         self.tenant_id = tenant_id
@@ -48,6 +51,12 @@ class Dispatcher:
         # node: they hold their place there again, without a second AssignmentCreated.
         self.assigned_before = assigned_before or {}
         self.runnable_at: dict[str, float] = {}  # trio clock time each job was received
+        # A job stopped while it waits for a node leaves the queue at once:
+        # withdrawn(job, reason) records its end and returns its result.
+        self.stop_for = stop_for
+        self.withdrawn = withdrawn
+        self.waiting: set[str] = set()  # jobs queued in the cluster, not yet placed
+        self.closed: str | None = None  # once set, the reason no job is placed any more
 
     async def serve(self, runnable: trio.MemoryReceiveChannel[str],
                     finished: trio.MemorySendChannel[object]) -> None:
@@ -94,12 +103,30 @@ class Dispatcher:
         """Return the node the job was placed on, or the result of a job that never fits."""
         request, pool = self.request_for(job_id)
         runnable_at = trio.current_time()
-        try:
-            node = await self.cluster.acquire(request, run_id=self.run_id, pool=pool)
-        except NeverFits as exc:
-            logger.info("job %s of run %s fits no node: %s", job_id, self.run_id, exc)
+        stop = self.stop_for(job_id) if self.stop_for is not None else None
+        if self.withdrawn is not None:
+            if self.closed is not None:
+                return await self.withdrawn(job_id, self.closed)
+            if stop is not None and stop.requested:
+                return await self.withdrawn(job_id, stop.reason)
+        with trio.CancelScope() as waiting:
+            unlisten = stop.listen(waiting.cancel) if stop is not None else None
+            self.waiting.add(job_id)
+            try:
+                node = await self.cluster.acquire(request, run_id=self.run_id, pool=pool)
+            except NeverFits as exc:
+                logger.info("job %s of run %s fits no node: %s", job_id, self.run_id, exc)
+                await self.cluster.flush_events(self.emit)
+                return await self.never_fits(job_id, exc)
+            finally:
+                self.waiting.discard(job_id)
+                if unlisten is not None:
+                    unlisten()
+        if waiting.cancelled_caught:
+            assert stop is not None and self.withdrawn is not None
+            logger.info("job %s of run %s left the queue: %s", job_id, self.run_id, stop.reason)
             await self.cluster.flush_events(self.emit)
-            return await self.never_fits(job_id, exc)
+            return await self.withdrawn(job_id, stop.reason)
         if self.on_assigned is not None:
             self.on_assigned((trio.current_time() - runnable_at) * 1000, node)
         try:

@@ -206,6 +206,55 @@ def test_sigterm_drains_and_exits_zero(server_process: ServerProcess) -> None:
     assert labelled_objects(docker.from_env(), run_id) == []
 
 
+def _cordon_only_node(url: str) -> str:
+    nodes = httpx.get(f"{url}/api/v1/nodes", timeout=30).json()
+    assert len(nodes) == 1
+    name = nodes[0]["name"]
+    assert httpx.post(f"{url}/api/v1/nodes/{name}/cordon", timeout=30).status_code == 200
+    return str(name)
+
+
+def _waits_for_a_node(document: dict[str, object]) -> bool:
+    jobs = document["jobs"]
+    assert isinstance(jobs, list)
+    return bool(jobs) and jobs[0]["wait_reason"] == "node_unavailable"
+
+
+def test_cancel_ends_a_job_waiting_for_a_node(server_process: ServerProcess) -> None:
+    server_process.start()
+    _cordon_only_node(server_process.url)
+    run_id = _submit(server_process.url)
+    _wait(server_process.url, run_id, _waits_for_a_node)
+    httpx.post(f"{server_process.url}/api/v1/runs/{run_id}/cancel", timeout=30)
+    document = _wait(server_process.url, run_id, _ended, timeout=10)
+    assert document["state"] == "cancelled"
+    states = {job["id"]: job["state"] for job in document["jobs"]}  # type: ignore[attr-defined]
+    assert states == {"count": "cancelled", "after": "cancelled"}
+
+
+def test_sigterm_does_not_wait_for_jobs_that_never_started(tmp_path: Path,
+                                                           docker_engine: object) -> None:
+    # The grace period is for running steps: a job still waiting for a node ends at
+    # once, so the server exits well before the 600 s grace set here.
+    config = _config(tmp_path, "[runs]\nshutdown_grace = \"600s\"\n")
+    server = ServerProcess(tmp_path / "db", tmp_path / "log", "--config", str(config))
+    try:
+        server.start()
+        _cordon_only_node(server.url)
+        run_id = _submit(server.url)
+        _wait(server.url, run_id, _waits_for_a_node)
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+        conn = sqlite3.connect(server.db)
+        state, reason = conn.execute("SELECT state, reason FROM runs WHERE id = ?",
+                                     (run_id,)).fetchone()
+        assert (state, reason) == ("cancelled", "server_shutdown")
+        jobs = dict(conn.execute("SELECT job_id, state FROM jobs WHERE run_id = ?", (run_id,)))
+        assert jobs == {"count": "cancelled", "after": "cancelled"}
+    finally:
+        server.kill()
+
+
 def test_sigterm_leaves_queued_runs_pending(tmp_path: Path, docker_engine: object) -> None:
     config = _config(tmp_path, "[runs]\nper_tenant_runs = 1\n")
     server = ServerProcess(tmp_path / "db", tmp_path / "log", "--config", str(config))
