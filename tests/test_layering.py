@@ -19,6 +19,7 @@ PURE_CORES = [
     "cicd.orchestration.plan",
     "cicd.orchestration.documents",
     "cicd.scheduling.core",
+    "cicd.security.hosts",
 ]
 FORBIDDEN_IN_CORES = {
     "trio", "docker", "sqlite3", "sqlite_utils", "quart", "quart_trio", "hypercorn", "httpx",
@@ -98,3 +99,16 @@ def test_closure_sees_indirect_imports() -> None:
     assert "trio" in reached
     assert "cicd.execution.job" in reached
     assert not any(_matches(i, "docker") for i in reached)
+
+
+# The bounded contexts of the design, one subpackage each, so the tree shows them.
+CONTEXTS = ["orchestration", "scheduling", "workers", "execution", "telemetry", "security",
+            "artifacts", "console", "pipeline", "storage", "cli"]
+
+
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_each_context_is_a_package_with_code(context: str) -> None:
+    package = PACKAGE / context
+    assert (package / "__init__.py").is_file()
+    modules = [path for path in package.glob("*.py") if path.name != "__init__.py"]
+    assert modules, f"cicd.{context} holds no module"

@@ -334,10 +334,10 @@ class RunEngine:
                 **self._base, job=skipped, reason=f"needs {job_id}, which {state.value}"))
 
     def start_no_new_jobs(self, reason: str) -> None:
-        """Let running jobs go on but start no other: the server is shutting down.
+        """Start no further job of this run and let the running ones go on, for a shutdown.
 
-        Jobs waiting for a node leave the queue and jobs not yet runnable are
-        cancelled, all with ``reason``; the run ends cancelled once its running jobs end.
+        Jobs waiting for a node and jobs not yet runnable end cancelled with ``reason``.
+        The run ends cancelled once its running jobs end.
         """
         if self.no_new_jobs is not None:
             return

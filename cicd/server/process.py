@@ -38,7 +38,7 @@ from cicd.server.supervisor import periodic, supervise
 from cicd.storage import EventStore, default_db_path
 from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
-from cicd.storage.retention import apply_retention
+from cicd.artifacts.retention import apply_retention
 from cicd.telemetry.metrics import Metrics
 from cicd.workers.docker import DockerProvider
 

@@ -8,6 +8,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from cicd.api.guard import HostGuard, normalize_name
 from cicd.errors import UsageError
+from cicd.security.hosts import ServerNames
 from tests.api.conftest import RunningApi, raw_exchange
 
 pytestmark = pytest.mark.timeout(30)
@@ -141,3 +142,20 @@ async def test_websocket_own_origin_accepted(api: RunningApi) -> None:
         async with open_websocket_url(url, extra_headers=[(b"Origin", origin)]) as ws:
             message = await ws.get_message()
     assert '"id":1' in message
+
+
+@pytest.mark.parametrize(
+    ("host", "origin", "status", "code"),
+    [(None, None, 400, "HOST-NOT-ALLOWED"),
+     ("evil.example.test", None, 421, "HOST-NOT-ALLOWED"),
+     ("localhost", "null", 403, "ORIGIN-NOT-ALLOWED"),
+     ("localhost", "http://evil.example.test", 403, "ORIGIN-NOT-ALLOWED")],
+)
+def test_server_names_rejection_codes(host: str | None, origin: str | None, status: int,
+                                      code: str) -> None:
+    rejection = ServerNames(["localhost"]).check(host, origin)
+    assert rejection is not None
+    assert rejection.status == status
+    assert rejection.code == code
+    if host is not None:
+        assert "server_names in the [server] section" in rejection.message

@@ -220,7 +220,7 @@ def _waits_for_a_node(document: dict[str, object]) -> bool:
     return bool(jobs) and jobs[0]["wait_reason"] == "node_unavailable"
 
 
-def test_cancel_ends_a_job_waiting_for_a_node(server_process: ServerProcess) -> None:
+def test_cancel_ends_job_waiting_for_node(server_process: ServerProcess) -> None:
     server_process.start()
     _cordon_only_node(server_process.url)
     run_id = _submit(server_process.url)
@@ -232,8 +232,7 @@ def test_cancel_ends_a_job_waiting_for_a_node(server_process: ServerProcess) -> 
     assert states == {"count": "cancelled", "after": "cancelled"}
 
 
-def test_sigterm_does_not_wait_for_jobs_that_never_started(tmp_path: Path,
-                                                           docker_engine: object) -> None:
+def test_sigterm_skips_grace_for_queued_jobs(tmp_path: Path, docker_engine: object) -> None:
     # The grace period is for running steps: a job still waiting for a node ends at
     # once, so the server exits well before the 600 s grace set here.
     config = _config(tmp_path, "[runs]\nshutdown_grace = \"600s\"\n")

@@ -12,7 +12,7 @@ from cicd.storage import EventStore, open_database
 from cicd.storage.outbox import Subscriber
 from cicd.storage.queries import read_step_log, step_log_state
 from cicd.storage.readers import ReaderPool
-from cicd.storage.retention import apply_retention
+from cicd.artifacts.retention import apply_retention
 from cicd.storage.store import LogChunk
 
 

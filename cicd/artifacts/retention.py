@@ -19,7 +19,7 @@ from cicd.events import model as ev
 from cicd.storage.readers import ReaderPool
 from cicd.storage.store import EventStore, Write
 
-logger = logging.getLogger("cicd.storage")
+logger = logging.getLogger("cicd.artifacts")
 
 _FINISHED = "state IN ('succeeded', 'failed', 'cancelled') AND logs_pruned = 0"
 
