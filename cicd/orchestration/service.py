@@ -85,6 +85,9 @@ class RunService:
         self._intake_send, self._intake_receive = trio.open_memory_channel[str](capacity)
         self._reserved = 0  # intake slots promised to submits whose event is being written
         self._resume: dict[str, RunResume] = {}
+        # The RunRequested events of runs this process accepted and has not started:
+        # starting one then needs no read of the log. At most the intake's size.
+        self._accepted: dict[str, ev.RunRequested] = {}
         self._tenant_slots: dict[str, trio.CapacityLimiter] = {}
         self._runs_nursery: trio.Nursery | None = None
         self.subscribers: dict[str, Subscriber] = {}
@@ -138,7 +141,7 @@ class RunService:
             await trio.sleep(0.05)
 
     async def _run(self, run_id: str) -> None:
-        event = await self._requested_event(run_id)
+        event = self._accepted.pop(run_id, None) or await self._requested_event(run_id)
         limiter = self._tenant_slots.setdefault(
             event.tenant_id, trio.CapacityLimiter(self.settings.runs.per_tenant_runs))
         async with limiter:
@@ -288,6 +291,7 @@ class RunService:
             )
             run_id, created, number = await self.store.submit_run(event)
             if created:
+                self._accepted[run_id] = msgspec.structs.replace(event, number=number)
                 self._intake_send.send_nowait(run_id)
         finally:
             if not created:
