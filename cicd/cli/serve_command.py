@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 
 import trio
 
 from cicd.config import load_settings
+from cicd.errors import UsageError
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -20,5 +22,14 @@ def serve_command(args: argparse.Namespace) -> int:
     }
     settings = load_settings(args.config, overrides=overrides)
     server = Server(settings)
-    trio.run(server.run)
+    try:
+        trio.run(server.run)
+    except BaseExceptionGroup as group:
+        in_use, _ = group.split(lambda exc: isinstance(exc, OSError)
+                                and exc.errno == errno.EADDRINUSE)
+        if in_use is None:
+            raise
+        address = f"{settings.server.host}:{settings.server.port}"
+        raise UsageError(f"cannot listen on {address}: the address is already in use; stop "
+                         "the program that uses it or choose another --port") from None
     return 0

@@ -288,7 +288,12 @@ class RunEngine:
         if state is State.SUCCEEDED:
             await self.store.append(ev.RunCompleted(**base), wait=True)
         elif state is State.CANCELLED:
-            reason = self.stop.reason if self.stop.requested else (self.no_new_jobs or "")
+            if self.stop.requested:
+                reason = self.stop.reason
+            elif self.no_new_jobs is not None:
+                reason = self.no_new_jobs
+            else:
+                reason = "jobs cancelled: " + ", ".join(plan.cancelled_jobs())
             await self.store.append(ev.RunCancelled(**base, reason=reason), wait=True)
         else:
             failed = [j for j, s in plan.states.items() if s is not State.SUCCEEDED

@@ -95,8 +95,26 @@ class RunPlan:
         return all(state.terminal for state in self.states.values())
 
     def run_state(self, *, cancelled: bool) -> State:
+        """Return the run's outcome: ``cancelled`` when the run was stopped as a whole.
+
+        Otherwise a failed job (not allowed to fail) fails the run, and a run with jobs
+        cancelled one by one and none failed ends cancelled.
+        """
         if cancelled:
             return State.CANCELLED
         if all(self._passed(job_id) for job_id in self.order):
             return State.SUCCEEDED
+        if self.failed_jobs():
+            return State.FAILED
+        if self.cancelled_jobs():
+            return State.CANCELLED
         return State.FAILED
+
+    def failed_jobs(self) -> list[str]:
+        """Return the jobs that failed or timed out and were not allowed to."""
+        return [job_id for job_id in self.order
+                if self.states[job_id] in (State.FAILED, State.TIMED_OUT)
+                and not self._passed(job_id)]
+
+    def cancelled_jobs(self) -> list[str]:
+        return [job_id for job_id in self.order if self.states[job_id] is State.CANCELLED]

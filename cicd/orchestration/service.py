@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from cicd.workers.docker import DockerProvider
 logger = logging.getLogger("cicd.orchestration")
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ACTIVE = ("pending", "running")
 
 
@@ -166,6 +168,12 @@ class RunService:
                 logger.error("run %s failed before its jobs: %s", run_id, exc)
                 await self.store.append(ev.RunFailed(run_id=run_id, tenant_id=event.tenant_id,
                                                      reason=str(exc)), wait=True)
+            except Exception as exc:  # one run's defect must not stop the server
+                logger.exception("run %s failed with an internal error", run_id)
+                await self.store.append(ev.RunFailed(
+                    run_id=run_id, tenant_id=event.tenant_id,
+                    reason=f"internal error: {type(exc).__name__}: {exc}; see the server log"),
+                    wait=True)
             finally:
                 del self.engines[run_id]
                 with trio.CancelScope(shield=True):
@@ -196,12 +204,8 @@ class RunService:
         text = event.pipeline_yaml
         file = "<pipeline_yaml>"
         if not text:
-            path = os.path.join(source_dir, event.pipeline_path or ".cicd.yml")
             file = event.pipeline_path or ".cicd.yml"
-            try:
-                text = await trio.to_thread.run_sync(Path(path).read_text, "utf-8")
-            except OSError as exc:
-                raise UsageError(f"pipeline file {file} not found in the source: {exc}") from None
+            text = await trio.to_thread.run_sync(sources.read_pipeline_file, source_dir, file)
         return await _parse(text, file)
 
     async def _requested_event(self, run_id: str) -> ev.RunRequested:
@@ -266,8 +270,11 @@ class RunService:
             if source.ref:
                 sources.check_git_ref(source.ref)
         if request.run_id is not None and not _RUN_ID.match(request.run_id):
-            raise UsageError(f"run_id {request.run_id!r} must be 1 to 64 letters, digits, "
+            raise UsageError(f"run_id {request.run_id!r} must be 1 to 64 ASCII letters, digits, "
                              "'-' or '_'")
+        if not _TENANT.match(request.tenant):
+            raise UsageError(f"tenant {request.tenant!r} must be 1 to 64 ASCII letters, digits, "
+                             "'.', '_' or '-', starting with a letter or digit")
         if request.priority is not None and not -1000 <= request.priority <= 1000:
             raise UsageError(f"priority {request.priority} must be from -1000 to 1000")
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
@@ -319,11 +326,7 @@ class RunService:
                                  "source, without '..'")
             yaml_text = ""
             if source.dir is not None:
-                file = os.path.join(source.dir, path)
-                try:
-                    text = await trio.to_thread.run_sync(Path(file).read_text, "utf-8")
-                except OSError as exc:
-                    raise UsageError(f"pipeline file {file} cannot be read: {exc}") from None
+                text = await trio.to_thread.run_sync(sources.read_pipeline_file, source.dir, path)
                 pipeline = await _parse(text, path)
                 name, yaml_text, path = pipeline.name or "", text, ""
         if not name:
@@ -345,10 +348,19 @@ class RunService:
 
     async def list_runs(self, *, state: str | None, tenant: str | None, pipeline: str | None,
                         since_ms: int | None, cursor: str | None, limit: int) -> RunPage:
-        items, next_cursor = await self.readers.run(lambda conn: queries.list_run_documents(
-            conn, state=state, tenant=tenant, pipeline=pipeline, since_ms=since_ms,
-            cursor=cursor, limit=limit))
-        return RunPage(items=items, next_cursor=next_cursor)
+        def read(conn: sqlite3.Connection) -> tuple[list[RunDocument], str | None] | None:
+            if cursor and conn.execute("SELECT 1 FROM runs WHERE id = ?", (cursor,)).fetchone() \
+                    is None:
+                return None
+            return queries.list_run_documents(
+                conn, state=state, tenant=tenant, pipeline=pipeline, since_ms=since_ms,
+                cursor=cursor, limit=limit)
+
+        page = await self.readers.run(read)
+        if page is None:
+            raise UsageError(f"cursor {cursor!r} is not a run of this server; pass the "
+                             "next_cursor of the previous page")
+        return RunPage(items=page[0], next_cursor=page[1])
 
     async def cancel_run(self, run_id: str) -> ActionResult:
         document = await self.get_run(run_id)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
+from urllib.parse import urlsplit
 
 import trio
 
@@ -21,6 +23,52 @@ def check_git_url(url: str) -> None:
         raise UsageError(
             f"source.git {url!r} is not a git URL; use https://, ssh://, git://, file:// "
             "or user@host:path")
+    if url.startswith(_SCHEMES):
+        try:
+            parts = urlsplit(url)
+            password = parts.password
+        except ValueError:
+            raise UsageError(f"source.git {url!r} is not a valid URL") from None
+        # A user name over HTTP is often a token. Over ssh:// it is the account (git@).
+        secret = password is not None or (parts.username is not None
+                                           and parts.scheme in ("http", "https"))
+        if secret:
+            redacted = url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2], 1)
+            raise UsageError(
+                f"source.git {redacted} contains credentials. The run's record keeps its URL and "
+                "shows it to everyone who can read runs, so remove them and give the "
+                "server's git its access another way: a credential helper or an SSH key")
+
+
+def read_pipeline_file(root: str, relative: str) -> str:
+    """Return the text of pipeline file ``relative`` inside source directory ``root``.
+
+    Symbolic links are followed only while they stay inside the source, so a
+    source cannot make the server read any other file of its host.
+    """
+    real_root = os.path.realpath(root)
+    real_file = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.commonpath([real_root, real_file]) != real_root:
+        raise UsageError(f"pipeline file {relative} leads outside the source (a symbolic "
+                         "link?); keep the pipeline file inside the source")
+    try:
+        with open(real_file, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UsageError(f"pipeline file {relative} is not a regular file")
+            data = handle.read(_PIPELINE_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise UsageError(f"pipeline file {relative} cannot be read in the source: "
+                         f"{exc.strerror}") from None
+    if len(data) > _PIPELINE_FILE_LIMIT:
+        raise UsageError(f"pipeline file {relative} is over {_PIPELINE_FILE_LIMIT // 2**20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"pipeline file {relative} is not UTF-8 text: {exc}") from None
+
+
+# The same as the API's limit on a request body, which may carry the pipeline's text.
+_PIPELINE_FILE_LIMIT = 4 * 2**20
 
 
 def check_git_ref(ref: str) -> None:

@@ -82,3 +82,23 @@ def test_transition_terminal_states_final() -> None:
         with pytest.raises(IllegalTransition):
             check_transition(JOB_TRANSITIONS, terminal, State.RUNNING, what="job x")
     assert check_transition(JOB_TRANSITIONS, State.PENDING, State.SCHEDULED, what="j") is State.SCHEDULED
+
+
+def test_plan_cancelled_jobs_cancel_the_run() -> None:
+    plan = RunPlan(_pipeline({"quick": (), "slow": (), "dep": ("slow",)}))
+    plan.take_ready()
+    assert plan.cancel_one("dep")
+    plan.finish("quick", State.SUCCEEDED)
+    plan.finish("slow", State.CANCELLED)
+    assert plan.done
+    assert plan.cancelled_jobs() == ["slow", "dep"]
+    assert plan.run_state(cancelled=False) is State.CANCELLED
+
+
+def test_plan_failure_outweighs_cancelled_jobs() -> None:
+    plan = RunPlan(_pipeline({"a": (), "b": ()}))
+    plan.take_ready()
+    plan.finish("a", State.FAILED)
+    plan.finish("b", State.CANCELLED)
+    assert plan.failed_jobs() == ["a"]
+    assert plan.run_state(cancelled=False) is State.FAILED

@@ -150,7 +150,8 @@ jobs:
     cancel_job = (await api.post(f"/runs/{run['id']}/jobs/slow/cancel")).json()
     assert cancel_job["changed"] is True
     done = await wait_for_state(api, run["id"], {"failed", "cancelled", "succeeded"})
-    assert done["state"] == "failed"
+    assert done["state"] == "cancelled"  # a cancelled job and no failed one
+    assert done["reason"] == "jobs cancelled: slow"
     assert {job["id"]: job["state"] for job in done["jobs"]} == {"slow": "cancelled",
                                                                  "fast": "succeeded"}
     again = (await api.post(f"/runs/{run['id']}/cancel")).json()
@@ -178,7 +179,8 @@ jobs:
     second = (await api.get("/runs", params={"limit": 1, "cursor": first["next_cursor"]})).json()
     assert [r["id"] for r in second["items"]] == [run["id"]]
     by_state = (await api.get("/runs", params={"state": "cancelled"})).json()
-    assert [r["id"] for r in by_state["items"]] == [new_run["id"]]
+    assert [r["id"] for r in by_state["items"]] == [new_run["id"], run["id"]]
+    assert (await api.get("/runs", params={"state": "failed"})).json()["items"] == []
 
     conn = open_database(server.db_path)
     before = conn.execute("SELECT * FROM steps ORDER BY 1, 2, 3").fetchall()
