@@ -33,6 +33,35 @@ OCTETS = "application/octet-stream"
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
+def gap_marker(dropped: int) -> bytes:
+    """Return the line that stands for ``dropped`` bytes cut from the middle of a log."""
+    return (f"\n[cicd: {dropped} bytes of output dropped here; a step's stored log keeps "
+            "its first and last parts (storage.log_limit)]\n").encode()
+
+
+async def _read_whole(service: RunServiceProtocol, run_id: str, job_id: str,
+                      step: str) -> Response:
+    """Return a plain GET's response: every stored byte, a marker line at each gap.
+
+    Reads with an offset, a limit or a range return the stored bytes alone and stop at
+    a gap, so offsets keep counting the step's output.
+    """
+    log = await service.read_log(run_id, job_id, step, offset=0, limit=None)
+    parts: list[bytes] = []
+    position = 0
+    while True:
+        if log.offset > position:
+            parts.append(gap_marker(log.offset - position))
+        parts.append(log.data)
+        position = log.offset + len(log.data)
+        if position >= log.size or not log.data:
+            break
+        log = await service.read_log(run_id, job_id, step, offset=position, limit=None)
+    headers = _log_headers(log)
+    headers["X-Log-Offset"] = "0"
+    return Response(b"".join(parts), status=200, headers=headers, content_type=OCTETS)
+
+
 def _log_headers(log: LogSlice) -> dict[str, str]:
     return {
         "X-Log-Offset": str(log.offset),
@@ -73,6 +102,8 @@ async def read_log(run_id: str, job_id: str, step: str) -> Response:
         return await _follow(service, run_id, job_id, step, offset or 0, limit)
     if byte_range is not None:
         return await _read_range(service, run_id, job_id, step, byte_range)
+    if offset is None and limit is None:
+        return await _read_whole(service, run_id, job_id, step)
     first = offset or 0
     log = await service.read_log(run_id, job_id, step, offset=first, limit=limit)
     if first > log.size:

@@ -84,9 +84,10 @@ class StepOutput:
     """The sink of one step: numbers chunks, stores them and feeds the live printer.
 
     With a ``limit`` (bytes), the stored output keeps its first ``limit / 2`` bytes
-    and its last ``limit / 2`` bytes or a little more (whole chunks are dropped from
-    the middle); ``truncated_bytes`` counts what was dropped. Every chunk keeps its
-    true byte offset, so readers see where the gap is.
+    and its last ``limit / 2`` bytes or a little more: earlier chunks of the tail are
+    dropped whole, and a chunk longer than the tail keeps only its end.
+    ``truncated_bytes`` counts what was dropped. Every chunk keeps its true byte
+    offset, so readers see where the gap is.
     """
 
     def __init__(self, store: ChunkWriter, printer: LivePrinter | None, *, run_id: str,
@@ -113,7 +114,13 @@ class StepOutput:
             cut = head_limit - self.size
             await self._store(data[:cut], tail=False)
             data = data[cut:]
-        await self._store(data, tail=head_limit is not None and self.size >= head_limit)
+        tail = head_limit is not None and self.size >= head_limit
+        if tail and len(data) > self._tail_limit:
+            skipped = len(data) - self._tail_limit  # never stored: count it as dropped
+            self.size += skipped
+            self.truncated_bytes += skipped
+            data = data[skipped:]
+        await self._store(data, tail=tail)
 
     async def _store(self, data: bytes, *, tail: bool) -> None:
         self.seq += 1

@@ -146,3 +146,27 @@ async def test_illegal_transition_becomes_event(db_path: Path) -> None:
                         " FROM events WHERE name = 'TransitionRejected'").fetchall()
     assert rows == [("JobCompleted", "pending", "succeeded")]
     assert conn.execute("SELECT state FROM jobs").fetchone()[0] == "cancelled"
+
+
+async def test_truncation_cuts_one_large_chunk(db_path: Path) -> None:
+    # A fast step hands over its output in large chunks: one chunk past the head
+    # keeps only its last limit / 2 bytes.
+    store = EventStore(db_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.append(ev.RunRequested(run_id="R", pipeline="p", pipeline_yaml="",
+                                           source="/", jobs=["a"], executor="local"))
+        await store.append(ev.JobRequested(run_id="R", job="a", image="x", steps=["s"]))
+        sink = StepOutput(store, None, run_id="R", job="a", step=1, step_name="s", limit=1000)
+        data = bytes(range(256)) * 20  # 5,120 bytes in one write
+        await sink(data)
+        await store.flush()
+        await store.close()
+    assert sink.size == len(data)
+    assert sink.truncated_bytes == len(data) - 1000
+    conn = open_database(db_path)
+    head, _start = read_step_log(conn, "R", "a", 1, 0, None)
+    assert head == data[:500]
+    tail, tail_start = read_step_log(conn, "R", "a", 1, 500, None)
+    assert tail_start == len(data) - 500
+    assert tail == data[-500:]
