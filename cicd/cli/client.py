@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,22 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 class ServerError(CicdError):
-    """The server returned an error (its code and message are kept)."""
+    """The server returned an error (its status, code and message are kept)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"server returned {status} {code}: {message}")
         self.code = code
         self.status = status
+        self.message = message
+
+
+def run_path(run_id: str, *segments: str) -> str:
+    """Build the API path of a run, or of something under it, with each segment URL-encoded.
+
+    Unencoded, a ``#`` or ``?`` in a reference such as ``hello#1`` would start the URL's
+    fragment or query.
+    """
+    return "/".join(["/runs", *(urllib.parse.quote(part, safe="") for part in (run_id, *segments))])
 
 
 def server_url(args: argparse.Namespace) -> str | None:
@@ -61,23 +73,68 @@ class Client:
         return msgspec.json.decode(response.content, type=RunDocument)
 
     def run(self, run_id: str) -> RunDocument:
-        if run_id == "last":
-            page = self.runs(1)
-            if not page.items:
-                raise UsageError(f"the server at {self.base_url} has no runs yet")
-            return page.items[0]
-        return msgspec.json.decode(self.request("GET", f"/runs/{run_id}").content, type=RunDocument)
+        """Fetch the document of the run with exactly this id."""
+        return msgspec.json.decode(self.request("GET", run_path(run_id)).content, type=RunDocument)
 
     def runs(self, limit: int) -> RunPage:
         response = self.request("GET", "/runs", params={"limit": limit})
         return msgspec.json.decode(response.content, type=RunPage)
 
+    def iter_runs(self, **filters: str) -> Iterator[RunDocument]:
+        """Yield every run that matches ``filters`` (``tenant``, ``pipeline``...), newest first."""
+        params: dict[str, str | int] = {**filters, "limit": 200}
+        while True:
+            response = self.request("GET", "/runs", params=params)
+            page = msgspec.json.decode(response.content, type=RunPage)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            params["cursor"] = page.next_cursor
+
+    def resolve_run(self, ref: str) -> RunDocument:
+        """Find the run that ``ref`` names, as ``cicd show --db`` does.
+
+        ``ref`` is a run id, a unique id prefix, ``PIPELINE#NUMBER`` (``#NUMBER``: any
+        pipeline) or ``last``. Raises UsageError when no run or several runs match.
+        """
+        from cicd.cli.history import several_runs_message, split_run_number
+
+        if ref == "last":
+            page = self.runs(1)
+            if not page.items:
+                raise UsageError(f"the server at {self.base_url} has no runs yet")
+            return page.items[0]
+        if "#" in ref:
+            pipeline, number = split_run_number(ref)
+            filters = {"pipeline": pipeline} if pipeline else {}
+            matches = [run for run in self.iter_runs(**filters) if run.number == number]
+        else:
+            try:
+                return self.run(ref)
+            except ServerError as exc:
+                if exc.status != 404:
+                    raise
+            # NOTE: the API has no filter on an id prefix, so this reads every run.
+            prefix = ref.upper()
+            matches = [run for run in self.iter_runs() if run.id.upper().startswith(prefix)]
+        if not matches:
+            raise UsageError(f"no run on the server at {self.base_url} matches {ref!r}; "
+                             "`cicd runs` lists the runs")
+        if len(matches) > 1:
+            raise UsageError(several_runs_message(ref, matches))
+        return matches[0]
+
     def action(self, path: str) -> ActionResult:
         return msgspec.json.decode(self.request("POST", path).content, type=ActionResult)
 
-    def follow_log(self, run_id: str, job: str, step: str, out: Any) -> None:
-        path = f"/runs/{run_id}/jobs/{job}/steps/{step}/log"
+    def follow_log(self, run_id: str, job: str, step: str, out: Any) -> bytes:
+        """Write a step's output to ``out`` as it arrives, until the step ends.
+
+        Returns the last byte written, or b"" when the step wrote nothing.
+        """
+        path = run_path(run_id, "jobs", job, "steps", step, "log")
         offset = 0
+        last = b""
         while True:
             try:
                 with self.http.stream("GET", path, params={"offset": offset, "follow": 1},
@@ -89,7 +146,9 @@ class Client:
                         out.write(chunk)
                         out.flush()
                         offset += len(chunk)
-                return
+                        if chunk:
+                            last = chunk[-1:]
+                return last
             except httpx.TransportError:
                 # The server restarted or the connection dropped: resume from the offset.
                 time.sleep(1.0)
@@ -111,7 +170,16 @@ def submit_command(args: argparse.Namespace) -> int:
         body["pipeline_yaml"] = pipeline.read_text(encoding="utf-8")
     else:
         body["pipeline_path"] = args.file
-    document = client.submit(body, args.idempotency_key)
+    try:
+        document = client.submit(body, args.idempotency_key)
+    except ServerError as exc:
+        # The server calls the text it parsed "pipeline_yaml", but the user wrote args.file.
+        if (exc.code == "PIPELINE-INVALID" and "pipeline_yaml" in body
+                and exc.message.startswith("pipeline_yaml:")):
+            print(f"cicd: invalid pipeline: {args.file}{exc.message.removeprefix('pipeline_yaml')}",
+                  file=sys.stderr)
+            return 2
+        raise
     print(f"run {document.id} ({document.pipeline}#{document.number}) {document.state}",
           file=sys.stderr)
     if args.wait:
@@ -138,7 +206,8 @@ def _require_server(args: argparse.Namespace) -> str:
 
 def cancel_command(args: argparse.Namespace) -> int:
     client = Client(_require_server(args))
-    path = f"/runs/{args.run}/jobs/{args.job}/cancel" if args.job else f"/runs/{args.run}/cancel"
+    run_id = client.resolve_run(args.run).id
+    path = run_path(run_id, "jobs", args.job, "cancel") if args.job else run_path(run_id, "cancel")
     result = client.action(path)
     print(result.message or ("cancelled" if result.changed else "nothing to cancel"))
     return 0
@@ -146,7 +215,7 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 def retry_command(args: argparse.Namespace) -> int:
     client = Client(_require_server(args))
-    result = client.action(f"/runs/{args.run}/retry")
+    result = client.action(run_path(client.resolve_run(args.run).id, "retry"))
     print(f"{result.run.id} ({result.message})")
     return 0
 
@@ -166,7 +235,7 @@ def remote_runs(args: argparse.Namespace, url: str) -> int:
 
 
 def remote_show(args: argparse.Namespace, url: str) -> int:
-    document = Client(url).run(args.run)
+    document = Client(url).resolve_run(args.run)
     if args.json:
         from cicd.orchestration.documents import encode_document
 
@@ -180,25 +249,55 @@ def remote_show(args: argparse.Namespace, url: str) -> int:
 
 def remote_logs(args: argparse.Namespace, url: str) -> int:
     client = Client(url)
-    document = client.run(args.run)
+    document = _started_run(client, client.resolve_run(args.run), follow=args.follow)
     job_ref, _, step_ref = (args.target or "").partition("/")
     jobs = [job for job in document.jobs if not job_ref or job.id == job_ref]
     if not jobs:
-        raise UsageError(f"run {document.id} has no job {job_ref!r}")
+        names = ", ".join(job.id for job in document.jobs) or "none"
+        raise UsageError(f"run {document.id} ({document.state}) has no job {job_ref!r}; "
+                         f"its jobs are: {names}")
+    selected = [(job, step) for job in jobs for step in job.steps
+                if not step_ref or step_ref in (step.name, str(step.index))]
+    if step_ref and not selected:
+        names = ", ".join(f"{s.index} ({s.name})" for s in jobs[0].steps)
+        raise UsageError(f"job {jobs[0].id} has no step {step_ref!r}; its steps are: {names}")
     out = sys.stdout.buffer
-    for job in jobs:
-        for step in job.steps:
-            if step_ref and step_ref not in (step.name, str(step.index)):
-                continue
-            if not step_ref:
-                out.write(f"==> {job.id}/{step.name} <==\n".encode())
-            if args.follow:
-                client.follow_log(document.id, job.id, str(step.index), out)
-            else:
-                out.write(client.request(
-                    "GET", f"/runs/{document.id}/jobs/{job.id}/steps/{step.index}/log").content)
+    last = b"\n"
+    for job, step in selected:
+        if not step_ref:
+            # One step alone gets exactly its bytes. Between steps, a header starts on its
+            # own line even when the output before it did not end with a newline.
+            if last != b"\n":
+                out.write(b"\n")
+            out.write(f"==> {job.id}/{step.name} <==\n".encode())
+            last = b"\n"
+        if args.follow:
+            last = client.follow_log(document.id, job.id, str(step.index), out) or last
+        else:
+            data = client.request(
+                "GET", run_path(document.id, "jobs", job.id, "steps", str(step.index), "log")).content
+            out.write(data)
+            last = data[-1:] or last
     out.flush()
     return 0
+
+
+def _started_run(client: Client, document: RunDocument, *, follow: bool) -> RunDocument:
+    """Return the run once it has started: with ``follow``, poll a pending run until then.
+
+    A run stays pending, with no jobs, until the server starts it. Its jobs are all
+    recorded before its state leaves pending.
+    """
+    if document.state != "pending":
+        return document
+    if not follow:
+        raise UsageError(f"run {document.id} is pending: it has not started, so it has no "
+                         "logs yet; add -f to wait for it and follow its output")
+    print(f"run {document.id} is pending; waiting for it to start", file=sys.stderr)
+    while document.state == "pending":
+        time.sleep(0.5)
+        document = client.run(document.id)
+    return document
 
 
 def nodes_command(args: argparse.Namespace) -> int:
@@ -208,7 +307,8 @@ def nodes_command(args: argparse.Namespace) -> int:
     client = Client(_require_server(args))
     if args.command != "nodes":
         node = msgspec.json.decode(
-            client.request("POST", f"/nodes/{args.name}/{args.command}").content, type=NodeInfo)
+            client.request("POST", f"/nodes/{urllib.parse.quote(args.name, safe='')}/{args.command}")
+            .content, type=NodeInfo)
         print(f"node {node.name}: {node.state} ({node.running_jobs} jobs running)")
         return 0
     nodes = msgspec.json.decode(client.request("GET", "/nodes").content, type=list[NodeInfo])

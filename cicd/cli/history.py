@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -12,13 +13,10 @@ import msgspec
 from cicd.errors import UsageError
 from cicd.orchestration.documents import RunDocument, encode_document
 from cicd.storage import default_db_path, open_database
-from cicd.storage.queries import (
-    RunNotFound,
-    iter_step_log,
-    list_runs,
-    resolve_run_id,
-    run_document,
-)
+from cicd.storage.queries import RunNotFound, iter_step_log, list_runs, run_document
+
+# Runs listed in the error for a reference that matches several runs; the rest are counted.
+MAX_LISTED_MATCHES = 10
 
 
 def format_duration_ms(ms: int | None) -> str:
@@ -57,10 +55,67 @@ def runs_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_run_number(ref: str) -> tuple[str, int]:
+    """Split ``PIPELINE#NUMBER`` into the pipeline (may be empty) and the run number."""
+    pipeline, _, number = ref.rpartition("#")
+    if not number.isdigit():
+        raise UsageError(f"run {ref!r}: the part after '#' must be a run number, like build#3")
+    return pipeline, int(number)
+
+
+def several_runs_message(ref: str, matches: list[RunDocument]) -> str:
+    """Build the error for a reference that matches several runs, listing them.
+
+    Run numbers count per tenant and pipeline, so ``PIPELINE#NUMBER`` can match one run
+    of each tenant, and only the run id identifies one of them.
+    """
+    lines = [f"{ref!r} matches {len(matches)} runs; give the run id of one of them:"]
+    for run in matches[:MAX_LISTED_MATCHES]:
+        name = f"{run.pipeline}#{run.number}"
+        lines.append(f"  {run.id:<26}  {name:<24} tenant {run.tenant_id:<16} {run.state}")
+    if len(matches) > MAX_LISTED_MATCHES:
+        lines.append(f"  and {len(matches) - MAX_LISTED_MATCHES} more")
+    return "\n".join(lines)
+
+
+def resolve_local_run(conn: sqlite3.Connection, ref: str) -> str:
+    """Return the id of the run ``ref`` names: a run id, a unique id prefix,
+    ``PIPELINE#NUMBER`` (``#NUMBER``: any pipeline) or ``last``.
+
+    Raises UsageError when no run or several runs match.
+    """
+    if ref == "last":
+        matches = _matching_runs(conn, "ORDER BY id DESC LIMIT 1", ())
+    elif "#" in ref:
+        pipeline, number = split_run_number(ref)
+        if pipeline:
+            matches = _matching_runs(conn, "WHERE pipeline = ? AND number = ? ORDER BY id DESC",
+                                     (pipeline, number))
+        else:
+            matches = _matching_runs(conn, "WHERE number = ? ORDER BY id DESC", (number,))
+    else:
+        matches = _matching_runs(conn, "WHERE id = ?", (ref,)) or _matching_runs(
+            conn, "WHERE upper(substr(id, 1, ?)) = ? ORDER BY id DESC", (len(ref), ref.upper()))
+    if not matches:
+        raise UsageError(f"no run matches {ref!r}; `cicd runs` lists the runs")
+    if len(matches) > 1:
+        raise UsageError(several_runs_message(ref, matches))
+    return matches[0].id
+
+
+def _matching_runs(conn: sqlite3.Connection, where: str,
+                   params: tuple[object, ...]) -> list[RunDocument]:
+    rows = conn.execute(f"SELECT id, number, pipeline, tenant_id, state FROM runs {where}",
+                        params).fetchall()
+    return [RunDocument(id=str(run_id), number=int(number), pipeline=str(pipeline),
+                        tenant_id=str(tenant), state=str(state))
+            for run_id, number, pipeline, tenant, state in rows]
+
+
 def show_command(args: argparse.Namespace) -> int:
     conn = _open(args)
     try:
-        document = run_document(conn, resolve_run_id(conn, args.run))
+        document = run_document(conn, resolve_local_run(conn, args.run))
     except RunNotFound as exc:
         raise UsageError(str(exc)) from None
     if args.json:
@@ -74,6 +129,11 @@ def print_document(document: RunDocument) -> None:
     took = f" in {format_duration_ms(document.duration_ms)}" if document.duration_ms is not None else ""
     print(f"run {document.id} ({document.pipeline}#{document.number}): {document.state}{took}"
           + (f" ({document.reason})" if document.reason else ""))
+    if document.state == "pending" and not document.jobs:
+        # Accepted but not started: the server records the jobs when it starts the run,
+        # and starts at most runs.per_tenant_runs runs of one tenant at once.
+        print(f"  waiting to start: accepted {document.created_at or '-'} for tenant "
+              f"{document.tenant_id}; its jobs appear when the server starts it")
     for job in document.jobs:
         reason = f"  {job.reason}" if job.reason else ""
         if job.message:
@@ -95,12 +155,14 @@ def print_document(document: RunDocument) -> None:
 def logs_command(args: argparse.Namespace) -> int:
     conn = _open(args)
     try:
-        run_id = resolve_run_id(conn, args.run)
+        run_id = resolve_local_run(conn, args.run)
         document = run_document(conn, run_id)
     except RunNotFound as exc:
         raise UsageError(str(exc)) from None
     out = sys.stdout.buffer
     job_ref, _, step_ref = (args.target or "").partition("/")
+    if document.state == "pending" and not document.jobs:
+        raise UsageError(f"run {run_id} is pending: it has not started, so it has no logs yet")
     jobs = [job for job in document.jobs if not job_ref or job.id == job_ref]
     if not jobs:
         names = ", ".join(job.id for job in document.jobs)

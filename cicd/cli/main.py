@@ -77,17 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the pipeline's priority)")
     submit.add_argument("--idempotency-key", help="submitting the same key again returns the same run")
     submit.add_argument("--wait", action="store_true", help="wait for the run to end; exit 1 if it failed")
-    submit.add_argument("--server", help=server_help)
+    submit.add_argument("--server", help="URL of the cicd server (default: $CICD_SERVER)")
     submit.add_argument("--json", action="store_true", help="print the run document as JSON")
 
     cancel = sub.add_parser("cancel", help="cancel a run (or one job) on a server")
-    cancel.add_argument("run", help="run id")
+    cancel.add_argument("run", help="run id, id prefix, PIPELINE#NUMBER or 'last'")
     cancel.add_argument("--job", help="cancel only this job")
-    cancel.add_argument("--server", help=server_help)
+    cancel.add_argument("--server", help="URL of the cicd server (default: $CICD_SERVER)")
 
     retry = sub.add_parser("retry", help="rerun the jobs of a run that did not succeed")
-    retry.add_argument("run", help="run id")
-    retry.add_argument("--server", help=server_help)
+    retry.add_argument("run", help="run id, id prefix, PIPELINE#NUMBER or 'last'")
+    retry.add_argument("--server", help="URL of the cicd server (default: $CICD_SERVER)")
 
     node_server_help = "server URL (default: $CICD_SERVER)"
     nodes = sub.add_parser("nodes", help="list a server's nodes: capacity, jobs, breaker")
@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--db", help=db_help)
     logs.add_argument("--server", help=server_help)
     logs.add_argument("-f", "--follow", action="store_true",
-                      help="keep printing output as it arrives (needs a server)")
+                      help="keep printing output as it arrives, after waiting for a pending "
+                      "run to start (needs a server)")
     return parser
 
 

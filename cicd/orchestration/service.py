@@ -427,11 +427,13 @@ class RunService:
         if not steps:
             await self.get_run(run_id)  # NotFoundError for an unknown run
             raise NotFoundError(f"run {run_id} has no job {job_id!r}")
+        # A number is an index first, as in `cicd logs --db`: a step named "1" in a
+        # pipeline written before such names were rejected cannot hide step 1.
+        if step.isdigit() and 1 <= int(step) <= len(steps):
+            return int(step)
         for index, name in steps:
             if name == step:
                 return index
-        if step.isdigit() and 1 <= int(step) <= len(steps):
-            return int(step)
         listing = ", ".join(f"{index} ({name})" for index, name in steps)
         raise NotFoundError(f"job {job_id} of run {run_id} has no step {step!r}; steps: {listing}")
 

@@ -83,15 +83,16 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     def find_step(self, ref: str) -> Step:
         """Return the step that ``ref`` names.
 
-        ``ref`` is matched first against explicit step names, then read as a 1-based
-        index such as ``"2"``, then matched against display names. Raises LookupError
-        that lists the job's steps when nothing matches or when two display names match.
+        ``ref`` is read first as a 1-based index such as ``"2"``, then matched against
+        explicit step names (never numbers: the parser rejects them), then against
+        display names. Raises LookupError that lists the job's steps when nothing
+        matches or when two display names match.
         """
+        if _STEP_INDEX.fullmatch(ref) and 1 <= int(ref) <= len(self.steps):
+            return self.steps[int(ref) - 1]
         for step in self.steps:
             if step.name == ref:
                 return step
-        if _STEP_INDEX.fullmatch(ref) and 1 <= int(ref) <= len(self.steps):
-            return self.steps[int(ref) - 1]
 
         matches = [step for step in self.steps if step.display_name == ref]
         if len(matches) == 1:

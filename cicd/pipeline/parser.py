@@ -610,6 +610,10 @@ class _PipelineReader:
         expected = "a step mapping with a 'run' key"
         fields = self.read_fields(value, path, STEP_KEYS, ("run",), expected)
         name_node = fields.get("name")
+        if isinstance(name_node, _Scalar) and name_node.text.strip().isdigit():
+            self.fail(name_node, (*path, "name"),
+                      f"step name {name_node.text!r} is a number, which reads as a step's "
+                      "index wherever steps are named; give a name that is not a number")
         step = Step(
             index=index,
             name=(

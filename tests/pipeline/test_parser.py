@@ -518,6 +518,12 @@ INVALID: list[tuple[str, str, str]] = [
         ".cicd.yml:2:32: jobs.a.steps[1].name: expected a non-empty step name, found ''",
     ),
     (
+        "step name a number",
+        lines("jobs:", "  a: {image: x, steps: [{run: a}, {name: '1', run: b}]}"),
+        ".cicd.yml:2:42: jobs.a.steps[2].name: step name '1' is a number, which reads as a "
+        "step's index wherever steps are named; give a name that is not a number",
+    ),
+    (
         "step names repeated",
         lines(
             "jobs:",
@@ -980,7 +986,7 @@ STEPS_JOB = lines(
     "          echo done",
     "      - run: " + "x" * 70,
     "      - run: make",
-    "      - name: '2'",
+    "      - name: two",
     "        run: echo two",
 )
 
@@ -992,7 +998,7 @@ def test_display_names() -> None:
         "python3 -m pytest -q",
         "x" * 57 + "...",
         "make",
-        "2",
+        "two",
     ]
     assert len(steps[2].display_name) == 60
 
@@ -1005,9 +1011,12 @@ def test_find_step_by_each_reference() -> None:
     assert job.find_step("make").index == 4
 
 
-def test_find_step_prefers_explicit_name_over_index() -> None:
-    job = parse_pipeline(STEPS_JOB).jobs["a"]
-    assert job.find_step("2").index == 5
+def test_find_step_number_is_index() -> None:
+    # An unnamed step's display name may be a number: the index goes first.
+    job = parse_pipeline(lines("jobs:", "  a: {image: x, steps: [{run: make}, {run: '1'}]}")
+                         ).jobs["a"]
+    assert job.find_step("1").index == 1
+    assert job.find_step("2").index == 2
 
 
 def test_find_step_not_found() -> None:
