@@ -7,6 +7,7 @@ value that failed and what to do about it::
     CicdError
     ├── PipelineError          the pipeline file is invalid (code PIPELINE-INVALID)
     ├── UsageError             a command-line argument is invalid (code USAGE)
+    │   └── IdempotencyMismatch  a reused idempotency key with another request
     ├── StorageError           the SQLite database cannot be used (code ORC-INFRA)
     │   └── SchemaTooNewError  the database was written by a newer cicd
     ├── ProviderError          a worker provider failed (code WKM-PROV)
@@ -69,6 +70,12 @@ class UsageError(CicdError):
     """A command-line argument or option is invalid."""
 
     code = "USAGE"
+
+
+class IdempotencyMismatch(UsageError):
+    """An idempotency key came back with another request than the run it names."""
+
+    code = "IDEMPOTENCY-MISMATCH"
 
 
 class StorageError(CicdError):

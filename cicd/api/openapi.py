@@ -44,7 +44,8 @@ _ERRORS: dict[int, str] = {
     415: "The request body is not JSON (code MEDIA-TYPE).",
     416: "The range starts past the end of the output (code RANGE-NOT-SATISFIABLE).",
     421: "The Host header is not one of the server's names (code HOST-NOT-ALLOWED).",
-    422: "The pipeline is invalid (code PIPELINE-INVALID, details: file, line, column, path).",
+    422: "The pipeline is invalid (code PIPELINE-INVALID, details: file, line, column, path), "
+         "or the Idempotency-Key names a run of another request (code IDEMPOTENCY-MISMATCH).",
     429: "No capacity for new runs now; retry after Retry-After seconds (code SCH-CAP).",
     500: "The server failed (code ORC-INFRA, WKM-PROV or INTERNAL); the log has the request id.",
     503: "The server is shutting down (code SRV-STOPPING).",

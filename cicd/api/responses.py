@@ -33,6 +33,7 @@ from werkzeug.routing import WebsocketMismatch
 from cicd.errors import (
     CapacityError,
     CicdError,
+    IdempotencyMismatch,
     IllegalTransition,
     NotFoundError,
     PipelineError,
@@ -123,6 +124,8 @@ def response_for_error(error: BaseException, request_id: str) -> Response:
         return error_response(503, error.code, str(error), request_id)
     if isinstance(error, NotFoundError):
         return error_response(404, error.code, str(error), request_id)
+    if isinstance(error, IdempotencyMismatch):
+        return error_response(422, error.code, str(error), request_id)
     if isinstance(error, UsageError):
         return error_response(400, error.code, str(error), request_id)
     if isinstance(error, IllegalTransition):

@@ -25,6 +25,7 @@ from cicd.config import Settings
 from cicd.errors import (
     CapacityError,
     CicdError,
+    IdempotencyMismatch,
     NotFoundError,
     ShuttingDown,
     UsageError,
@@ -303,6 +304,8 @@ class RunService:
         finally:
             if not created:
                 self._reserved -= 1
+        if not created and idempotency_key is not None:
+            await self._check_same_request(run_id, event, idempotency_key)
         if created:
             # The projection contains exactly this, so building it here saves a read.
             return RunDocument(
@@ -310,6 +313,19 @@ class RunService:
                 state="pending", source=event.source, executor=event.executor,
                 trigger=event.trigger, created_at=queries.iso_time(event.ts)), True
         return await self.get_run(run_id), False
+
+    async def _check_same_request(self, run_id: str, event: ev.RunRequested,
+                                  idempotency_key: str) -> None:
+        """Raise IdempotencyMismatch unless ``event`` asks for what run ``run_id`` was."""
+        first = await self._requested_event(run_id)
+        fields = ("pipeline_yaml", "pipeline_path", "source", "source_ref", "source_kind",
+                  "tenant_id", "priority", "trigger")
+        differing = [name for name in fields if getattr(first, name) != getattr(event, name)]
+        if differing:
+            raise IdempotencyMismatch(
+                f"Idempotency-Key {idempotency_key!r} was first used for run {run_id}, "
+                f"whose request had another {', '.join(differing)}; send a new key for a "
+                "new request, or the first request unchanged to get that run")
 
     async def _check_pipeline(self, request: SubmitRequest) -> tuple[str, str, str]:
         """Validate the pipeline where it can be read now; return (yaml, path, run name)."""

@@ -113,3 +113,22 @@ async def test_unknown_cursor_is_rejected(api: httpx.AsyncClient) -> None:
     response = await api.get("/runs", params={"cursor": "zzz"})
     assert response.status_code == 400, response.text
     assert "cursor 'zzz'" in response.json()["message"]
+
+
+async def test_reused_key_other_request_rejected(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    headers = {"Idempotency-Key": "deploy-42"}
+    first = await api.post("/runs", headers=headers,
+                           json={"source": {"dir": str(tmp_path)}, "pipeline_yaml": ECHO})
+    assert first.status_code == 201
+    again = await api.post("/runs", headers=headers,
+                           json={"source": {"dir": str(tmp_path)}, "pipeline_yaml": ECHO})
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    changed = await api.post("/runs", headers=headers,
+                             json={"source": {"dir": str(other)}, "pipeline_yaml": ECHO})
+    assert changed.status_code == 422, changed.text
+    error = changed.json()
+    assert error["code"] == "IDEMPOTENCY-MISMATCH"
+    assert "another source" in error["message"]
