@@ -110,6 +110,8 @@ struct sched_result {
     uint8_t *reason;
     int32_t *position;
     int64_t *latency_ns;
+    int32_t *assigned;
+    int32_t assigned_count;
     int32_t error_index;
 };
 

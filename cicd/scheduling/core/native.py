@@ -1,9 +1,10 @@
 """The wrapper of the C core: the only module that imports the compiled ``lib``.
 
-It validates inputs (through :mod:`cicd.scheduling.core.tables`), copies each column
-into C arrays that it reuses between calls, runs ``sched_place`` once for the whole
-batch, and turns its return codes into exceptions. Importing this module raises
-ImportError when the extension is not built.
+It validates inputs (through :mod:`cicd.scheduling.core.tables`), hands the columns
+to the C core (without a copy when they are arrays from ``pack_queue``, copied into
+C arrays that it reuses between calls otherwise), runs ``sched_place`` once for the
+whole batch, and turns its return codes into exceptions. Importing this module
+raises ImportError when the extension is not built.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from cicd.scheduling.core.model import (
     TenantUsage,
 )
 from cicd.scheduling.core.tables import (
+    INT32,
+    INT64,
     JobTable,
     NodeTable,
     Options,
@@ -32,9 +35,6 @@ from cicd.scheduling.core.tables import (
     pack_nodes,
     to_decisions,
 )
-
-# The array typecode with 4-byte items, for int32_t columns ("i" on common platforms).
-_INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
 
 # Columns up to this length are copied by cffi directly: below it, building an
 # array() first costs more than it saves.
@@ -110,8 +110,11 @@ class _Buffers:
         self.node_out: Any = None
         self.position_out: Any = None
         self.reason_out: Any = None
+        self.assigned_out: Any = None
+        self.borrowed: list[Any] = []  # the arrays of a packed table, during a call
 
     def fill(self, jobs: JobTable, options: Options) -> None:
+        """Point the structs at the columns of ``jobs``; the caller holds the lock."""
         count, tenants = jobs.count, len(jobs.tenant_names)
         classes = len(jobs.class_offsets) + len(jobs.class_label_ids)
         if count > self.job_capacity:
@@ -122,18 +125,47 @@ class _Buffers:
             self.class_capacity = max(classes, 2 * self.class_capacity, 16)
             self.class_int32 = self.classes.offsets = ffi.new("int32_t[]", self.class_capacity)
 
+        # Arrays from pack_queue() are passed as they are: the C core reads them during
+        # the call only, and self.borrowed keeps them alive until the next call.
+        if _is_packed(jobs):
+            from_buffer = ffi.from_buffer
+            self.borrowed = [from_buffer("int64_t[]", jobs.cpu),
+                             from_buffer("int64_t[]", jobs.memory),
+                             from_buffer("int64_t[]", jobs.priority),
+                             from_buffer("int64_t[]", jobs.runnable_at_ms),
+                             from_buffer("int32_t[]", jobs.tenant),
+                             from_buffer("int32_t[]", jobs.label_class)]
+            (self.jobs.cpu, self.jobs.memory, self.jobs.priority, self.jobs.runnable_at_ms,
+             self.jobs.tenant, self.jobs.label_class) = self.borrowed
+        else:
+            self._copy_job_columns(jobs, count)
+        self.jobs.count = count
+        self._fill_tenants_and_classes(jobs, tenants, classes)
+
+        if options != self.options_set:
+            self.options.policy = options.policy
+            self.options.backfill = options.backfill
+            self.options.now_ms = options.now_ms
+            self.options.aging_interval_ms = options.aging_interval_ms
+            self.options_set = options
+
+    def _copy_job_columns(self, jobs: JobTable, count: int) -> None:
         # For long columns, array() converts a list at C speed, faster than cffi's
         # slice assignment; both raise OverflowError for a value outside the C type.
         cpu, memory, priority, runnable = self.job_int64_columns
         tenant, label_class = self.job_int32_columns
+        (self.jobs.cpu, self.jobs.memory, self.jobs.priority, self.jobs.runnable_at_ms) = (
+            self.job_int64_columns)
+        self.jobs.tenant, self.jobs.label_class = self.job_int32_columns
+        self.borrowed = []
         if count > _SHORT_COLUMN:
             memmove = ffi.memmove
             memmove(cpu, array("q", jobs.cpu), 8 * count)
             memmove(memory, array("q", jobs.memory), 8 * count)
             memmove(priority, array("q", jobs.priority), 8 * count)
             memmove(runnable, array("q", jobs.runnable_at_ms), 8 * count)
-            memmove(tenant, array(_INT32, jobs.tenant), 4 * count)
-            memmove(label_class, array(_INT32, jobs.label_class), 4 * count)
+            memmove(tenant, array(INT32, jobs.tenant), 4 * count)
+            memmove(label_class, array(INT32, jobs.label_class), 4 * count)
         else:
             cpu[0:count] = jobs.cpu
             memory[0:count] = jobs.memory
@@ -141,8 +173,8 @@ class _Buffers:
             runnable[0:count] = jobs.runnable_at_ms
             tenant[0:count] = jobs.tenant
             label_class[0:count] = jobs.label_class
-        self.jobs.count = count
 
+    def _fill_tenants_and_classes(self, jobs: JobTable, tenants: int, classes: int) -> None:
         running, cpu_allocated, memory_allocated, running_limit = self.tenant_columns
         running[0:tenants] = jobs.tenant_running
         cpu_allocated[0:tenants] = jobs.tenant_cpu
@@ -156,17 +188,10 @@ class _Buffers:
         self.classes.count = offsets - 1
         self.classes.label_ids = self.class_int32 + offsets
 
-        if options != self.options_set:
-            self.options.policy = options.policy
-            self.options.backfill = options.backfill
-            self.options.now_ms = options.now_ms
-            self.options.aging_interval_ms = options.aging_interval_ms
-            self.options_set = options
-
     def _grow_jobs(self, size: int) -> None:
         self.job_capacity = size
         self.job_int64 = ffi.new("int64_t[]", 4 * size)
-        self.job_int32 = ffi.new("int32_t[]", 4 * size)
+        self.job_int32 = ffi.new("int32_t[]", 5 * size)
         self.job_bytes = ffi.new("uint8_t[]", 2 * size)
         self.job_int64_columns = [self.job_int64 + i * size for i in range(4)]
         self.job_int32_columns = [self.job_int32, self.job_int32 + size]
@@ -175,6 +200,7 @@ class _Buffers:
         self.jobs.tenant, self.jobs.label_class = self.job_int32_columns
         self.node_out = self.result.node = self.job_int32 + 2 * size
         self.position_out = self.result.position = self.job_int32 + 3 * size
+        self.assigned_out = self.result.assigned = self.job_int32 + 4 * size
         self.result.outcome = self.job_bytes
         self.reason_out = self.result.reason = self.job_bytes + size
 
@@ -186,14 +212,32 @@ class _Buffers:
          self.tenants.running_limit) = self.tenant_columns
 
     def read(self, count: int, latency: Any) -> Placement:
-        unpack = ffi.unpack
+        """Copy the results out of the reused buffers, as arrays and bytes (one copy each)."""
+        buffer = ffi.buffer
+        node, position, assigned = array(INT32), array(INT32), array(INT32)
+        node.frombytes(buffer(self.node_out, 4 * count))
+        position.frombytes(buffer(self.position_out, 4 * count))
+        assigned.frombytes(buffer(self.assigned_out, 4 * self.result.assigned_count))
+        self.borrowed = []
         return Placement(
-            node=unpack(self.node_out, count),
-            outcome=ffi.buffer(self.job_bytes, count)[:],
-            reason=ffi.buffer(self.reason_out, count)[:],
-            position=unpack(self.position_out, count),
-            latency_ns=None if latency is None else unpack(latency, count),
+            node=node,
+            outcome=buffer(self.job_bytes, count)[:],
+            reason=buffer(self.reason_out, count)[:],
+            position=position,
+            assigned=assigned,
+            latency_ns=None if latency is None else ffi.unpack(latency, count),
         )
+
+
+def _is_packed(jobs: JobTable) -> bool:
+    """Return whether every per-job column is an array of the C core's integer type."""
+    # One expression, not a loop: a one-job call spends most of its time in this wrapper.
+    cpu, memory, priority, runnable = jobs.cpu, jobs.memory, jobs.priority, jobs.runnable_at_ms
+    tenant, label_class = jobs.tenant, jobs.label_class
+    return (type(cpu) is array and type(memory) is array and type(priority) is array
+            and type(runnable) is array and type(tenant) is array and type(label_class) is array
+            and cpu.typecode == memory.typecode == priority.typecode == runnable.typecode == INT64
+            and tenant.typecode == label_class.typecode == INT32)
 
 
 class _Cluster:

@@ -1,11 +1,13 @@
 """The placement rules in pure Python: the reference the C core is checked against.
 
-It applies the rules of docs/scheduling.md with the same shortcuts as
+It applies the rules of docs/scheduling.md with some of the shortcuts of
 ``scheduler.c``: block summaries of 64 nodes, failed shapes remembered within a
-call, and matching nodes and fronts cached per label set. So the tests can require
-identical decisions, positions and reasons from both, and the fallback is as fast as
-Python allows. ``place_tables(..., exhaustive=True)`` drops the shortcuts (one block
-spanning every node and no remembered shapes), which leaves the rules alone.
+call, and matching nodes and fronts cached per label set. The C core has more (see
+docs/scheduling.md), which change no decision either; the tests require identical
+decisions, positions and reasons from both. ``place_tables(..., exhaustive=True)``
+drops the shortcuts (one block spanning every node and no remembered shapes),
+which leaves the rules alone. ``place_tables`` takes the job tables of
+``pack_jobs`` (lists) and of ``pack_queue`` (arrays) alike.
 """
 
 from __future__ import annotations
@@ -301,15 +303,21 @@ class _Pool:
         return best
 
 
+def _as_list(column: Sequence[int]) -> list[int]:
+    """Return a column as a list: reading a list's items is faster than an array's."""
+    return column if type(column) is list else list(column)
+
+
 def _queue(jobs: JobTable, options: Options) -> list[tuple[int, int, int, int]]:
     """Sort the jobs by tenant, then effective priority (highest first), runnable time, index."""
     now, interval = options.now_ms, options.aging_interval_ms
+    priority, runnable_at_ms = _as_list(jobs.priority), _as_list(jobs.runnable_at_ms)
     if now != NO_AGING and interval > 0:
         neg_priority = [-(p + max(now - r, 0) // interval)
-                        for p, r in zip(jobs.priority, jobs.runnable_at_ms)]
+                        for p, r in zip(priority, runnable_at_ms)]
     else:
-        neg_priority = [-p for p in jobs.priority]
-    return sorted(zip(jobs.tenant, neg_priority, jobs.runnable_at_ms, range(jobs.count)))
+        neg_priority = [-p for p in priority]
+    return sorted(zip(_as_list(jobs.tenant), neg_priority, runnable_at_ms, range(jobs.count)))
 
 
 def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
@@ -325,8 +333,10 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
     count = jobs.count
     node_out, outcome_out, reason_out, position_out = (
         [-1] * count, [WAITS] * count, [NONE] * count, [0] * count)
+    assigned: list[int] = []
     result = Placement(node=node_out, outcome=outcome_out, reason=reason_out,
-                       position=position_out, latency_ns=[0] * count if latencies else None)
+                       position=position_out, assigned=assigned,
+                       latency_ns=[0] * count if latencies else None)
     class_needs = [frozenset(jobs.class_label_ids[jobs.class_offsets[k]:jobs.class_offsets[k + 1]])
                    for k in range(len(jobs.class_offsets) - 1)]
 
@@ -359,12 +369,14 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
     timer = time.perf_counter_ns
     latency_out = result.latency_ns or []
 
+    job_cpu, job_memory = _as_list(jobs.cpu), _as_list(jobs.memory)
+    job_label_class = _as_list(jobs.label_class)
     for position in range(count):
         started = timer() if latencies else 0
         _, _, _, _, j, t = heapq.heappop(heap)
         next_of[t] += 1
         position_out[j] = position
-        cpu, memory, label_class = jobs.cpu[j], jobs.memory[j], jobs.label_class[j]
+        cpu, memory, label_class = job_cpu[j], job_memory[j], job_label_class[j]
         need = class_needs[label_class]
         label_set = prepared.label_set(need)
         every, available = prepared.fronts_of(need, label_set)
@@ -406,6 +418,7 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
                 running[t] += 1
                 shares[t] = share(t)
                 node_out[j] = pool.node[best]
+                assigned.append(j)
                 outcome_out[j] = ASSIGNED
             elif fits_reserved:
                 reason_out[j] = RESERVED

@@ -3,15 +3,21 @@
  * docs/scheduling.md for the rules. reference.py is the same algorithm in Python,
  * and the tests require both to return identical decisions.
  *
- * Speed comes from three exact shortcuts, none of which changes a decision:
+ * Speed comes from exact shortcuts, none of which changes a decision:
  * - Nodes are grouped in blocks of 64, each summarised by its maximum free CPU and
  *   memory and its highest and lowest share. A scan skips blocks in which no node
  *   fits the job or none can beat the best node found so far.
  * - Allocations only grow within a call, so a job shape (CPU, memory, label class)
- *   that found no node finds none later in the call either: it is remembered.
+ *   that found no node finds none later in the call either: it is remembered. A
+ *   shape that found one remembers it, and the next job of that shape checks the
+ *   placements made since instead of scanning (cached_best()).
  * - Which nodes have a set of required labels, and the Pareto fronts used for
  *   "never fits" and "node unavailable", depend only on the nodes and the labels,
  *   so the cluster caches them per label set.
+ * - Once no node but the reserved one has room for the smallest request of the
+ *   call, nothing more can be placed: the rest of the queue is decided without
+ *   scans, in one sort (finish_frozen()).
+ * reference.py has the first three, except the remembered best node.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -20,6 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_AVX2_SCAN 1
+#else
+#define HAVE_AVX2_SCAN 0
+#endif
 
 #define PPM 1000000
 #define BLOCK 64                            /* nodes per block summary */
@@ -99,6 +112,8 @@ struct sched_cluster {
     struct blocks blocks;
     struct label_set *sets;       /* LABEL_SET_SLOTS entries, open addressing */
     int32_t set_count;
+    struct run_buffers *buffers;  /* working arrays of sched_place(), reused by each call */
+    int avx2_scan;                /* use best_key_in_avx2(); see sched_cluster_new() */
 };
 
 struct shape {
@@ -106,9 +121,12 @@ struct shape {
     int64_t memory;
     int32_t label_class;
     int32_t used;
+    int32_t slot;                 /* in run.fits: the best slot a scan found */
+    size_t seen;                  /* in run.fits: run.undo_count when it was last checked */
 };
 
-/* Open-addressing hash set of job shapes known to fit on no node in this call. */
+/* Open-addressing hash table of job shapes: those known to fit on no node in this
+ * call (run.failed), and the best slot last found for a shape (run.fits). */
 struct shape_set {
     struct shape *slots;
     size_t capacity;              /* a power of two */
@@ -122,15 +140,6 @@ struct queued_job {
     int32_t index;
 };
 
-/* The fields that decide() reads of the job at one queue position, copied from
- * the input arrays in queue order. The loop then reads them in sequence, because
- * reading them at random job indices costs a cache miss each on large batches. */
-struct queued_shape {
-    int64_t cpu;
-    int64_t memory;
-    int32_t label_class;
-};
-
 struct tenant_state {
     u128 cpu;
     u128 memory;
@@ -139,6 +148,7 @@ struct tenant_state {
     int64_t limit;
     int32_t next;                 /* next entry of the tenant's range in run.order */
     int32_t end;
+    int32_t rank;                 /* see finish_frozen() */
 };
 
 /* The old values of a slot that a placement changed, to restore the cluster. */
@@ -151,6 +161,41 @@ struct undo {
     int64_t memory_allocated;
 };
 
+/* Working arrays of sched_place(), kept with the cluster and grown to the largest
+ * call seen. Allocating them on every call costs a page fault for each new page,
+ * which was a large part of a call on a small cluster. Each capacity counts items. */
+struct run_buffers {
+    struct tenant_state *tenants;
+    size_t tenants_capacity;
+    int32_t *heap;
+    size_t heap_capacity;
+    struct queued_job *order;
+    size_t order_capacity;
+    uint64_t *keys;               /* two keys per job, for the radix sorts */
+    size_t keys_capacity;
+    int32_t *by_priority;         /* job indices by effective priority, runnable time, index */
+    size_t by_priority_capacity;
+    int64_t *neg_priority;        /* per job: minus its effective priority */
+    size_t neg_priority_capacity;
+    struct label_set **sets;
+    size_t sets_capacity;
+    struct shape *failed;         /* a power of two of slots */
+    size_t failed_capacity;
+    struct shape *fits;           /* a power of two of slots */
+    size_t fits_capacity;
+    struct undo *undo;
+    size_t undo_capacity;
+};
+
+/* The layout of radix_sort_queue()'s keys, for sorting the rest of the queue again
+ * once no job can be placed any more (see finish_frozen()). */
+struct key_layout {
+    int usable;                   /* 0: finish_frozen() cannot sort the queue's rest */
+    int index_bits;
+    int priority_bits;
+    int64_t min_priority;
+};
+
 struct run {
     struct sched_cluster *cluster;
     const struct sched_label_classes *classes;
@@ -160,7 +205,6 @@ struct run {
 
     struct tenant_state *tenants;
     struct queued_job *order;
-    struct queued_shape *shapes;  /* per position of order */
     int32_t *heap;
     int32_t heap_size;
 
@@ -168,6 +212,8 @@ struct run {
     struct label_set *owned_sets; /* per label class, when the cluster has no room */
 
     struct shape_set failed;
+    struct shape_set fits;
+    size_t replay_limit;          /* see cached_best() */
     struct undo *undo;
     size_t undo_count;
     size_t undo_capacity;
@@ -179,6 +225,15 @@ struct run {
     int64_t head_memory;
     int32_t head_class;
     int32_t reserved;             /* slot held for the head, or -1 */
+
+    /* A call is "frozen" once no block has a slot with both the least CPU and the
+     * least memory that any job of the call requests. No job can be placed any
+     * more then, so the rest of the queue needs no scan. */
+    int64_t min_cpu;
+    int64_t min_memory;
+    int32_t roomy_blocks;         /* blocks whose free maxima hold (min_cpu, min_memory) */
+    int frozen;
+    struct key_layout layout;
 };
 
 /* ---- arithmetic --------------------------------------------------------------- */
@@ -207,10 +262,22 @@ static int64_t free_of(int64_t usable, int64_t allocated)
     return usable > allocated ? usable - allocated : 0;
 }
 
+/* value * PPM / total, or 0 for a total of 0. A 128-bit division is a library
+ * call, several times slower than a 64-bit one, so it runs only when needed. */
+static u128 share_of(u128 value, u128 total)
+{
+    if (!total)
+        return 0;
+    u128 scaled = value * PPM;
+    if ((scaled >> 64) == 0 && (total >> 64) == 0)
+        return (uint64_t)scaled / (uint64_t)total;
+    return scaled / total;
+}
+
 static u128 tenant_share(const struct sched_cluster *c, const struct tenant_state *t)
 {
-    u128 cpu = c->total_cpu ? t->cpu * PPM / c->total_cpu : 0;
-    u128 memory = c->total_memory ? t->memory * PPM / c->total_memory : 0;
+    u128 cpu = share_of(t->cpu, c->total_cpu);
+    u128 memory = share_of(t->memory, c->total_memory);
     return cpu > memory ? cpu : memory;
 }
 
@@ -229,6 +296,18 @@ static uint64_t mix64(uint64_t x)
     x *= 0x94d049bb133111ebULL;
     x ^= x >> 31;
     return x;
+}
+
+/* value / divisor for value < 2**63, given reciprocal = UINT64_MAX / divisor: a
+ * multiplication instead of a division per job, which cost several nanoseconds each.
+ * The product's high half is at most one below the quotient, so one correction
+ * step makes it exact. */
+static uint64_t divide_by(uint64_t value, uint64_t divisor, uint64_t reciprocal)
+{
+    uint64_t quotient = (uint64_t)(((u128)value * reciprocal) >> 64);
+    if (value - quotient * divisor >= divisor)
+        quotient++;
+    return quotient;
 }
 
 /* ---- input checks ------------------------------------------------------------- */
@@ -393,6 +472,23 @@ static void block_refresh(struct sched_cluster *c, int32_t b)
     c->blocks.min_score[b] = min_score;
 }
 
+/* Update the summary of slot a's block after a placement on a, which lowered its
+ * free capacity and raised its score. Only a maximum that a held, or the minimum
+ * score if a held it, needs a look at the whole block. */
+static void block_update(struct sched_cluster *c, int32_t a, int64_t old_free_cpu,
+                         int64_t old_free_memory, int64_t old_score)
+{
+    const struct pool *p = &c->pool;
+    int32_t b = a / BLOCK;
+    if (old_free_cpu == c->blocks.free_cpu[b] || old_free_memory == c->blocks.free_memory[b]
+        || old_score == c->blocks.min_score[b]) {
+        block_refresh(c, b);
+        return;
+    }
+    if (p->score[a] > c->blocks.max_score[b])
+        c->blocks.max_score[b] = p->score[a];
+}
+
 /* Set a slot's score and its keys. A key contains the slot's rank above the inverted
  * slot number, so the largest key has the highest rank and, among equal ranks, the
  * lowest slot. The rank is the score for binpack and 2 * PPM minus it for spread. */
@@ -453,6 +549,20 @@ void sched_cluster_free(struct sched_cluster *c)
             label_set_free(&c->sets[i]);
         free(c->sets);
     }
+    if (c->buffers) {
+        struct run_buffers *b = c->buffers;
+        free(b->tenants);
+        free(b->heap);
+        free(b->order);
+        free(b->keys);
+        free(b->by_priority);
+        free(b->neg_priority);
+        free(b->sets);
+        free(b->failed);
+        free(b->fits);
+        free(b->undo);
+        free(b);
+    }
     free(c);
 }
 
@@ -484,7 +594,8 @@ static int cluster_alloc(struct sched_cluster *c, const struct sched_nodes *node
     c->blocks.max_score = malloc(blocks * sizeof(int64_t));
     c->blocks.min_score = malloc(blocks * sizeof(int64_t));
     c->sets = calloc(LABEL_SET_SLOTS, sizeof(struct label_set));
-    return c->flags && c->label_offsets && c->label_ids && c->by_size && c->scratch && p->node
+    c->buffers = calloc(1, sizeof *c->buffers);
+    return c->buffers && c->flags && c->label_offsets && c->label_ids && c->by_size && c->scratch && p->node
            && p->free_cpu && p->free_memory && p->score && p->binpack_key && p->spread_key
            && p->cpu_allocated && p->memory_allocated
            && p->cpu_usable && p->memory_usable && c->blocks.free_cpu && c->blocks.free_memory
@@ -509,6 +620,12 @@ int sched_cluster_new(const struct sched_nodes *nodes, struct sched_cluster **cl
 
     int32_t n = nodes->count;
     c->node_count = n;
+#if HAVE_AVX2_SCAN
+    /* CICD_SCHEDULER_SCALAR=1 keeps the portable scan, so tests can compare both. */
+    const char *scalar = getenv("CICD_SCHEDULER_SCALAR");
+    __builtin_cpu_init();
+    c->avx2_scan = __builtin_cpu_supports("avx2") && !(scalar && *scalar && strcmp(scalar, "0"));
+#endif
     c->label_count = nodes->label_count;
     memcpy(c->flags, nodes->flags, (size_t)n);
     memcpy(c->label_offsets, nodes->label_offsets, ((size_t)n + 1) * sizeof(int32_t));
@@ -760,13 +877,22 @@ static int shape_failed(const struct shape_set *set, int64_t cpu, int64_t memory
     return set->slots[shape_slot(set, cpu, memory, label_class)].used;
 }
 
-/* Returns 0 when out of memory. */
-static int shape_add(struct shape_set *set, int64_t cpu, int64_t memory, int32_t label_class)
+/* The entry of a shape, or NULL when the set does not contain it. */
+static struct shape *shape_find(struct shape_set *set, int64_t cpu, int64_t memory,
+                                int32_t label_class)
+{
+    struct shape *s = &set->slots[shape_slot(set, cpu, memory, label_class)];
+    return s->used ? s : NULL;
+}
+
+/* Add a shape unless the set contains it; returns its entry, or NULL when out of memory. */
+static struct shape *shape_add(struct shape_set *set, int64_t cpu, int64_t memory,
+                               int32_t label_class)
 {
     if ((set->size + 1) * 2 > set->capacity) {
         struct shape_set grown = {calloc(set->capacity * 2, sizeof(struct shape)), set->capacity * 2, 0};
         if (!grown.slots)
-            return 0;
+            return NULL;
         for (size_t i = 0; i < set->capacity; i++) {
             if (set->slots[i].used) {
                 grown.slots[shape_slot(&grown, set->slots[i].cpu, set->slots[i].memory,
@@ -779,10 +905,16 @@ static int shape_add(struct shape_set *set, int64_t cpu, int64_t memory, int32_t
     }
     struct shape *s = &set->slots[shape_slot(set, cpu, memory, label_class)];
     if (!s->used) {
-        *s = (struct shape){cpu, memory, label_class, 1};
+        *s = (struct shape){.cpu = cpu, .memory = memory, .label_class = label_class, .used = 1};
         set->size++;
     }
-    return 1;
+    return s;
+}
+
+static void shape_clear(struct shape_set *set)
+{
+    memset(set->slots, 0, set->capacity * sizeof *set->slots);
+    set->size = 0;
 }
 
 /* ---- queue order -------------------------------------------------------------------------- */
@@ -896,75 +1028,101 @@ static uint64_t shift_left(uint64_t value, int bits)
     return bits >= 64 ? 0 : value << bits;
 }
 
-/* Sort items[0 .. count) by queued_before() with an LSD radix sort of one 64-bit key
- * per job: tenant, priority and runnable time (each minus its minimum) and index,
- * from the high bits down. This avoids the mispredicted branches of comparing
- * random keys. Returns 1 when sorted, 0 when the fields need more than 64 bits
- * together (items unchanged), and -1 when out of memory. */
-static int radix_sort_queue(struct queued_job *items, int32_t count, int32_t tenant_count)
+/* Sort keys[0 .. count) by their bits from `low` up to `high` (exclusive) with an
+ * LSD radix sort, using `spare` (room for count keys). The sort is stable, so keys
+ * equal in those bits keep their order: a caller that passes keys in ascending
+ * order of their low bits need not sort on them. Byte digits keep the counts and
+ * the 256 output streams of a pass within the L1 cache; 11-bit digits were
+ * measured no faster on 100,000 keys. Returns the array that contains the sorted
+ * keys: `keys` or `spare`. */
+#define RADIX_BITS 8
+static uint64_t *radix_sort_keys(uint64_t *keys, uint64_t *spare, int32_t count, int low, int high)
 {
-    if (count < 2)
-        return 1;
-    int64_t min_priority = items[0].neg_priority, max_priority = min_priority;
-    int64_t min_runnable = items[0].runnable_at_ms, max_runnable = min_runnable;
-    for (int32_t p = 1; p < count; p++) {
-        int64_t priority = items[p].neg_priority, runnable = items[p].runnable_at_ms;
-        min_priority = priority < min_priority ? priority : min_priority;
-        max_priority = priority > max_priority ? priority : max_priority;
-        min_runnable = runnable < min_runnable ? runnable : min_runnable;
-        max_runnable = runnable > max_runnable ? runnable : max_runnable;
-    }
-    int index_bits = bit_length((uint64_t)count - 1);
-    int runnable_bits = bit_length((uint64_t)max_runnable - (uint64_t)min_runnable);
-    int priority_bits = bit_length((uint64_t)max_priority - (uint64_t)min_priority);
-    int tenant_bits = bit_length((uint64_t)tenant_count - 1);
-    int runnable_shift = index_bits;
-    int priority_shift = runnable_shift + runnable_bits;
-    int tenant_shift = priority_shift + priority_bits;
-    if (tenant_shift + tenant_bits > 64)
-        return 0;
-
-    uint64_t *keys = malloc(2 * (size_t)count * sizeof *keys);
-    if (!keys)
-        return -1;
-    uint64_t *from = keys, *to = keys + count;
-    for (int32_t p = 0; p < count; p++) {
-        const struct queued_job *q = &items[p];
-        from[p] = shift_left((uint64_t)q->tenant, tenant_shift)
-                  | shift_left((uint64_t)q->neg_priority - (uint64_t)min_priority, priority_shift)
-                  | shift_left((uint64_t)q->runnable_at_ms - (uint64_t)min_runnable, runnable_shift)
-                  | (uint64_t)q->index;
-    }
-
-    size_t counts[256];
-    for (int shift = 0; shift < tenant_shift + tenant_bits; shift += 8) {
+    uint64_t *from = keys, *to = spare;
+    size_t counts[(size_t)1 << RADIX_BITS];
+    for (int shift = low; shift < high && count > 0; shift += RADIX_BITS) {
+        /* The last digit stops at `high`: the bits above it are not sorted on. */
+        const uint64_t digit_mask = low_bits(high - shift < RADIX_BITS ? high - shift : RADIX_BITS);
         memset(counts, 0, sizeof counts);
         for (int32_t p = 0; p < count; p++)
-            counts[(from[p] >> shift) & 0xff]++;
-        if (counts[(from[0] >> shift) & 0xff] == (size_t)count)
+            counts[(from[p] >> shift) & digit_mask]++;
+        if (counts[(from[0] >> shift) & digit_mask] == (size_t)count)
             continue;  /* every key has the same digit here */
         size_t total = 0;
-        for (int digit = 0; digit < 256; digit++) {
+        for (size_t digit = 0; digit <= digit_mask; digit++) {
             size_t digit_count = counts[digit];
             counts[digit] = total;
             total += digit_count;
         }
         for (int32_t p = 0; p < count; p++)
-            to[counts[(from[p] >> shift) & 0xff]++] = from[p];
+            to[counts[(from[p] >> shift) & digit_mask]++] = from[p];
         uint64_t *swap = from;
         from = to;
         to = swap;
     }
+    return from;
+}
+
+/* Ranges of the fields of the queue's sort keys, from queue_init(). */
+struct key_ranges {
+    int64_t min_priority;         /* of neg_priority */
+    int64_t max_priority;
+    int64_t min_runnable;
+    int64_t max_runnable;
+};
+
+/* Fill r->order with the jobs in queued_before() order, by a radix sort of one
+ * 64-bit key per job: tenant, priority and runnable time (each minus its minimum)
+ * and index, from the high bits down. This avoids the mispredicted branches of
+ * comparing random keys. Returns 1 when sorted (and sets r->layout), and 0 when
+ * the fields need more than 64 bits together (r->order unchanged). Needs
+ * buffers->neg_priority filled and room for 2 * count keys. */
+static int radix_sort_queue(struct run *r, int32_t count, int32_t tenant_count,
+                            const struct key_ranges *ranges)
+{
+    const struct sched_jobs *jobs = r->jobs;
+    const int64_t *neg_priority = r->cluster->buffers->neg_priority;
+    int64_t min_priority = ranges->min_priority, min_runnable = ranges->min_runnable;
+    int index_bits = bit_length((uint64_t)count - 1);
+    int runnable_bits = bit_length((uint64_t)ranges->max_runnable - (uint64_t)min_runnable);
+    int priority_bits = bit_length((uint64_t)ranges->max_priority - (uint64_t)min_priority);
+    int tenant_bits = bit_length((uint64_t)tenant_count - 1);
+    int runnable_shift = index_bits;
+    int priority_shift = runnable_shift + runnable_bits;
+    int tenant_shift = priority_shift + priority_bits;
+    if (count < 2 || tenant_shift + tenant_bits > 64)
+        return 0;
+    /* finish_frozen() needs the top bit of its keys free, which take the place of
+     * the runnable time's bits in these. */
+    int tail_usable = tenant_shift - runnable_bits + tenant_bits < 64;
+
+    uint64_t *keys = r->cluster->buffers->keys;
+    for (int32_t j = 0; j < count; j++)
+        keys[j] = shift_left((uint64_t)jobs->tenant[j], tenant_shift)
+                  | shift_left((uint64_t)neg_priority[j] - (uint64_t)min_priority, priority_shift)
+                  | shift_left((uint64_t)jobs->runnable_at_ms[j] - (uint64_t)min_runnable,
+                               runnable_shift)
+                  | (uint64_t)j;
+
+    /* The keys come in index order, so the index bits need no pass. The first
+     * passes order the jobs by priority and runnable time across tenants, an order
+     * that finish_frozen() starts from; the tenant passes follow. */
+    uint64_t *sorted = radix_sort_keys(keys, keys + count, count, index_bits, tenant_shift);
+    int32_t *by_priority = r->cluster->buffers->by_priority;
+    for (int32_t p = 0; p < count; p++)
+        by_priority[p] = (int32_t)(sorted[p] & low_bits(index_bits));
+    sorted = radix_sort_keys(sorted, sorted == keys ? keys + count : keys, count, tenant_shift,
+                             tenant_shift + tenant_bits);
 
     for (int32_t p = 0; p < count; p++) {
-        uint64_t key = from[p];
-        items[p] = (struct queued_job){
+        uint64_t key = sorted[p];
+        r->order[p] = (struct queued_job){
             (int64_t)(((key >> priority_shift) & low_bits(priority_bits)) + (uint64_t)min_priority),
             (int64_t)(((key >> runnable_shift) & low_bits(runnable_bits)) + (uint64_t)min_runnable),
             tenant_bits ? (int32_t)(key >> tenant_shift) : 0,
             (int32_t)(key & low_bits(index_bits))};
     }
-    free(keys);
+    r->layout = (struct key_layout){tail_usable, index_bits, priority_bits, min_priority};
     return 1;
 }
 
@@ -995,36 +1153,125 @@ static int merge_sort_queue(struct queued_job *items, int32_t count, int32_t ten
     return 1;
 }
 
+/* Make `array` hold at least `needed` items of `size` bytes, keeping none of its
+ * contents, and update *capacity. Returns the array, or NULL (with the old array
+ * freed and *capacity 0) when out of memory. */
+static void *reserve(void *array, size_t *capacity, size_t needed, size_t size)
+{
+    if (array && needed <= *capacity)
+        return array;
+    size_t grown = *capacity > needed / 2 ? 2 * *capacity : needed;
+    grown = grown > 16 ? grown : 16;    /* never 0: malloc(0) may return NULL */
+    free(array);
+    *capacity = 0;
+    if (grown > SIZE_MAX / size / 2)
+        return NULL;
+    void *fresh = malloc(grown * size);
+    if (fresh)
+        *capacity = grown;
+    return fresh;
+}
+
+/* Point the run at the cluster's buffers, grown for this call. Returns 0 when out
+ * of memory. */
+static int buffers_init(struct run *r, const struct sched_tenants *tenants)
+{
+    struct run_buffers *b = r->cluster->buffers;
+    size_t jobs = (size_t)r->jobs->count, tenant_count = (size_t)tenants->count;
+    size_t classes = (size_t)r->classes->count;
+
+    b->order = reserve(b->order, &b->order_capacity, jobs, sizeof *b->order);
+    b->keys = reserve(b->keys, &b->keys_capacity, 2 * jobs, sizeof *b->keys);
+    b->by_priority = reserve(b->by_priority, &b->by_priority_capacity, jobs,
+                             sizeof *b->by_priority);
+    b->neg_priority = reserve(b->neg_priority, &b->neg_priority_capacity, jobs,
+                              sizeof *b->neg_priority);
+    b->tenants = reserve(b->tenants, &b->tenants_capacity, tenant_count, sizeof *b->tenants);
+    b->heap = reserve(b->heap, &b->heap_capacity, tenant_count, sizeof *b->heap);
+    b->sets = reserve(b->sets, &b->sets_capacity, classes, sizeof *b->sets);
+    /* The shape tables are cleared on every call: one that grew large in an
+     * earlier call would make every later call pay for clearing it. */
+    if (!b->failed || b->failed_capacity > 1024) {
+        free(b->failed);
+        b->failed_capacity = 64;
+        b->failed = malloc(b->failed_capacity * sizeof *b->failed);
+    }
+    if (!b->fits || b->fits_capacity > 1024) {
+        free(b->fits);
+        b->fits_capacity = 64;
+        b->fits = malloc(b->fits_capacity * sizeof *b->fits);
+    }
+    if (!b->order || !b->keys || !b->by_priority || !b->neg_priority || !b->tenants || !b->heap
+        || !b->sets || !b->failed || !b->fits)
+        return 0;
+
+    memset(b->tenants, 0, tenant_count * sizeof *b->tenants);
+    memset(b->sets, 0, classes * sizeof *b->sets);
+    memset(b->failed, 0, b->failed_capacity * sizeof *b->failed);
+    memset(b->fits, 0, b->fits_capacity * sizeof *b->fits);
+    r->tenants = b->tenants;
+    r->heap = b->heap;
+    r->order = b->order;
+    r->sets = b->sets;
+    r->failed = (struct shape_set){b->failed, b->failed_capacity, 0};
+    r->fits = (struct shape_set){b->fits, b->fits_capacity, 0};
+    r->undo = b->undo;
+    r->undo_capacity = b->undo_capacity;
+    return 1;
+}
+
+/* Hand the arrays that the run grew back to the cluster's buffers. */
+static void buffers_keep(struct run *r)
+{
+    struct run_buffers *b = r->cluster->buffers;
+    if (r->failed.slots) {
+        b->failed = r->failed.slots;
+        b->failed_capacity = r->failed.capacity;
+    }
+    if (r->fits.slots) {
+        b->fits = r->fits.slots;
+        b->fits_capacity = r->fits.capacity;
+    }
+    b->undo = r->undo;
+    b->undo_capacity = r->undo_capacity;
+}
+
 static int queue_init(struct run *r, const struct sched_tenants *tenants)
 {
     const struct sched_jobs *jobs = r->jobs;
     const struct sched_options *o = r->options;
     int32_t count = jobs->count;
 
-    /* One spare element: malloc(0) may return NULL. */
-    r->tenants = calloc((size_t)tenants->count + 1, sizeof *r->tenants);
-    r->order = malloc(((size_t)count + 1) * sizeof *r->order);
-    r->shapes = malloc(((size_t)count + 1) * sizeof *r->shapes);
-    r->heap = malloc(((size_t)tenants->count + 1) * sizeof *r->heap);
-    if (!r->tenants || !r->order || !r->shapes || !r->heap)
-        return 0;
-
+    /* One pass in index order: effective priorities, the ranges of the sort keys,
+     * and the smallest request. A position of -1 marks a job not decided yet, for
+     * finish_frozen(). */
     int aging = o->now_ms != SCHED_NO_AGING && o->aging_interval_ms > 0;
+    uint64_t interval = aging ? (uint64_t)o->aging_interval_ms : 1;
+    uint64_t reciprocal = UINT64_MAX / interval;
+    int64_t *neg_priority = r->cluster->buffers->neg_priority;
+    struct key_ranges ranges = {INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN};
+    r->min_cpu = r->min_memory = SCHED_MAX_QUANTITY;
     for (int32_t j = 0; j < count; j++) {
-        int64_t boost = 0;
-        if (aging && o->now_ms > jobs->runnable_at_ms[j])
-            boost = (o->now_ms - jobs->runnable_at_ms[j]) / o->aging_interval_ms;
-        r->order[j] = (struct queued_job){-(jobs->priority[j] + boost), jobs->runnable_at_ms[j],
-                                          jobs->tenant[j], j};
+        int64_t boost = 0, runnable = jobs->runnable_at_ms[j];
+        if (aging && o->now_ms > runnable)
+            boost = (int64_t)divide_by(o->now_ms - runnable, interval, reciprocal);
+        int64_t priority = -(jobs->priority[j] + boost);
+        neg_priority[j] = priority;
+        r->result->position[j] = -1;
+        ranges.min_priority = priority < ranges.min_priority ? priority : ranges.min_priority;
+        ranges.max_priority = priority > ranges.max_priority ? priority : ranges.max_priority;
+        ranges.min_runnable = runnable < ranges.min_runnable ? runnable : ranges.min_runnable;
+        ranges.max_runnable = runnable > ranges.max_runnable ? runnable : ranges.max_runnable;
+        r->min_cpu = jobs->cpu[j] < r->min_cpu ? jobs->cpu[j] : r->min_cpu;
+        r->min_memory = jobs->memory[j] < r->min_memory ? jobs->memory[j] : r->min_memory;
     }
-    int sorted = radix_sort_queue(r->order, count, tenants->count);
-    if (sorted < 0 || (sorted == 0 && !merge_sort_queue(r->order, count, tenants->count)))
-        return 0;
 
-    /* Independent loads in one loop overlap their cache misses. */
-    for (int32_t p = 0; p < count; p++) {
-        int32_t j = r->order[p].index;
-        r->shapes[p] = (struct queued_shape){jobs->cpu[j], jobs->memory[j], jobs->label_class[j]};
+    if (!radix_sort_queue(r, count, tenants->count, &ranges)) {
+        for (int32_t j = 0; j < count; j++)
+            r->order[j] = (struct queued_job){neg_priority[j], jobs->runnable_at_ms[j],
+                                              jobs->tenant[j], j};
+        if (!merge_sort_queue(r->order, count, tenants->count))
+            return 0;
     }
 
     for (int32_t t = 0; t < tenants->count; t++) {
@@ -1071,6 +1318,50 @@ static uint64_t best_key_in(const uint64_t *keys, const int64_t *free_cpu, const
     return best;
 }
 
+#if HAVE_AVX2_SCAN
+/* best_key_in() four slots at a time: on 1,000 nodes and more the scan is most of
+ * a decision. Keys are below 2**63 (a score of at most 2 * PPM above 32 bits) and
+ * free capacities are not negative, so signed comparisons order them. */
+__attribute__((target("avx2")))
+static uint64_t best_key_in_avx2(const uint64_t *keys, const int64_t *free_cpu,
+                                 const int64_t *free_memory, int32_t low, int32_t high,
+                                 int64_t cpu, int64_t memory, uint64_t mask)
+{
+    int32_t count = high - low;
+    /* free >= request is free > request - 1, and a request is at least 0. */
+    const __m256i cpu_floor = _mm256_set1_epi64x(cpu - 1);
+    const __m256i memory_floor = _mm256_set1_epi64x(memory - 1);
+    const __m256i one = _mm256_set1_epi64x(1);
+    const __m256i four = _mm256_set1_epi64x(4);
+    __m256i bits = _mm256_set1_epi64x((long long)mask);
+    __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);   /* the bit of `mask` for each lane */
+    __m256i best = _mm256_setzero_si256();
+    int32_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        __m256i free_c = _mm256_loadu_si256((const __m256i *)(free_cpu + low + i));
+        __m256i free_m = _mm256_loadu_si256((const __m256i *)(free_memory + low + i));
+        __m256i key = _mm256_loadu_si256((const __m256i *)(keys + low + i));
+        __m256i labelled = _mm256_cmpeq_epi64(_mm256_and_si256(_mm256_srlv_epi64(bits, lane), one), one);
+        __m256i fits = _mm256_and_si256(_mm256_cmpgt_epi64(free_c, cpu_floor),
+                                        _mm256_cmpgt_epi64(free_m, memory_floor));
+        key = _mm256_and_si256(key, _mm256_and_si256(fits, labelled));
+        best = _mm256_blendv_epi8(best, key, _mm256_cmpgt_epi64(key, best));
+        lane = _mm256_add_epi64(lane, four);
+    }
+    uint64_t lanes[4];
+    _mm256_storeu_si256((__m256i *)lanes, best);
+    uint64_t result = lanes[0];
+    for (int k = 1; k < 4; k++)
+        result = lanes[k] > result ? lanes[k] : result;
+    if (i < count) {
+        uint64_t rest = best_key_in(keys, free_cpu, free_memory, low + i, high, cpu, memory,
+                                    mask >> i);
+        result = rest > result ? rest : result;
+    }
+    return result;
+}
+#endif
+
 /* The first slot in [low, high) with the free capacity and its bit set in `mask`, or -1. */
 static int32_t first_fit_in(const struct pool *p, int32_t low, int32_t high, int64_t cpu,
                             int64_t memory, uint64_t mask)
@@ -1083,6 +1374,23 @@ static int32_t first_fit_in(const struct pool *p, int32_t low, int32_t high, int
 
 /* Whether a slot other than the reserved one has the free capacity, labels aside. */
 static int capacity_anywhere(const struct run *r, int64_t cpu, int64_t memory);
+
+/* Whether a slot of block b other than the reserved one has the free capacity for
+ * the smallest request of the call (its least CPU and its least memory). False
+ * means that none of them can take any job of the call. */
+static int block_roomy(const struct run *r, int32_t b)
+{
+    const struct blocks *blocks = &r->cluster->blocks;
+    if (blocks->free_cpu[b] < r->min_cpu || blocks->free_memory[b] < r->min_memory)
+        return 0;
+    /* The maxima of the summary may come from different slots: look at each. */
+    const struct pool *p = &r->cluster->pool;
+    int32_t high = (b + 1) * BLOCK < p->count ? (b + 1) * BLOCK : p->count;
+    for (int32_t a = b * BLOCK; a < high; a++)
+        if (a != r->reserved && p->free_cpu[a] >= r->min_cpu && p->free_memory[a] >= r->min_memory)
+            return 1;
+    return 0;
+}
 
 /* Find the slot for a job by policy; ties go to the lowest slot, which is the
  * lowest node index. `masks` is mask_of() of the job's label class. */
@@ -1117,7 +1425,13 @@ static struct scan scan_pool(const struct run *r, int64_t cpu, int64_t memory, c
                 return s;
             continue;
         }
-        uint64_t key = best_key_in(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+        uint64_t key;
+#if HAVE_AVX2_SCAN
+        if (r->cluster->avx2_scan)
+            key = best_key_in_avx2(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+        else
+#endif
+            key = best_key_in(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
         if (key > best_key) {
             best_key = key;
             s.best = (int32_t)(UINT32_MAX - (uint32_t)key);
@@ -1189,6 +1503,9 @@ static int assign(struct run *r, int32_t j, int64_t cpu, int64_t memory, int32_t
     r->undo[r->undo_count++] = (struct undo){a, p->free_cpu[a], p->free_memory[a], p->score[a],
                                              p->cpu_allocated[a], p->memory_allocated[a]};
 
+    int was_roomy = block_roomy(r, a / BLOCK);
+    int64_t old_free_cpu = p->free_cpu[a], old_free_memory = p->free_memory[a];
+    int64_t old_score = p->score[a];
     /* A slot takes a job only when its free capacity holds it, so the sums stay
      * within the usable capacity (or at an over-allocation the input gave). */
     p->cpu_allocated[a] += cpu;
@@ -1197,7 +1514,10 @@ static int assign(struct run *r, int32_t j, int64_t cpu, int64_t memory, int32_t
     p->free_memory[a] -= memory;
     set_score(p, a, share_ppm(p->cpu_allocated[a], p->cpu_usable[a])
                     + share_ppm(p->memory_allocated[a], p->memory_usable[a]));
-    block_refresh(c, a / BLOCK);
+    block_update(c, a, old_free_cpu, old_free_memory, old_score);
+    /* Free capacity only shrinks within a call, so a block stays short of room. */
+    if (was_roomy && !block_roomy(r, a / BLOCK) && --r->roomy_blocks == 0)
+        r->frozen = 1;
 
     t->cpu += (u128)cpu;
     t->memory += (u128)memory;
@@ -1207,6 +1527,9 @@ static int assign(struct run *r, int32_t j, int64_t cpu, int64_t memory, int32_t
     r->result->node[j] = p->node[a];
     r->result->outcome[j] = SCHED_OUTCOME_ASSIGNED;
     r->result->reason[j] = SCHED_REASON_NONE;
+    if (r->result->assigned)
+        r->result->assigned[r->result->assigned_count] = j;
+    r->result->assigned_count++;
     return 1;
 }
 
@@ -1223,8 +1546,14 @@ static void restore(struct run *r)
         p->cpu_allocated[u->slot] = u->cpu_allocated;
         p->memory_allocated[u->slot] = u->memory_allocated;
     }
-    for (size_t i = 0; i < r->undo_count; i++)
-        block_refresh(c, r->undo[i].slot / BLOCK);
+    /* Placements repeat blocks: past one entry per block, refreshing all is cheaper. */
+    if (r->undo_count >= (size_t)c->blocks.count) {
+        for (int32_t b = 0; b < c->blocks.count; b++)
+            block_refresh(c, b);
+    } else {
+        for (size_t i = 0; i < r->undo_count; i++)
+            block_refresh(c, r->undo[i].slot / BLOCK);
+    }
     r->undo_count = 0;
 }
 
@@ -1235,15 +1564,127 @@ static void set_result(struct run *r, int32_t j, uint8_t outcome, uint8_t reason
     r->result->reason[j] = reason;
 }
 
-/* Decide job j, at queue position `position` of tenant `tenant`. The checks run in
- * the order of the reasons' precedence, but the fronts are looked at only when
- * needed: a job that gets a node fits some node. */
-static int decide(struct run *r, int32_t j, int32_t position, int32_t tenant)
+/* Whether slot a has the free capacity for a job and its labels (`masks` is
+ * mask_of() of the job's label class), and is not the reserved slot. */
+static int slot_takes(const struct run *r, int32_t a, int64_t cpu, int64_t memory,
+                      const uint64_t *masks)
 {
-    const struct queued_shape *shape = &r->shapes[position];
-    int64_t cpu = shape->cpu, memory = shape->memory;
-    int32_t label_class = shape->label_class;
+    const struct pool *p = &r->cluster->pool;
+    return a != r->reserved && p->free_cpu[a] >= cpu && p->free_memory[a] >= memory
+           && (!masks || ((masks[a / BLOCK] >> (a % BLOCK)) & 1));
+}
+
+/* The slot that scan_pool() would return for a shape, worked out from the slot it
+ * returned last time (fit->slot) and the placements since (the undo log from
+ * fit->seen on), or -1 when only a new scan can tell. A placement only takes free
+ * capacity from a slot and raises its score, so a slot that did not take the
+ * shape still does not, and:
+ * - fifo: the earlier slots still do not take it, so the slot stays first while
+ *   it still takes the shape;
+ * - binpack: a slot that no placement changed keeps its key, so the best is the
+ *   old slot or a changed slot that takes the shape now, whichever has the
+ *   largest key, provided the old slot still takes it;
+ * - spread: placements lower keys, so the old slot stays best unless a placement
+ *   changed it.
+ * Replaying a long log costs more than a scan, so beyond r->replay_limit entries
+ * it gives up. Choosing the reserved slot clears the table (see decide()). */
+static int32_t cached_best(struct run *r, struct shape *fit, int64_t cpu, int64_t memory,
+                           const uint64_t *masks)
+{
+    int32_t best = fit->slot;
+    int policy = r->options->policy;
+    if (!slot_takes(r, best, cpu, memory, masks))
+        return -1;
+    if (policy != SCHED_POLICY_FIFO) {
+        if (r->undo_count - fit->seen > r->replay_limit)
+            return -1;
+        const uint64_t *keys = r->cluster->pool.binpack_key;
+        for (size_t i = fit->seen; i < r->undo_count; i++) {
+            int32_t a = r->undo[i].slot;
+            if (policy == SCHED_POLICY_SPREAD) {
+                if (a == fit->slot)
+                    return -1;
+            } else if (a != best && keys[a] > keys[best] && slot_takes(r, a, cpu, memory, masks)) {
+                best = a;
+            }
+        }
+    }
+    fit->slot = best;
+    fit->seen = r->undo_count;
+    return best;
+}
+
+/* Make the job that just waited for capacity the head, unless there is one. */
+static void note_head(struct run *r, int64_t cpu, int64_t memory, int32_t label_class)
+{
+    /* The first job that waits for capacity is the head: strict order stops here,
+     * backfill keeps going but reserves one node for the head. The node is chosen
+     * when the next job needs it; nothing changes the slots before then. */
+    if (r->head_seen)
+        return;
+    r->head_seen = 1;
+    if (r->options->backfill) {
+        r->reservation_pending = 1;
+        r->head_cpu = cpu;
+        r->head_memory = memory;
+        r->head_class = label_class;
+    } else {
+        r->queue_blocked = 1;
+    }
+}
+
+/* Set the outcome and reason of job j once the call is frozen. No slot but the
+ * reserved one has the free capacity for any job, so a scan would find no node and
+ * no capacity elsewhere: the reasons follow from the fronts and the reserved slot.
+ * A call that froze before its head reserved a slot has no free capacity anywhere,
+ * so it leaves r->reserved at -1. Returns 1 when the job waits for capacity (and
+ * so becomes the head if there is none yet), 0 otherwise, -1 when out of memory. */
+static int frozen_result(struct run *r, int32_t j, int64_t cpu, int64_t memory,
+                         int32_t label_class, const struct tenant_state *t)
+{
+    const struct label_set *set = r->sets[label_class];
+    const struct fronts *f = set && set->fronts_built ? &set->fronts : fronts_of(r, label_class);
+    if (!f)
+        return -1;
+    if (!frontier_holds(&f->all, cpu, memory)) {
+        set_result(r, j, SCHED_OUTCOME_NEVER_FITS, never_fits_reason(r, &f->all, cpu, memory));
+    } else if (t->limit != SCHED_NO_LIMIT && t->running >= t->limit) {
+        set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_TENANT_LIMIT);
+    } else if (r->queue_blocked) {
+        set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_QUEUE_BLOCKED);
+    } else if (!frontier_holds(&f->available, cpu, memory)) {
+        set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_NODE_UNAVAILABLE);
+    } else if (r->reserved >= 0 && r->cluster->pool.free_cpu[r->reserved] >= cpu
+               && r->cluster->pool.free_memory[r->reserved] >= memory
+               && slot_matches(r, r->reserved, label_class)) {
+        set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_RESERVED);
+    } else {
+        set_result(r, j, SCHED_OUTCOME_WAITS, SCHED_REASON_CAPACITY);
+        return 1;
+    }
+    return 0;
+}
+
+/* Decide job j once the call is frozen (see frozen_result()). Returns 0 when out of memory. */
+static int decide_frozen(struct run *r, int32_t j, int64_t cpu, int64_t memory,
+                         int32_t label_class, const struct tenant_state *t)
+{
+    int waits = frozen_result(r, j, cpu, memory, label_class, t);
+    if (waits > 0)
+        note_head(r, cpu, memory, label_class);
+    return waits >= 0;
+}
+
+/* Decide job j of tenant `tenant`. The checks run in the order of the reasons'
+ * precedence, but the fronts are looked at only when needed: a job that gets a
+ * node fits some node. */
+static int decide(struct run *r, int32_t j, int32_t tenant)
+{
+    int64_t cpu = r->jobs->cpu[j], memory = r->jobs->memory[j];
+    int32_t label_class = r->jobs->label_class[j];
     struct tenant_state *t = &r->tenants[tenant];
+    if (r->frozen)
+        return decide_frozen(r, j, cpu, memory, label_class, t);
     int limited = t->limit != SCHED_NO_LIMIT && t->running >= t->limit;
 
     const struct fronts *f = fronts_known(r, label_class);
@@ -1266,8 +1707,15 @@ static int decide(struct run *r, int32_t j, int32_t position, int32_t tenant)
     }
 
     if (r->reservation_pending) {
-        r->reserved = choose_reservation(r, r->head_cpu, r->head_memory, r->head_class);
+        int32_t chosen = choose_reservation(r, r->head_cpu, r->head_memory, r->head_class);
+        int was_roomy = chosen >= 0 && block_roomy(r, chosen / BLOCK);
+        r->reserved = chosen;
         r->reservation_pending = 0;
+        shape_clear(&r->fits);  /* the reserved slot no longer takes jobs */
+        if (was_roomy && !block_roomy(r, chosen / BLOCK) && --r->roomy_blocks == 0)
+            r->frozen = 1;
+        if (r->frozen)
+            return decide_frozen(r, j, cpu, memory, label_class, t);
     }
 
     struct scan s;
@@ -1276,9 +1724,18 @@ static int decide(struct run *r, int32_t j, int32_t position, int32_t tenant)
         const uint64_t *masks = mask_of(r, label_class, &no_memory);
         if (no_memory)
             return 0;
+        struct shape *fit = shape_find(&r->fits, cpu, memory, label_class);
+        int32_t best = fit ? cached_best(r, fit, cpu, memory, masks) : -1;
+        if (best >= 0)
+            return assign(r, j, cpu, memory, best, t);
         s = scan_pool(r, cpu, memory, masks);
-        if (s.best >= 0)
+        if (s.best >= 0) {
+            if (!fit && !(fit = shape_add(&r->fits, cpu, memory, label_class)))
+                return 0;
+            fit->slot = s.best;
+            fit->seen = r->undo_count;
             return assign(r, j, cpu, memory, s.best, t);
+        }
         if (!shape_add(&r->failed, cpu, memory, label_class))
             return 0;
         /* No slot outside the reservation has this free capacity at all. */
@@ -1318,40 +1775,145 @@ static int decide(struct run *r, int32_t j, int32_t position, int32_t tenant)
     }
     set_result(r, j, SCHED_OUTCOME_WAITS,
                s.capacity_elsewhere ? SCHED_REASON_LABELS : SCHED_REASON_CAPACITY);
-
-    /* The first job that waits for capacity is the head: strict order stops here,
-     * backfill keeps going but reserves one node for the head. The node is chosen
-     * when the next job needs it; nothing changes the slots before then. */
-    if (!r->head_seen) {
-        r->head_seen = 1;
-        if (r->options->backfill) {
-            r->reservation_pending = 1;
-            r->head_cpu = cpu;
-            r->head_memory = memory;
-            r->head_class = label_class;
-        } else {
-            r->queue_blocked = 1;
-        }
-    }
+    note_head(r, cpu, memory, label_class);
     return 1;
 }
 
 /* ---- entry point --------------------------------------------------------------------------- */
 
+/* Whether tenant a comes before tenant b when their next jobs tie on effective
+ * priority: the smaller dominant share, then fewer running jobs. */
+static int usage_before(const struct run *r, int32_t a, int32_t b)
+{
+    const struct tenant_state *ta = &r->tenants[a], *tb = &r->tenants[b];
+    if (ta->share != tb->share)
+        return ta->share < tb->share;
+    return ta->running < tb->running;
+}
+
+/* Bottom-up merge sort of tenants[0 .. count) by usage_before(), using `buffer`. */
+static void sort_tenants(const struct run *r, int32_t *tenants, int32_t *buffer, int32_t count)
+{
+    int32_t *from = tenants, *to = buffer;
+    for (int32_t width = 1; width < count; width *= 2) {
+        for (int32_t low = 0; low < count; low += 2 * width) {
+            int32_t middle = low + width < count ? low + width : count;
+            int32_t high = middle + width < count ? middle + width : count;
+            int32_t i = low, k = middle, out = low;
+            while (i < middle && k < high)
+                to[out++] = usage_before(r, from[k], from[i]) ? from[k++] : from[i++];
+            while (i < middle)
+                to[out++] = from[i++];
+            while (k < high)
+                to[out++] = from[k++];
+        }
+        int32_t *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != tenants)
+        memcpy(tenants, from, (size_t)count * sizeof *tenants);
+}
+
+/* Decide the rest of the queue once the call is frozen, with one sort instead of a
+ * heap operation per job. No tenant's share or running jobs change any more, so
+ * the heap would pop the remaining jobs in the order of (effective priority,
+ * tenant's rank by share and running jobs, runnable time, index). tenant_before()
+ * compares exactly these, and within a tenant they agree with the tenant's own
+ * order. Only the head can still change a reason, and only in strict order.
+ * Needs r->layout.usable. Returns 0 when out of memory. */
+static int finish_frozen(struct run *r, int32_t *position)
+{
+    const struct key_layout *l = &r->layout;
+    const struct sched_jobs *jobs = r->jobs;
+    struct sched_result *result = r->result;
+    int64_t started = result->latency_ns ? monotonic_ns() : 0;
+    int32_t tenant_count = r->heap_size;
+
+    int32_t *by_usage = malloc(2 * ((size_t)tenant_count + 1) * sizeof *by_usage);
+    if (!by_usage)
+        return 0;
+    memcpy(by_usage, r->heap, (size_t)tenant_count * sizeof *by_usage);
+    sort_tenants(r, by_usage, by_usage + tenant_count, tenant_count);
+    int32_t rank = 0;
+    for (int32_t i = 0; i < tenant_count; i++) {
+        if (i > 0 && usage_before(r, by_usage[i - 1], by_usage[i]))
+            rank++;
+        r->tenants[by_usage[i]].rank = rank;
+    }
+    free(by_usage);
+    for (int32_t i = 0; i < tenant_count; i++)
+        r->tenants[r->heap[i]].next = r->tenants[r->heap[i]].end;
+    r->heap_size = 0;
+
+    /* Pass 1, in index order so that every column is read in sequence: the result
+     * of each job not decided yet (those without a position), as if the head were
+     * already known, and its key for the sort. rank is below the tenant count, so
+     * the key is shorter than the first sort's, and radix_sort_queue() made sure
+     * that it leaves the top bit 0: UINT64_MAX marks the jobs decided already. The
+     * keys take the place of neg_priority, which an unsigned lvalue may access. */
+    int rank_shift = l->index_bits;
+    int priority_shift = rank_shift + bit_length((uint64_t)rank);
+    uint64_t *job_key = (uint64_t *)r->cluster->buffers->neg_priority;
+    for (int32_t j = 0; j < jobs->count; j++) {
+        if (result->position[j] >= 0) {
+            job_key[j] = UINT64_MAX;
+            continue;
+        }
+        const struct tenant_state *t = &r->tenants[jobs->tenant[j]];
+        job_key[j] = shift_left(job_key[j] - (uint64_t)l->min_priority, priority_shift)
+                     | shift_left((uint64_t)t->rank, rank_shift) | (uint64_t)j;
+        if (frozen_result(r, j, jobs->cpu[j], jobs->memory[j], jobs->label_class[j], t) < 0)
+            return 0;
+    }
+
+    /* Pass 2: the keys in the order of effective priority, runnable time and index
+     * that radix_sort_queue() left in by_priority. A stable sort by priority and
+     * rank then completes the order. */
+    const int32_t *by_priority = r->cluster->buffers->by_priority;
+    uint64_t *keys = r->cluster->buffers->keys;
+    int32_t count = 0;
+    for (int32_t p = 0; p < jobs->count; p++) {
+        uint64_t key = job_key[by_priority[p]];
+        if (key != UINT64_MAX)
+            keys[count++] = key;
+    }
+    const uint64_t *sorted = radix_sort_keys(keys, keys + count, count, rank_shift,
+                                             priority_shift + l->priority_bits);
+
+    /* Pass 3: positions, and the head: the first job that waits for capacity. In
+     * strict order it blocks the queue behind it, which turns the waits that
+     * QUEUE_BLOCKED takes precedence over into QUEUE_BLOCKED. */
+    uint64_t index_mask = low_bits(l->index_bits);
+    int blocks_now = !r->head_seen && !r->options->backfill;
+    for (int32_t i = 0; i < count; i++) {
+        int32_t j = (int32_t)(sorted[i] & index_mask);
+        result->position[j] = (*position)++;
+        if (!r->head_seen) {
+            if (result->reason[j] == SCHED_REASON_CAPACITY)
+                note_head(r, jobs->cpu[j], jobs->memory[j], jobs->label_class[j]);
+        } else if (blocks_now && (result->reason[j] == SCHED_REASON_CAPACITY
+                                  || result->reason[j] == SCHED_REASON_NODE_UNAVAILABLE)) {
+            result->reason[j] = SCHED_REASON_QUEUE_BLOCKED;
+        }
+    }
+
+    /* In timed calls each job gets an equal part of the time. */
+    if (result->latency_ns && count) {
+        int64_t share = (monotonic_ns() - started) / count;
+        for (int32_t i = 0; i < count; i++)
+            result->latency_ns[sorted[i] & index_mask] = share;
+    }
+    return 1;
+}
+
 static void run_free(struct run *r)
 {
-    free(r->tenants);
-    free(r->order);
-    free(r->shapes);
-    free(r->heap);
-    free(r->sets);
     if (r->owned_sets) {
         for (int32_t k = 0; k < r->classes->count; k++)
             label_set_free(&r->owned_sets[k]);
         free(r->owned_sets);
     }
-    free(r->failed.slots);
-    free(r->undo);
 }
 
 int sched_place(struct sched_cluster *cluster,
@@ -1373,23 +1935,31 @@ int sched_place(struct sched_cluster *cluster,
     r.options = options;
     r.result = result;
     r.reserved = -1;
-    r.sets = calloc((size_t)classes->count, sizeof *r.sets);
-    r.failed.capacity = 64;
-    r.failed.slots = calloc(r.failed.capacity, sizeof *r.failed.slots);
+    result->assigned_count = 0;
 
     rc = SCHED_ERR_NO_MEMORY;
-    if (!r.sets || !r.failed.slots || !queue_init(&r, tenants))
+    if (!buffers_init(&r, tenants) || !queue_init(&r, tenants))
         goto done;
+    for (int32_t b = 0; b < cluster->blocks.count; b++)
+        r.roomy_blocks += block_roomy(&r, b);
+    /* A log entry costs a few times as much as one slot of a scan. */
+    r.replay_limit = (size_t)cluster->pool.count / 4;
+    r.frozen = r.roomy_blocks == 0;
 
     int timed = result->latency_ns != NULL;
     int32_t position = 0;
     while (r.heap_size > 0) {
+        if (r.frozen && r.layout.usable) {
+            if (!finish_frozen(&r, &position))
+                goto done;
+            break;
+        }
         int64_t started = timed ? monotonic_ns() : 0;
         int32_t tenant = heap_pop(&r);
         int32_t p = r.tenants[tenant].next++;
         int32_t j = r.order[p].index;
         result->position[j] = position++;
-        if (!decide(&r, j, p, tenant))
+        if (!decide(&r, j, tenant))
             goto done;
         if (r.tenants[tenant].next < r.tenants[tenant].end)
             heap_push(&r, tenant);
@@ -1400,6 +1970,7 @@ int sched_place(struct sched_cluster *cluster,
 
 done:
     restore(&r);
+    buffers_keep(&r);
     run_free(&r);
     return rc;
 }

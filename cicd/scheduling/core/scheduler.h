@@ -115,6 +115,9 @@ struct sched_result {
     uint8_t *reason;                  /* SCHED_REASON_*; SCHED_REASON_NONE when placed */
     int32_t *position;                /* 0-based position of the job in queue order */
     int64_t *latency_ns;              /* NULL, or the monotonic time spent on each job */
+    int32_t *assigned;                /* NULL, or room for jobs->count job indices: the
+                                       * assigned jobs, in queue order */
+    int32_t assigned_count;           /* set by every successful call */
     int32_t error_index;              /* set on SCHED_ERR_LABEL_CLASS .. SCHED_ERR_JOB */
 };
 
@@ -133,8 +136,10 @@ void sched_cluster_free(struct sched_cluster *cluster);
 /* Decide every job of one batch against the cluster. Returns SCHED_OK or a negative
  * SCHED_ERR_* code; on error the result arrays hold no meaningful values. The
  * cluster is the same after the call as before it, but it is modified during the
- * call (and its cache of per-label-set results grows), so calls on one cluster
- * must not overlap. Calls on different clusters may run in parallel. */
+ * call (its cache of per-label-set results grows, and it keeps its working arrays,
+ * grown to the largest call so far), so calls on one cluster must not overlap.
+ * Calls on different clusters may run in parallel. The job arrays are only read
+ * during the call. */
 int sched_place(struct sched_cluster *cluster,
                 const struct sched_label_classes *classes,
                 const struct sched_tenants *tenants,

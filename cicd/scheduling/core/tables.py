@@ -14,6 +14,7 @@ Labels and tenants become small integer ids:
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Protocol
@@ -37,6 +38,10 @@ from cicd.scheduling.core.model import (
     Policy,
     TenantUsage,
 )
+
+# Typecodes of the arrays that pack_queue() builds: int64_t and int32_t columns.
+INT64 = "q"
+INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
 
 NO_AGING = -1  # Options.now_ms when aging is off
 NO_LIMIT = -1  # JobTable.tenant_limit for a tenant without a limit
@@ -102,7 +107,11 @@ class NodeTable:
 
 
 class JobTable:
-    """Validated jobs in columns, with their label classes and tenants."""
+    """Validated jobs in columns, with their label classes and tenants.
+
+    The per-job columns are lists from :func:`pack_jobs`, or arrays of C integers
+    from :func:`pack_queue`, which the C wrapper passes to the core without copying.
+    """
 
     __slots__ = (
         "class_label_ids",
@@ -121,8 +130,8 @@ class JobTable:
         "tenant_running",
     )
 
-    def __init__(self, *, cpu: list[int], memory: list[int], priority: list[int],
-                 runnable_at_ms: list[int], tenant: list[int], label_class: list[int],
+    def __init__(self, *, cpu: Sequence[int], memory: Sequence[int], priority: Sequence[int],
+                 runnable_at_ms: Sequence[int], tenant: Sequence[int], label_class: Sequence[int],
                  class_offsets: list[int], class_label_ids: list[int], tenant_names: list[str],
                  tenant_running: list[int], tenant_cpu: list[int], tenant_memory: list[int],
                  tenant_limit: list[int]) -> None:
@@ -152,12 +161,18 @@ class Options(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Placement(msgspec.Struct, kw_only=True):
-    """Raw per-job results of one call, as codes (see ``OUTCOMES`` and ``REASONS``)."""
+    """Raw per-job results of one call, as codes (see ``OUTCOMES`` and ``REASONS``).
 
-    node: list[int]            # -1 when not assigned
-    outcome: Sequence[int]     # a list, or bytes from the C core
+    The C core returns arrays and bytes, the reference lists. ``assigned`` contains
+    the indices of the assigned jobs in queue order, so a caller can build objects
+    for those jobs only (see :func:`assigned_decisions`).
+    """
+
+    node: Sequence[int]        # -1 when not assigned
+    outcome: Sequence[int]
     reason: Sequence[int]
-    position: list[int]
+    position: Sequence[int]
+    assigned: Sequence[int] = ()
     latency_ns: list[int] | None = None
 
 
@@ -441,6 +456,29 @@ def _pack_job_columns(
     )
 
 
+def pack_queue(
+    jobs: Sequence[JobRequest],
+    nodes: NodeTable,
+    tenants: Mapping[str, TenantUsage] | None = None,
+    tenant_limits: Mapping[str, int] | None = None,
+) -> JobTable:
+    """Validate and pack ``jobs`` as :func:`pack_jobs` does, with arrays for the per-job columns.
+
+    A caller that keeps its queue packed between scheduling passes pays for reading
+    and checking each JobRequest once, and ``place_tables`` of either implementation
+    then does no per-job Python work on the input. The table refers to the label
+    ids of ``nodes``, so it is valid only with tables of the same nodes.
+    """
+    table = pack_jobs(jobs, nodes, tenants, tenant_limits)
+    table.cpu = array(INT64, table.cpu)
+    table.memory = array(INT64, table.memory)
+    table.priority = array(INT64, table.priority)
+    table.runnable_at_ms = array(INT64, table.runnable_at_ms)
+    table.tenant = array(INT32, table.tenant)
+    table.label_class = array(INT32, table.label_class)
+    return table
+
+
 # ---- options and results -----------------------------------------------------------
 
 
@@ -478,6 +516,17 @@ def to_decisions(placement: Placement) -> list[Decision]:
         map(_REASON_LIST.__getitem__, placement.reason),
         placement.position,
     ))
+
+
+def assigned_decisions(placement: Placement) -> list[Decision]:
+    """Build a :class:`Decision` for each assigned job only, in queue order.
+
+    A pass over a long queue usually places few of its jobs, so this costs far less
+    than :func:`to_decisions`. The codes of the other jobs stay in ``placement``.
+    """
+    node, position = placement.node, placement.position
+    assigned = _OUTCOME_LIST[0]
+    return [Decision(j, assigned, node[j], None, position[j]) for j in placement.assigned]
 
 
 def place_with(

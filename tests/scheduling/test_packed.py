@@ -1,0 +1,135 @@
+"""The packed interface (pack_queue, place_tables, assigned_decisions) and the C core's shortcuts.
+
+The C core stops scanning once no node has room for the smallest request of a call
+("frozen"), reuses its working arrays between calls, and scans with AVX2 where the
+CPU has it. These tests make each of those paths decide as the reference does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from array import array
+
+import pytest
+
+from cicd.scheduling.core import Outcome, pack_nodes, reference
+from cicd.scheduling.core.tables import (
+    INT32,
+    INT64,
+    assigned_decisions,
+    make_options,
+    pack_jobs,
+    pack_queue,
+    to_decisions,
+)
+from tests.scheduling.conftest import GiB, job, native_module, node
+from tests.scheduling.test_equivalence import random_case, reference_exhaustive
+
+
+def test_pack_queue_makes_arrays() -> None:
+    table = pack_nodes([node("a")])
+    queue = pack_queue([job("x"), job("y", tenant="u")], table)
+    assert isinstance(queue.cpu, array)
+    assert queue.cpu.typecode == INT64
+    assert isinstance(queue.tenant, array)
+    assert queue.tenant.typecode == INT32
+    assert list(queue.tenant) == [0, 1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_packed_queue_decides_as_place(seed: int) -> None:
+    native = native_module()
+    case = random_case(seed, node_count=60, job_count=2000)
+    table = pack_nodes(case.nodes)
+    queue = pack_queue(case.jobs, table, case.options["tenants"], case.options["tenant_limits"])
+    options = make_options(case.options["policy"], case.options["backfill"],
+                           case.options["now_ms"], case.options["aging_interval_ms"])
+    expected = reference.place(case.nodes, case.jobs, **case.options)
+
+    for implementation in (native, reference):
+        placement = implementation.place_tables(table, queue, options)
+        assert to_decisions(placement) == expected, implementation.__name__
+        placed = sorted((d for d in expected if d.outcome is Outcome.ASSIGNED),
+                        key=lambda d: d.position)
+        assert assigned_decisions(placement) == placed, implementation.__name__
+
+
+def test_assigned_decisions_empty_when_nothing_fits() -> None:
+    native = native_module()
+    table = pack_nodes([node("a", cpu=1000)])
+    queue = pack_queue([job("x", cpu=2000)], table)
+    placement = native.place_tables(table, queue, make_options("fifo", False, None, 0))
+    assert assigned_decisions(placement) == []
+    assert list(placement.node) == [-1]
+
+
+def test_frozen_call_orders_tenants_by_runnable_time() -> None:
+    # The only node has an open breaker, so no job can be placed from the start.
+    # Tenants with equal usage then tie, and runnable time decides between them.
+    native = native_module()
+    nodes = [node("a", cpu=2000, memory=16 * GiB, breaker_open=True)]
+    jobs = [job("late", tenant="alpha", cpu=500, priority=2, runnable_at_ms=39),
+            job("early", tenant="beta", cpu=500, priority=2, runnable_at_ms=31),
+            job("low", tenant="gamma", cpu=500, priority=0, runnable_at_ms=1)]
+    decisions = native.place(nodes, jobs, "binpack")
+    assert decisions == reference.place(nodes, jobs, "binpack")
+    assert [d.position for d in decisions] == [1, 0, 2]
+
+
+@pytest.mark.parametrize(("policy", "backfill"), [("fifo", False), ("binpack", False),
+                                                  ("binpack", True), ("spread", True)])
+def test_full_cluster_decides_as_reference(policy: str, backfill: bool) -> None:
+    # Few nodes and a long queue: the cluster fills early and the C core decides the
+    # rest of the queue without scanning. The placements before that make the
+    # tenants' shares differ, so their ranks do too.
+    native = native_module()
+    case = random_case(7, node_count=12, job_count=3000)
+    case.options.update(policy=policy, backfill=backfill)
+    case.options["tenants"] = {}
+    expected = reference.place(case.nodes, case.jobs, **case.options)
+    assert native.place(case.nodes, case.jobs, **case.options) == expected
+    assert reference_exhaustive(case) == expected
+
+
+def test_buffers_reused_across_batch_sizes() -> None:
+    native = native_module()
+    case = random_case(9, node_count=150, job_count=3000)
+    table = pack_nodes(case.nodes)
+    for size in (3000, 1, 0, 200, 3000, 17):
+        jobs = case.jobs[:size]
+        assert (native.place(table, jobs, **case.options)
+                == reference.place(case.nodes, jobs, **case.options)), f"{size} jobs"
+
+
+def test_scalar_scan_decides_as_reference() -> None:
+    # CICD_SCHEDULER_SCALAR=1 turns off the AVX2 scan, so both scans are checked on
+    # machines that have AVX2.
+    native_module()
+    code = (
+        "from cicd.scheduling.core import native, reference\n"
+        "from tests.scheduling.test_equivalence import random_case\n"
+        "for seed in range(6):\n"
+        "    case = random_case(seed, node_count=300, job_count=1500)\n"
+        "    assert native.place(case.nodes, case.jobs, **case.options) == "
+        "reference.place(case.nodes, case.jobs, **case.options), seed\n"
+        "print('ok')\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        check=False, env={**os.environ, "CICD_SCHEDULER_SCALAR": "1"})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "ok"
+
+
+def test_list_and_array_tables_decide_alike() -> None:
+    native = native_module()
+    case = random_case(2, node_count=80, job_count=500)
+    table = pack_nodes(case.nodes)
+    options = make_options(case.options["policy"], case.options["backfill"],
+                           case.options["now_ms"], case.options["aging_interval_ms"])
+    lists = pack_jobs(case.jobs, table, None, case.options["tenant_limits"])
+    arrays = pack_queue(case.jobs, table, None, case.options["tenant_limits"])
+    assert (to_decisions(native.place_tables(table, lists, options))
+            == to_decisions(native.place_tables(table, arrays, options)))
