@@ -83,7 +83,15 @@ class ServerNames:
                 message=f"the request has no Host header; send one of this server's names: "
                         f"{listed}",
             )
-        name = normalize_name(host_without_port(host))
+        bare = host_without_port(host)
+        port = host[len(bare):]
+        if port and not (port.startswith(":") and port[1:].isdigit()):
+            return Rejection(
+                status=400, code="HOST-NOT-ALLOWED",
+                message=f"Host {host!r} has an invalid port {port!r}; send one of this "
+                        f"server's names, optionally with a numeric port: {listed}",
+            )
+        name = normalize_name(bare)
         if name not in self._allowed:
             return Rejection(
                 status=421, code="HOST-NOT-ALLOWED",

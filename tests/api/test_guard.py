@@ -159,3 +159,11 @@ def test_server_names_rejection_codes(host: str | None, origin: str | None, stat
     assert rejection.code == code
     if host is not None:
         assert "server_names in the [server] section" in rejection.message
+
+
+@pytest.mark.parametrize(("host", "status"), [("localhost:evil", 400), ("localhost:", 400),
+                                              ("[::1]x", 400), ("localhost:80:80", 421)])
+def test_host_with_invalid_port_rejected(host: str, status: int) -> None:
+    rejection = ServerNames(["localhost", "::1"]).check(host, None)
+    assert rejection is not None
+    assert rejection.status == status
