@@ -14,7 +14,11 @@ logger = logging.getLogger("cicd.workers")
 
 
 async def remove_run_objects(provider: DockerProvider, run_id: str) -> int:
-    """Remove every container, volume and network labelled with ``run_id``; return the count."""
+    """Remove every container and volume labelled with ``run_id``; return the count.
+
+    cicd creates no networks, so none are looked for: each list call costs the engine
+    and the server's Python alike, and this runs after every run on every node.
+    """
     return await _remove_matching(provider, [f"{RUN}={run_id}"])
 
 
@@ -23,10 +27,8 @@ async def remove_orphans(provider: DockerProvider) -> int:
     client = provider.client
     containers = await provider.call(client.api.containers, all=True, filters={"label": MANAGED})
     volumes = (await provider.call(client.api.volumes, filters={"label": MANAGED})) or {}
-    networks = await provider.call(client.api.networks, filters={"label": MANAGED})
     owners = {c["Labels"].get(OWNER, "") for c in containers}
     owners |= {(v.get("Labels") or {}).get(OWNER, "") for v in volumes.get("Volumes") or []}
-    owners |= {(n.get("Labels") or {}).get(OWNER, "") for n in networks}
     removed = 0
     for owner in owners:
         if owner and owner_is_dead(owner):
@@ -52,12 +54,6 @@ async def _remove_matching(provider: DockerProvider, label_filters: list[str]) -
                 removed += 1
             except ProviderError as exc:
                 logger.warning("removing volume %s failed: %s", volume["Name"], exc)
-        for network in await provider.call(client.api.networks, filters=filters):
-            try:
-                await provider.call(client.api.remove_network, network["Id"])
-                removed += 1
-            except ProviderError as exc:
-                logger.warning("removing network %s failed: %s", network["Name"], exc)
     return removed
 
 
