@@ -144,7 +144,7 @@ class RunService:
             await trio.sleep(0.05)
 
     async def _run(self, run_id: str) -> None:
-        event = self._accepted.pop(run_id, None) or await self._requested_event(run_id)
+        event = self._accepted.get(run_id) or await self._requested_event(run_id)
         limiter = self._tenant_slots.setdefault(
             event.tenant_id, trio.CapacityLimiter(self.settings.runs.per_tenant_runs))
         async with limiter:
@@ -152,8 +152,13 @@ class RunService:
                 return  # still pending in the log: the next start-up runs it
             if run_id not in self._resume:
                 self._reserved = max(0, self._reserved - 1)
-            state = await self.readers.run(
-                lambda conn: conn.execute("SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone())
+            if self._accepted.pop(run_id, None) is not None and run_id not in self._resume:
+                # Accepted by this process and still in _accepted, so not cancelled (a
+                # cancel takes it out): pending without a read of the database.
+                state: tuple[str] | None = ("pending",)
+            else:
+                state = await self.readers.run(lambda conn: conn.execute(
+                    "SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone())
             resume = self._resume.pop(run_id, None)
             if state is None or (state[0] not in _ACTIVE) or (resume is None and state[0] != "pending"):
                 return  # cancelled while it waited, or already ended
@@ -392,6 +397,7 @@ class RunService:
             return ActionResult(run=await self.get_run(run_id), changed=not already,
                                 message="cancelling: running steps get SIGTERM, then SIGKILL "
                                         f"after {self.grace:g}s")
+        self._accepted.pop(run_id, None)  # _run reads the state from the log instead
         await self.store.append(ev.RunCancelled(run_id=run_id, tenant_id=document.tenant_id,
                                                 reason="cancelled before it started"), wait=True)
         return ActionResult(run=await self.get_run(run_id), changed=True,

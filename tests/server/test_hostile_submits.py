@@ -132,3 +132,35 @@ async def test_reused_key_other_request_rejected(api: httpx.AsyncClient, tmp_pat
     error = changed.json()
     assert error["code"] == "IDEMPOTENCY-MISMATCH"
     assert "another source" in error["message"]
+
+
+async def test_cancelled_queued_run_never_starts(tmp_path: Path, docker_engine: object) -> None:
+    # With one run slot, the second run waits; cancelled while it waits, it must not
+    # start when the slot frees, though this process accepted it moments ago.
+    from cicd.config import load_settings
+    from cicd.server.process import Server
+
+    settings = load_settings(environ={}, overrides={
+        "server.port": 0, "storage.db": str(tmp_path / "db"), "runs.per_tenant_runs": 1})
+    server = Server(settings)
+    slow = f"jobs:\n  a:\n    image: {BUSYBOX}\n    steps: [{{run: sleep 2}}]\n"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda task_status: server.run(install_signal_handlers=False,
+                                                           task_status=task_status))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}/api/v1",
+                                     timeout=30) as api:
+            first = (await api.post("/runs", json={"source": {"dir": str(tmp_path)},
+                                                   "pipeline_yaml": slow})).json()
+            await wait_for_state(api, first["id"], {"running"})
+            queued = (await api.post("/runs", json={"source": {"dir": str(tmp_path)},
+                                                    "pipeline_yaml": ECHO})).json()
+            cancel = (await api.post(f"/runs/{queued['id']}/cancel")).json()
+            assert cancel["message"] == "cancelled before it started"
+            await wait_for_state(api, first["id"], {"succeeded"})
+            await trio.sleep(0.5)
+            document = (await api.get(f"/runs/{queued['id']}")).json()
+            assert document["state"] == "cancelled"
+            assert document["started_at"] is None
+            assert document["jobs"] == []
+        server.request_stop()
+        server.request_stop()

@@ -128,7 +128,7 @@ jobs:
     first = _submit(url, pipeline)
     _wait(url, first, lambda d: len(d["jobs"]) == 2 and d["jobs"][1]["steps"][0]["state"] == "running")
     httpx.post(f"{url}/api/v1/runs/{first}/jobs/slow/cancel", timeout=30)
-    assert _wait(url, first, _ended)["state"] == "failed"
+    assert _wait(url, first, _ended)["state"] == "cancelled"
     retry = httpx.post(f"{url}/api/v1/runs/{first}/retry", timeout=30).json()["run"]["id"]
     _wait(url, retry, lambda d: any(s["state"] == "running" for j in d["jobs"]
                                    for s in j["steps"]))
