@@ -78,9 +78,12 @@ async def _finish_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = request_id
     started = g.get("started")
     elapsed_ms = (time.monotonic() - started) * 1000 if isinstance(started, float) else 0.0
+    # A created resource is named in the same line: one line per request, also under load.
+    created = response.headers.get("Location", "") if response.status_code == 201 else ""
     logger.info(
-        "%s %s -> %d in %.1f ms (request %s)",
+        "%s %s -> %d in %.1f ms (request %s)%s",
         request.method, request.path, response.status_code, elapsed_ms, request_id,
+        f", created {created}" if created else "",
     )
     _record_latency(elapsed_ms, request_id)
     return response

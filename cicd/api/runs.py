@@ -59,11 +59,6 @@ async def submit_run() -> Response:
     body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     submit = decode_body(body, SUBMIT_DECODER)
     document, created = await current_service().submit(submit, idempotency_key=key)
-    if created:
-        logger.info(
-            "request %s started run %s of pipeline %s", current_request_id(), document.id,
-            document.pipeline,
-        )
     return json_response(
         document, status=201 if created else 200, headers={"Location": run_location(document.id)}
     )

@@ -65,6 +65,16 @@ async def test_submit_created(api: RunningApi) -> None:
     assert key is None
 
 
+async def test_submit_access_line_names_run(api: RunningApi,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="cicd.api"):
+        response = await api.client.post("/api/v1/runs", json=SUBMIT)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cicd.api"]
+    assert len(lines) == 1
+    assert lines[0].startswith("POST /api/v1/runs -> 201 in ")
+    assert lines[0].endswith(f", created /api/v1/runs/{response.json()['id']}")
+
+
 async def test_submit_idempotency_key_repeats_run(api: RunningApi) -> None:
     headers = {"Idempotency-Key": "3f1c9a52-key"}
     first = await api.client.post("/api/v1/runs", json=SUBMIT, headers=headers)
