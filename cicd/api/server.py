@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +53,12 @@ DEFLATE_EXTENSION = "cicd.websocket.deflate_window_bits"
 # that writes one complete frame, as ``send_frame`` does, but only when it can without
 # waiting (see :meth:`FrameWriter.send_nowait`). It returns True when it took the frame.
 SEND_FRAME_NOWAIT_EXTENSION = "cicd.websocket.send_frame_nowait"
+# The unsent bytes a connection's socket takes before a write stops short, once
+# FrameWriter.send_nowait wrote to it (TCP_NOTSENT_LOWAT, Linux and macOS). Trio sets 16
+# KiB, so once a client's receive window was full, every 100 KB frame of a busy log
+# stopped short and cost a task that waits for the socket. The kernel's send buffer
+# (tcp_wmem, at most 4 MiB by default) still bounds the memory per connection.
+NOTSENT_LOWAT_BYTES = 1024 * 1024
 
 
 async def serve(
@@ -206,6 +213,7 @@ class FrameWriter:
         self._stream = stream
         self._server: TCPServer | None = None
         self._send_lock: trio.Semaphore | None = None
+        self._lowat_raised = False
         # NOTE: this reads hypercorn 0.18's objects: WSStream.send is
         # H11Protocol.stream_send, whose send is TCPServer.protocol_send. With another
         # protocol (HTTP/2), TLS or version, only ``send`` is available.
@@ -237,24 +245,29 @@ class FrameWriter:
         before the send lock lets any other frame through. Returns False, having
         written nothing, when the socket is full, the WebSocket closed or the write
         failed. The caller then sends the frame with :meth:`send`, which waits its turn.
+        The first call raises the socket's TCP_NOTSENT_LOWAT to
+        :data:`NOTSENT_LOWAT_BYTES`.
         """
         lock, server = self._send_lock, self._server
-        if lock is None or server is None or not self._open():
+        if lock is None or server is None or lock.value == 0 or not self._open():
             return False
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            return False
+        if not self._lowat_raised:
+            self._lowat_raised = True
+            option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+            if option is not None:
+                try:
+                    server.stream.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT_BYTES)
+                except OSError as exc:
+                    logger.debug("raising TCP_NOTSENT_LOWAT failed: %r", exc)
+        # No other task runs until this returns, so a whole write needs no lock.
         try:
             written = os.write(server.stream.socket.fileno(), frame)
         except OSError:  # BlockingIOError (a full socket), or a broken connection
-            lock.release()
             return False
-        if written == len(frame):
-            lock.release()
-            return True
-        trio.lowlevel.spawn_system_task(self._send_rest, server, lock,
-                                        memoryview(frame)[written:])
+        if written < len(frame):
+            lock.acquire_nowait()  # free, as checked above: the rest goes before others
+            trio.lowlevel.spawn_system_task(self._send_rest, server, lock,
+                                            memoryview(frame)[written:])
         return True
 
     @staticmethod

@@ -15,7 +15,7 @@ import trio
 from cicd.errors import EngineUnavailable, PipelineError, UsageError
 from cicd.execution.control import StopRequest
 from cicd.execution.output import LivePrinter
-from cicd.orchestration.documents import encode_document
+from cicd.orchestration.documents import RunDocument, encode_document
 from cicd.orchestration.engine import RunEngine, RunRequest, RunSummary
 from cicd.orchestration.states import State
 from cicd.pipeline import load_pipeline
@@ -112,63 +112,99 @@ async def _run(request: RunRequest, executor: str, db_path: Path, printer: LiveP
     else:
         provider = await _choose_provider(executor, printer)
     store = EventStore(db_path)
-    interrupted = False
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(store.run)
-            watcher = trio.CancelScope()
-
-            async def watch_signals() -> None:
-                nonlocal interrupted
-                with watcher, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for signum in signals:
-                        interrupted = True
-                        first = not stop.requested
-                        stop.request("interrupted")
-                        if first:
-                            print(f"\ncicd: {signal.Signals(signum).name}: stopping running steps "
-                                  f"(SIGTERM, then SIGKILL after {request.grace:g}s); "
-                                  "interrupt again to kill them now", file=sys.stderr)
-                        else:
-                            print("cicd: killing running steps now; cleaning up",
-                                  file=sys.stderr)
-
-            nursery.start_soon(watch_signals)
-            async with trio.open_nursery() as chores:
-                # Housekeeping of earlier runs goes on beside this run: it touches only
-                # the objects and runs of dead processes.
-                chores.start_soon(_clean_earlier_runs, store, provider, db_path)
-                probes = trio.CancelScope()
-                if cluster is not None and settings is not None:
-                    # Probes bring lost nodes back, fenced, while the run goes on.
-                    from cicd.server.nodes import watch_nodes
-
-                    interval = settings.seconds(settings.scheduling.probe_interval)
-
-                    async def watch(cluster: Cluster = cluster) -> None:
-                        with probes:
-                            await watch_nodes(cluster, request.owner, interval)
-
-                    chores.start_soon(watch)
-                try:
-                    summary = await _execute(store, provider, printer, stop, request, cluster,
-                                             settings)
-                finally:
-                    probes.cancel()
-            watcher.cancel()
-            await store.close()
+        summary, document, interrupted = await _run_and_record(
+            request, provider, store, stop, printer, cluster, settings, db_path)
     finally:
         for node_provider in ({provider} if cluster is None else
                               {node.provider for node in cluster.nodes.values()}):
             await node_provider.aclose()
 
-    document = await trio.to_thread.run_sync(_load_document, db_path, request.run_id)
     _print_summary(document, printer)
     if report:
         Path(report).write_bytes(encode_document(document))
     if interrupted:
         return 130
     return 0 if summary.state is State.SUCCEEDED else 1
+
+
+async def _run_and_record(request: RunRequest, provider: Provider, store: EventStore,
+                          stop: StopRequest, printer: LivePrinter | None, cluster: Cluster | None,
+                          settings: Settings | None, db_path: Path,
+                          ) -> tuple[RunSummary, RunDocument, bool]:
+    """Run ``request`` with the event store open and remove what the run left.
+
+    Returns the run's summary, its document and whether a signal interrupted it.
+    """
+    interrupted = False
+    summary: RunSummary | None = None
+    providers = [provider] if cluster is None else [
+        node.provider for node in cluster.nodes.values()]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        watcher = trio.CancelScope()
+
+        async def watch_signals() -> None:
+            nonlocal interrupted
+            with watcher, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    interrupted = True
+                    first = not stop.requested
+                    stop.request("interrupted")
+                    if first:
+                        print(f"\ncicd: {signal.Signals(signum).name}: stopping running steps "
+                              f"(SIGTERM, then SIGKILL after {request.grace:g}s); "
+                              "interrupt again to kill them now", file=sys.stderr)
+                    else:
+                        print("cicd: killing running steps now; cleaning up",
+                              file=sys.stderr)
+
+        nursery.start_soon(watch_signals)
+        try:
+            async with trio.open_nursery() as removals:
+                # A job's worker removes its containers and volume in this nursery, so
+                # the run's end is recorded and its document read while they go. The
+                # nursery ends once every removal has ended.
+                for node_provider in providers:
+                    if isinstance(node_provider, DockerProvider):
+                        node_provider.background_removals = removals
+                async with trio.open_nursery() as chores:
+                    # Housekeeping of earlier runs goes on beside this run: it touches only
+                    # the objects and runs of dead processes.
+                    chores.start_soon(_clean_earlier_runs, store, provider, db_path)
+                    probes = trio.CancelScope()
+                    if cluster is not None and settings is not None:
+                        # Probes bring lost nodes back, fenced, while the run goes on.
+                        from cicd.server.nodes import watch_nodes
+
+                        interval = settings.seconds(settings.scheduling.probe_interval)
+
+                        async def watch(cluster: Cluster = cluster) -> None:
+                            with probes:
+                                await watch_nodes(cluster, request.owner, interval)
+
+                        chores.start_soon(watch)
+                    try:
+                        summary = await _execute(store, provider, printer, stop, request,
+                                                 cluster, settings)
+                    finally:
+                        probes.cancel()
+                document = await trio.to_thread.run_sync(_load_document, db_path,
+                                                         request.run_id)
+                await store.close()  # the writer commits what is queued and ends
+        finally:
+            with trio.CancelScope(shield=True):
+                for node_provider in providers:
+                    if isinstance(node_provider, DockerProvider):
+                        node_provider.background_removals = None
+                # Every worker removes what it created; the sweep by label is for when
+                # that may not have happened.
+                sweep = [provider] if cluster is None else [
+                    node.provider for node in cluster.nodes.values() if node.takes_work]
+                await _sweep_run_objects(sweep, request.run_id, finished=summary is not None)
+        watcher.cancel()
+    assert summary is not None  # _execute returned: an exception would have ended this
+    return summary, document, interrupted
 
 
 async def _execute(store: EventStore, provider: Provider, printer: LivePrinter | None,
@@ -183,25 +219,22 @@ async def _execute(store: EventStore, provider: Provider, printer: LivePrinter |
             default_request=(settings.cpu_millis(scheduling.default_cpu),
                              settings.memory_bytes(scheduling.default_memory)),
             node_lost_after=settings.optional_seconds(scheduling.node_lost_after))
-    finished = False
     try:
-        summary = await engine.execute(request)
-        finished = True
-        return summary
+        return await engine.execute(request)
     finally:
         with trio.CancelScope(shield=True):
-            # Every worker removes what it created; the sweep by label is for when
-            # that may not have happened.
-            providers = [provider] if cluster is None else [
-                node.provider for node in cluster.nodes.values() if node.takes_work]
-            for each in providers:
-                if isinstance(each, DockerProvider) and (
-                        not finished or request.run_id in each.unclean_runs):
-                    from cicd.workers.cleanup import remove_run_objects
-
-                    with trio.move_on_after(120):
-                        await remove_run_objects(each, request.run_id)
             await store.flush()
+
+
+async def _sweep_run_objects(providers: list[Provider], run_id: str, *, finished: bool) -> None:
+    """Remove the run's objects by label where they may remain: on every engine when the
+    run did not finish, else on those where a worker's removal failed."""
+    for node_provider in providers:
+        if isinstance(node_provider, DockerProvider) and (not finished or run_id in node_provider.unclean_runs):
+            from cicd.workers.cleanup import remove_run_objects
+
+            with trio.move_on_after(120):
+                await remove_run_objects(node_provider, run_id)
 
 
 async def _clean_earlier_runs(store: EventStore, provider: Provider, db_path: Path) -> None:

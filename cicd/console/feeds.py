@@ -21,7 +21,7 @@ import trio
 
 from cicd.console import reads
 from cicd.console.protocol import FRAME_INTERVAL_SECONDS, encode_log_frame
-from cicd.console.ring import LogRing
+from cicd.console.ring import Behind, LogRing
 from cicd.errors import CicdError
 
 logger = logging.getLogger("cicd.console")
@@ -35,8 +35,10 @@ RING_BYTES = 4 * 1024 * 1024
 READ_INTERVAL_SECONDS = 0.05
 TAIL_READ_BYTES = 1024 * 1024
 EVENT_BATCH = 2000
-# Encoded frames a feed keeps for the clients that read the same range of its tail.
-# Live clients are at the end of the tail, so a few distinct ranges cover nearly all.
+# Encoded frames a feed keeps for the clients that read the same range of the output,
+# at most MAX_FRAME_BYTES each. Live clients send the same frame at each tick, a client
+# a few ticks behind sends the frames of those ticks again, and clients that start
+# together read the same stored frames, so the last few frames cover nearly all.
 MAX_SHARED_FRAMES = 16
 # Ticks are this much more than the frame interval apart, so a client that read its
 # last frame a few milliseconds into the previous tick need not wait again.
@@ -63,11 +65,13 @@ class LogFeed:
 
     Clients that follow the tail send a frame per tick: the feed counts a tick
     (:attr:`ticks`) when the tail has grown, at most every ``FRAME_INTERVAL_SECONDS``.
-    So these clients read the same ranges of the tail at the same moments, the feed
-    encodes each frame once (:meth:`frame`), and one timer serves them all. At each
-    tick the feed's task first calls the ``send`` function of each client waiting in
-    :meth:`wait_for_tick`, which sends the frame when it can without waiting. It wakes
-    only the clients whose ``send`` returned False.
+    Clients read the tail only up to its end at the last tick (:attr:`tick_end`), so
+    every frame ends at a tick's end, and clients that send at other moments or lag
+    a few ticks read the same ranges as the others. The feed encodes each range once
+    (:meth:`frame`), and one timer serves all clients. At each tick the feed's task
+    first calls the ``send`` function of each client waiting in :meth:`wait_for_tick`,
+    which sends the frame when it can without waiting. It wakes only the clients whose
+    ``send`` returned False.
     """
 
     def __init__(self, key: tuple[str, str, int], seq: int, offset: int) -> None:
@@ -75,6 +79,8 @@ class LogFeed:
         self.ring = LogRing(offset, RING_BYTES)
         self.grew = _Signal()
         self.ticks = 0
+        # The tail's end at the last tick, or its end once the feed stopped.
+        self.tick_end = offset
         self.error: CicdError | sqlite3.Error | None = None
         self.stopped = False
         self.users = 0
@@ -83,35 +89,54 @@ class LogFeed:
         # The events of the clients waiting for a tick, with their ``send`` functions.
         self._waiting: dict[trio.Event, Callable[[], bool]] = {}
         # (sub, offset, limit, websocket, deflate_bits) -> (offset, data length, encoded
-        # frame), valid until the tail grows: the frame's header carries the tail's end
-        # as ``size``.
+        # frame), oldest first. A frame's bytes never change, and its header's ``size``
+        # is the tail's end when it was encoded, which the protocol allows.
         self._frames: dict[tuple[str, int, int, bool, int | None], tuple[int, int, bytes]] = {}
 
     def frame(self, sub: str, offset: int, limit: int, *, websocket: bool = False,
               deflate_bits: int | None = None) -> tuple[int, int, bytes]:
-        """Return the frame of up to ``limit`` bytes of the tail from ``offset`` for ``sub``,
-        as (first byte's offset, data length, encoded message).
+        """Return the frame of up to ``limit`` bytes of the tail from ``offset`` to at most
+        :attr:`tick_end` for ``sub``, as (first byte's offset, data length, encoded
+        message). A frame encoded earlier from ``offset`` is returned as it is, even when
+        it ends before :attr:`tick_end`.
 
         With ``websocket`` the message comes as a whole WebSocket frame, compressed
         with a ``deflate_bits`` window when given (see ``encode_log_frame``), so the
         tail's bytes are compressed once for all the clients with that window. The
         length is 0 (and the message empty) when the tail has nothing from ``offset``
-        yet. Raises :class:`~cicd.console.ring.Behind` like
+        before :attr:`tick_end`. Raises :class:`~cicd.console.ring.Behind` like
         ``LogRing.read``.
         """
+        if offset < self.ring.start:
+            raise Behind(offset)
         key = (sub, offset, limit, websocket, deflate_bits)
         cached = self._frames.get(key)
         if cached is not None:
             return cached
-        start, data = self.ring.read(offset, limit)
+        start, data = self.ring.read(offset, max(0, min(limit, self.tick_end - offset)))
         if not data:
             return start, 0, b""
         found = (start, len(data),
                  encode_log_frame(sub, start, self.ring.end, data, websocket=websocket,
                                   deflate_bits=deflate_bits))
-        if len(self._frames) < MAX_SHARED_FRAMES:
-            self._frames[key] = found
+        self.share_frame(sub, offset, limit, found, websocket=websocket,
+                         deflate_bits=deflate_bits)
         return found
+
+    def shared_frame(self, sub: str, offset: int, limit: int, *, websocket: bool = False,
+                     deflate_bits: int | None = None) -> tuple[int, int, bytes] | None:
+        """Return the frame from ``offset`` that :meth:`frame` or :meth:`share_frame` kept
+        for these arguments, or None."""
+        return self._frames.get((sub, offset, limit, websocket, deflate_bits))
+
+    def share_frame(self, sub: str, offset: int, limit: int, found: tuple[int, int, bytes], *,
+                    websocket: bool = False, deflate_bits: int | None = None) -> None:
+        """Keep ``found`` (as :meth:`frame` returns it) for the next client that reads from
+        ``offset`` with these arguments, dropping the oldest frame beyond
+        ``MAX_SHARED_FRAMES``."""
+        if len(self._frames) >= MAX_SHARED_FRAMES:
+            del self._frames[next(iter(self._frames))]
+        self._frames[(sub, offset, limit, websocket, deflate_bits)] = found
 
     async def wait_for_tick(self, send: Callable[[], bool]) -> None:
         """Wait until a tick at which ``send`` returns False, or until the feed stops.
@@ -163,7 +188,6 @@ class LogFeed:
             piece_end = offset + len(data)
         if pieces:
             self.ring.append(piece_offset, b"".join(pieces))
-        self._frames.clear()
 
     async def run(self, feeds: Feeds) -> None:
         try:
@@ -174,6 +198,7 @@ class LogFeed:
                     nursery.cancel_scope.cancel()
         finally:
             self.stopped = True
+            self.tick_end = self.ring.end  # clients send the rest without a tick
             feeds.logs.pop(self.key, None)
             self.grew.fire()
             self._wake_all()
@@ -183,7 +208,7 @@ class LogFeed:
         while True:
             while self.ring.end == ticked_at:
                 await self.grew.event.wait()
-            ticked_at = self.ring.end
+            ticked_at = self.tick_end = self.ring.end
             self.ticks += 1
             self._send_tick()
             await trio.sleep(FRAME_INTERVAL_SECONDS + TICK_MARGIN_SECONDS)

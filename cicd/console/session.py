@@ -331,7 +331,9 @@ class ConsoleSession:
 
 class _LogStream:
     """Sends one step's output from an offset: from the store until it reaches the shared
-    tail, then from the tail at most every ``FRAME_INTERVAL_SECONDS``.
+    tail, then from the tail up to the end of the feed's last tick, at most every
+    ``FRAME_INTERVAL_SECONDS``. Output before that end that the client has not received
+    yet is a backlog and goes out without waiting.
 
     While it waits for a tick, the feed's task may send the tick's frame for it
     (:meth:`_send_on_tick`) and leave it waiting. Only a stream whose frame cannot go
@@ -349,8 +351,6 @@ class _LogStream:
         self.position = message.offset
         self.live = False  # has read from the shared tail at least once
         self.last_frame = -math.inf  # when the last frame was read, on Trio's clock
-        self.last_frame_bytes = 0
-        self.last_frame_tick = -1  # the feed's tick count when the last frame was read
 
     async def run(self) -> None:
         while True:
@@ -361,35 +361,29 @@ class _LogStream:
                 continue
             if feed.error is not None:
                 raise feed.error
-            if self.live and self.last_frame_bytes < MAX_FRAME_BYTES:
-                # A full last frame means a backlog, which goes out without waiting.
+            if self.position >= feed.tick_end:
+                # A stopped feed's tick_end is the tail's end: the client has it all.
+                if feed.stopped and feed.ring.complete:
+                    await self.session.send(LogEnd(sub=self.sub, size=feed.ring.end))
+                    return
+                if feed.stopped:
+                    return
                 await self._wait_for_tick(feed)
-            grew = feed.grew.event
-            tick = feed.ticks
+                continue
             try:
                 start, length, frame = feed.frame(self.sub, self.position, MAX_FRAME_BYTES,
                                                   websocket=self.session.sends_frames,
                                                   deflate_bits=self.session.deflate_bits)
             except Behind:
                 continue
-            if length:
-                self.live = True
-                self.last_frame_tick = tick
-                await self._send_encoded(start, length, frame)
-            elif feed.ring.complete:
-                await self.session.send(LogEnd(sub=self.sub, size=feed.ring.end))
-                return
-            elif feed.stopped:
-                if feed.error is not None:
-                    raise feed.error
-                return
-            else:
-                await grew.wait()
+            self.live = True
+            await self._send_encoded(start, length, frame)
 
     async def _wait_for_tick(self, feed: LogFeed) -> None:
-        """Wait for a tick of the feed after the one of the last frame, and until
+        """Wait for the feed's next tick (or until it stops), and until
         ``FRAME_INTERVAL_SECONDS`` after the last frame."""
-        while feed.ticks == self.last_frame_tick and not feed.stopped:
+        tick = feed.ticks
+        while feed.ticks == tick and not feed.stopped:
             await feed.wait_for_tick(self._send_on_tick)
         # Ticks are a little more than the interval apart, so this waits only for a
         # frame read late in its tick, or for the last frames after the feed stopped.
@@ -398,16 +392,20 @@ class _LogStream:
 
     def _send_on_tick(self) -> bool:
         """Send this tick's frame from the feed's task when the client is due one, the
-        frame reaches the tail's end, and the connection takes it without waiting.
+        frame reaches the tick's end, and the connection takes it without waiting.
 
-        Returns False, having sent nothing, in every other case, and the task then
-        wakes to send the frame itself.
+        Returns True, having sent nothing, when the client already has every byte up to
+        the tick's end. Returns False, having sent nothing, in every other case, and
+        the task then wakes to send the frame itself.
         """
         feed = self.feed
-        now = trio.current_time()
         if (feed is None or feed.error is not None or self.scope.cancel_called
-                or not self.session.sends_frames
-                or now < self.last_frame + FRAME_INTERVAL_SECONDS):
+                or not self.session.sends_frames):
+            return False
+        if self.position >= feed.tick_end:
+            return True
+        now = trio.current_time()
+        if now < self.last_frame + FRAME_INTERVAL_SECONDS:
             return False
         try:
             start, length, frame = feed.frame(self.sub, self.position, MAX_FRAME_BYTES,
@@ -415,22 +413,29 @@ class _LogStream:
                                               deflate_bits=self.session.deflate_bits)
         except Behind:
             return False
-        # A frame that stops short of the end is part of a backlog, which the task sends
-        # frame after frame without waiting for ticks.
-        if not length or start + length != feed.ring.end:
+        # A frame that stops short of the tick's end is part of a backlog, which the task
+        # sends frame after frame without waiting for ticks.
+        if not length or start + length != feed.tick_end:
             return False
         if not self.session.send_log_nowait(frame):
             return False
-        self.last_frame_tick = feed.ticks
         self.last_frame = now
-        self.last_frame_bytes = length
         self.position = start + length
         return True
 
     async def _send_stored(self, feed: LogFeed | None) -> bool:
         """Send the next frame from the store; return False when the subscription ended."""
         position, step = self.position, self.step
-        start, data = await self.session.readers.run(lambda conn: reads.read_range(
+        session = self.session
+        if feed is not None and not self.live:
+            # Clients that subscribe at the same moment read the same stored frames.
+            shared = feed.shared_frame(self.sub, position, MAX_FRAME_BYTES,
+                                       websocket=session.sends_frames,
+                                       deflate_bits=session.deflate_bits)
+            if shared is not None:
+                await self._send_encoded(*shared)
+                return True
+        start, data = await session.readers.run(lambda conn: reads.read_range(
             conn, self.run_id, self.job_id, step, position, MAX_FRAME_BYTES))
         if feed is not None and self.live and data and start < feed.ring.start:
             # The client read the live tail once and then fell behind what it holds.
@@ -441,7 +446,17 @@ class _LogStream:
             return False
         if data:
             size = max(step.size, start + len(data), feed.ring.end if feed else 0)
-            await self._send_frame(start, data, size)
+            # NOTE: a stored frame that no other client shares is encoded for this client
+            # alone, so with permessage-deflate it is compressed on the Trio thread (about 2
+            # ms per 256 KiB frame at DEFLATE_LEVEL 1, an estimate from 80-byte lines).
+            frame = encode_log_frame(self.sub, start, size, data,
+                                     websocket=session.sends_frames,
+                                     deflate_bits=session.deflate_bits)
+            if feed is not None:
+                feed.share_frame(self.sub, position, MAX_FRAME_BYTES, (start, len(data), frame),
+                                 websocket=session.sends_frames,
+                                 deflate_bits=session.deflate_bits)
+            await self._send_encoded(start, len(data), frame)
             return True
         if feed is None:
             await self.session.send(LogEnd(sub=self.sub, size=max(step.size, self.position)))
@@ -451,17 +466,9 @@ class _LogStream:
         self.position = max(self.position, feed.ring.start)
         return True
 
-    async def _send_frame(self, start: int, data: bytes, size: int) -> None:
-        # NOTE: a backlog frame is encoded for this client alone, so with
-        # permessage-deflate each client's backlog is compressed on the Trio thread (about
-        # 2 ms per 256 KiB frame at DEFLATE_LEVEL 1, an estimate from 80-byte lines).
-        frame = encode_log_frame(self.sub, start, size, data,
-                                 websocket=self.session.sends_frames,
-                                 deflate_bits=self.session.deflate_bits)
-        await self._send_encoded(start, len(data), frame)
-
     async def _send_encoded(self, start: int, length: int, frame: bytes) -> None:
         self.last_frame = trio.current_time()
-        self.last_frame_bytes = length
-        await self.session.send_log(frame)
+        # A write without waiting costs less than one through the server's stream.
+        if not self.session.send_log_nowait(frame):
+            await self.session.send_log(frame)
         self.position = start + length

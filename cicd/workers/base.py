@@ -91,7 +91,11 @@ class JobWorker(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Remove everything the worker created; safe to call twice."""
+        """Remove everything the worker created; safe to call twice.
+
+        The Docker provider can instead start the removal in a nursery of the caller's
+        and return at once (see ``DockerProvider.background_removals``).
+        """
 
 
 class Provider(abc.ABC):

@@ -64,10 +64,15 @@ def default_base_url() -> str:
 
 
 def _new_client(base_url: str, tls: Any) -> docker.DockerClient:
-    return docker.DockerClient(
+    client = docker.DockerClient(
         base_url=base_url, timeout=120, tls=tls or False,
         # ssh:// through the system's ssh client: its config, keys and agent.
         use_ssh_client=base_url.startswith("ssh://"))
+    if not base_url.startswith("tcp://"):
+        # A local socket takes no proxy and no .netrc. Without this requests reads the
+        # proxy variables on every call: 0.25-0.3 ms of CPU of 0.5-0.8 per call here.
+        client.api.trust_env = False
+    return client
 
 
 class _ClientInThread:
@@ -133,6 +138,9 @@ class DockerProvider(Provider):
         # Attach streams hold a thread for a step's whole life: separate limiter so
         # that long steps never starve short API calls.
         self.stream_limiter = trio.CapacityLimiter(stream_threads)
+        # The nursery in which workers remove their objects after close() has returned,
+        # set by `cicd run`. With None, close() removes them before it returns.
+        self.background_removals: trio.Nursery | None = None
 
     @property
     def _hint(self) -> str:
@@ -296,8 +304,12 @@ class DockerJobWorker(JobWorker):
 
     async def reattach_step(self, spec: StepSpec, handle: str, *, skip_bytes: int) -> StepProcess:
         self._containers.append(handle)
-        return DockerStepProcess(self.provider, handle, None, on_release=self._finished.append,
+        return DockerStepProcess(self.provider, handle, None, on_release=self._step_released,
                                  skip_logged_bytes=skip_bytes)
+
+    def _step_released(self, container_id: str) -> None:
+        # Looks up ``_finished`` at release time: work_ahead replaces the list.
+        self._finished.append(container_id)
 
     async def _remove(self, container_id: str) -> None:
         if container_id in self._containers:
@@ -384,7 +396,7 @@ class DockerJobWorker(JobWorker):
         api = provider.client.api
         created = self._created.pop(spec.index, None) or await self._create_attached(spec)
         container_id, sock = created
-        process = DockerStepProcess(provider, container_id, sock, on_release=self._finished.append)
+        process = DockerStepProcess(provider, container_id, sock, on_release=self._step_released)
         try:
             if not self._workspace_filled:
                 await self._fill_workspace(container_id)
@@ -401,13 +413,22 @@ class DockerJobWorker(JobWorker):
         return process
 
     async def close(self) -> None:
+        """Remove the worker's containers and volume, or start removing them in the
+        provider's ``background_removals`` nursery and return at once."""
         if self._closed:
             return
         self._closed = True
+        for _container_id, sock in self._created.values():
+            sock.close()
+        nursery = self.provider.background_removals
+        if nursery is None:
+            await self._remove_all()
+        else:
+            nursery.start_soon(self._remove_all)
+
+    async def _remove_all(self) -> None:
         provider = self.provider
         with trio.move_on_after(60, shield=True) as scope:
-            for _container_id, sock in self._created.values():
-                sock.close()
             async with trio.open_nursery() as nursery:
                 for container_id in list(self._containers):
                     nursery.start_soon(self._remove, container_id)
@@ -472,12 +493,22 @@ class DockerStepProcess(StepProcess):
         ``batch_bytes``. One call per batch in place of one per frame (a step writing
         1 MB/s makes about 140 frames a second) cuts the thread hops, stored chunks and
         commits that each call costs.
+
+        While the output is slow (the previous batch went to ``sink`` at its deadline,
+        short of ``batch_bytes``), the thread sleeps until the batch is due and then
+        reads what arrived meanwhile, so it wakes about twice per batch and not once per
+        frame. Fast output is read as it arrives: a sleep would leave the socket full
+        and stall the container.
         """
         import select
         import struct
         import time
 
-        linger = 0.05
+        # A little over the console's 100 ms frame interval and its 5 ms tick margin, so
+        # a followed step's batches come no faster than the console's ticks and each one
+        # goes out at a tick without waiting for one. Container-to-browser latency p95
+        # fell from 138 to 114 ms with this (it was 50 ms), and half as many commits.
+        linger = 0.11
         batch_bytes = 256 * 1024
         read_bytes = 64 * 1024  # below glibc's mmap threshold, so reads reuse the heap
         sock = self._sock
@@ -491,12 +522,17 @@ class DockerStepProcess(StepProcess):
             poller.register(sock, select.POLLIN | select.POLLPRI)
         except (AttributeError, TypeError, ValueError, OSError):
             poller = None  # not pollable: pass on each read's payload at once
+        slow = True  # sleep until a batch is due instead of polling for each frame
         ended = False
         while not ended:
             if batch:
                 wait = deadline - time.monotonic()
-                if (poller is None or wait <= 0 or len(batch) >= batch_bytes
-                        or not poller.poll(wait * 1000)):
+                if slow and poller is not None and wait > 0 and len(batch) < batch_bytes:
+                    time.sleep(wait)
+                    wait = 0
+                if (poller is None or len(batch) >= batch_bytes
+                        or not poller.poll(max(wait, 0) * 1000)):
+                    slow = len(batch) < batch_bytes
                     trio.from_thread.run(sink, bytes(batch))
                     batch.clear()
                     continue

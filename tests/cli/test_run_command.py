@@ -143,6 +143,33 @@ def _wait_for_output(process: subprocess.Popen[bytes], needle: bytes, timeout: f
 
 
 @pytest.mark.docker
+def test_run_docker_removes_objects_before_exit(tmp_path: Path) -> None:
+    require_image(BUSYBOX)
+    _write(tmp_path / ".cicd.yml", f"""
+jobs:
+  first:
+    image: {BUSYBOX}
+    steps:
+      - run: echo one > made.txt
+      - run: cat made.txt
+  second:
+    image: {BUSYBOX}
+    needs: [first]
+    steps:
+      - run: "true"
+""")
+    db = str(tmp_path / "db")
+    result = run_cli("run", str(tmp_path), "--db", db, "--report", str(tmp_path / "report.json"))
+    assert result.returncode == 0, result.stderr
+    assert b"[first/cat made.txt] one\n" in result.stdout
+    document = json.loads((tmp_path / "report.json").read_text())
+    assert document["state"] == "succeeded"
+    # The workers remove their containers and volumes after the run's end is
+    # recorded; the process exits only once they are gone.
+    assert labelled_objects(docker.from_env(), document["id"]) == []
+
+
+@pytest.mark.docker
 def test_interrupt_cleans_up_and_exits_130(tmp_path: Path) -> None:
     require_image(BUSYBOX)
     _write(tmp_path / ".cicd.yml", f"""

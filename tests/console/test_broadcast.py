@@ -200,3 +200,30 @@ async def test_partly_written_frame_goes_first(local_server: Server,
     assert messages[0] == payload
     assert messages[1] == '{"type": "ping", "ts": 1}'
     assert writer.send_nowait(websocket_frame((b"later",), binary=True))
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_NOTSENT_LOWAT"), reason="no TCP_NOTSENT_LOWAT")
+async def test_send_nowait_raises_notsent_lowat(local_server: Server,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    writers: list[api_server.FrameWriter] = []
+    init = api_server.FrameWriter.__init__
+
+    def capture_writer(self: api_server.FrameWriter, stream: Any) -> None:
+        init(self, stream)
+        writers.append(self)
+
+    monkeypatch.setattr(api_server.FrameWriter, "__init__", capture_writer)
+    port = local_server.port
+    assert port is not None
+    client = await connect_slow(port)
+    writer = writers[-1]
+    await trio.testing.wait_all_tasks_blocked()
+    server_socket = writer._server.stream.socket  # type: ignore[union-attr]
+
+    def lowat() -> int:
+        return int(server_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT))
+
+    assert lowat() == 16 * 1024  # trio's default for its socket streams
+    assert writer.send_nowait(websocket_frame((b"first",), binary=True))
+    assert lowat() == api_server.NOTSENT_LOWAT_BYTES
+    assert await client.message() == b"first"
