@@ -72,7 +72,7 @@ async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provid
     try:
         await provider.check()
         return provider
-    except EngineUnavailable as exc:
+    except EngineUnavailable:
         await provider.aclose()
         if executor == "auto":
             message = (f"cicd: no Docker engine responds at {provider.base_url}; running steps as "
@@ -82,7 +82,7 @@ async def _choose_provider(executor: str, printer: LivePrinter | None) -> Provid
             from cicd.workers.local import LocalProvider
 
             return LocalProvider()
-        raise exc
+        raise
 
 
 async def _configured_cluster(settings: Settings, request: RunRequest) -> Cluster:
@@ -268,8 +268,8 @@ def _load_document(db_path: Path, run_id: str):  # type: ignore[no-untyped-def]
 def _print_summary(document, printer: LivePrinter | None) -> None:  # type: ignore[no-untyped-def]
     from cicd.cli.history import format_duration_ms
 
-    lines = [f"run {document.id} ({document.pipeline}#{document.number}): {document.state}"
-             f" in {format_duration_ms(document.duration_ms)}"]
+    lines = [(f"run {document.id} ({document.pipeline}#{document.number}): {document.state}"
+              f" in {format_duration_ms(document.duration_ms)}")]
     for job in document.jobs:
         detail = f" ({job.reason}{': ' + job.message if job.message else ''})" if job.reason else ""
         lines.append(f"  {job.id:<20} {job.state:<10} {format_duration_ms(job.duration_ms):>8}{detail}")

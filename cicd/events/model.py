@@ -13,7 +13,6 @@ changes; a change that cannot follow these rules is a new ``version``.
 from __future__ import annotations
 
 import time
-from typing import Union
 
 import msgspec
 
@@ -271,34 +270,34 @@ class StepSkipped(_StepEvent, frozen=True, kw_only=True, tag="StepSkipped"):
     reason: str = ""
 
 
-AnyEvent = Union[
-    RunRequested,
-    SourceResolved,
-    LogsPruned,
-    TransitionRejected,
-    RunStarted,
-    RunCompleted,
-    RunFailed,
-    RunCancelled,
-    JobRequested,
-    OfferCreated,
-    AssignmentCreated,
-    AssignmentRejected,
-    JobRetried,
-    CapacityUpdated,
-    JobStarted,
-    JobCompleted,
-    JobFailed,
-    JobCancelled,
-    JobSkipped,
-    WorkerCreated,
-    WorkerTerminated,
-    WorkerFailed,
-    StepStarted,
-    StepCompleted,
-    StepFailed,
-    StepSkipped,
-]
+AnyEvent = (
+    RunRequested
+    | SourceResolved
+    | LogsPruned
+    | TransitionRejected
+    | RunStarted
+    | RunCompleted
+    | RunFailed
+    | RunCancelled
+    | JobRequested
+    | OfferCreated
+    | AssignmentCreated
+    | AssignmentRejected
+    | JobRetried
+    | CapacityUpdated
+    | JobStarted
+    | JobCompleted
+    | JobFailed
+    | JobCancelled
+    | JobSkipped
+    | WorkerCreated
+    | WorkerTerminated
+    | WorkerFailed
+    | StepStarted
+    | StepCompleted
+    | StepFailed
+    | StepSkipped
+)
 ANY_EVENT = AnyEvent
 
 _encoder = msgspec.json.Encoder()

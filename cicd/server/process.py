@@ -28,6 +28,7 @@ from typing import IO
 
 import trio
 
+from cicd.artifacts.retention import apply_retention
 from cicd.config import Settings
 from cicd.errors import CicdError, UsageError
 from cicd.events import model as ev
@@ -38,7 +39,6 @@ from cicd.server.supervisor import periodic, supervise
 from cicd.storage import EventStore, default_db_path
 from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
-from cicd.artifacts.retention import apply_retention
 from cicd.telemetry.metrics import Metrics
 from cicd.workers.docker import DockerProvider
 

@@ -520,8 +520,8 @@ INVALID: list[tuple[str, str, str]] = [
     (
         "step name a number",
         lines("jobs:", "  a: {image: x, steps: [{run: a}, {name: '1', run: b}]}"),
-        ".cicd.yml:2:42: jobs.a.steps[2].name: step name '1' is a number, which reads as a "
-        "step's index wherever steps are named; give a name that is not a number",
+        (".cicd.yml:2:42: jobs.a.steps[2].name: step name '1' is a number, which reads as a "
+         "step's index wherever steps are named; give a name that is not a number"),
     ),
     (
         "step names repeated",

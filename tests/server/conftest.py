@@ -68,7 +68,7 @@ class ServerProcess:
         self.starts += 1
         env = dict(os.environ, PYTHONPATH=str(ROOT), CICD_RUNS_GRACE="2s",
                    CICD_RUNS_SHUTDOWN_GRACE="3s")
-        self.log = open(self.log_path, "ab")
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - open while the server runs
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cicd", "-v", "serve", "--port", "0", "--db", str(self.db),
              *self.extra], env=env, stdout=self.log, stderr=self.log)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import trio
 
+from cicd.artifacts.retention import apply_retention
 from cicd.events import model as ev
 from cicd.execution.output import StepOutput
 from cicd.storage import EventStore, open_database
 from cicd.storage.outbox import Subscriber
 from cicd.storage.queries import read_step_log, step_log_state
 from cicd.storage.readers import ReaderPool
-from cicd.artifacts.retention import apply_retention
 from cicd.storage.store import LogChunk
 
 
