@@ -129,6 +129,10 @@ def print_document(document: RunDocument) -> None:
     took = f" in {format_duration_ms(document.duration_ms)}" if document.duration_ms is not None else ""
     print(f"run {document.id} ({document.pipeline}#{document.number}): {document.state}{took}"
           + (f" ({document.reason})" if document.reason else ""))
+    if document.source_ref or document.source_commit:
+        ref = f" at {document.source_ref}" if document.source_ref else ""
+        commit = f", commit {document.source_commit}" if document.source_commit else ""
+        print(f"  source: {document.source}{ref}{commit}")
     if document.state == "pending" and not document.jobs:
         # Accepted but not started: the server records the jobs when it starts the run,
         # and starts at most runs.per_tenant_runs runs of one tenant at once.
@@ -139,7 +143,7 @@ def print_document(document: RunDocument) -> None:
         if job.message:
             reason += f": {job.message}"
         if job.state == "pending" and job.wait_reason:
-            reason = f"  waits ({job.wait_reason}): {job.wait_message}"
+            reason = f"  waits ({job.wait_reason}): {job.wait_message.removeprefix('waiting: ')}"
         where = f"  on {job.node}" if job.node else ""
         if job.attempt > 1:
             where += f", attempt {job.attempt}"

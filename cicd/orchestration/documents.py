@@ -52,6 +52,10 @@ class RunDocument(msgspec.Struct, kw_only=True):
     state: str
     reason: str = ""
     source: str = ""
+    # For a git source: the ref asked for ("" for the default branch) and the commit
+    # it resolved to once the run cloned it ("" before).
+    source_ref: str = ""
+    source_commit: str = ""
     executor: str = ""
     trigger: str = ""
     created_at: str | None = None

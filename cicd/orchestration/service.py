@@ -315,7 +315,8 @@ class RunService:
             # The projection contains exactly this, so building it here saves a read.
             return RunDocument(
                 id=run_id, number=number, pipeline=event.pipeline, tenant_id=event.tenant_id,
-                state="pending", source=event.source, executor=event.executor,
+                state="pending", source=event.source, source_ref=event.source_ref,
+                executor=event.executor,
                 trigger=event.trigger, created_at=queries.iso_time(event.ts)), True
         return await self.get_run(run_id), False
 

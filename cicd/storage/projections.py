@@ -92,11 +92,12 @@ def _run_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None
         number = int(row[0])
     conn.execute(
         "INSERT INTO runs (id, number, pipeline, tenant_id, state, source, executor, trigger,"
-        " pipeline_yaml, created_at, last_event_id, idempotency_key, retry_of)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " pipeline_yaml, created_at, last_event_id, idempotency_key, retry_of, source_ref)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             e.run_id, number, e.pipeline, e.tenant_id, "pending", e.source, e.executor,
             e.trigger, e.pipeline_yaml, e.ts, event_id, e.idempotency_key, e.retry_of,
+            e.source_ref,
         ),
     )
 

@@ -87,7 +87,8 @@ def run_document(conn: sqlite3.Connection, run_id: str) -> RunDocument:
     ]
     return RunDocument(
         id=run["id"], number=run["number"], pipeline=run["pipeline"], tenant_id=run["tenant_id"],
-        state=run["state"], reason=run["reason"], source=run["source"], executor=run["executor"],
+        state=run["state"], reason=run["reason"], source=run["source"],
+        source_ref=run["source_ref"], source_commit=run["source_commit"], executor=run["executor"],
         trigger=run["trigger"], created_at=iso_time(run["created_at"]),
         started_at=iso_time(run["started_at"]), finished_at=iso_time(run["finished_at"]),
         duration_ms=_duration(run["started_at"], run["finished_at"]), jobs=jobs,

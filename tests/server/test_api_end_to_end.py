@@ -207,8 +207,13 @@ async def test_git_source_from_bare_repository(api: httpx.AsyncClient, tmp_path:
     for ref, expected in (("v1", b"v1\n"), ("main", b"v2\n")):
         body = {"source": {"git": f"file://{bare}", "ref": ref}}
         run = (await api.post("/runs", json=body)).json()
+        assert run["source_ref"] == ref
+        assert run["source_commit"] == ""  # not cloned yet
         done = await wait_for_state(api, run["id"], {"succeeded", "failed"})
         assert done["state"] == "succeeded", done
+        commit = await trio.run_process(["git", "-C", str(bare), "rev-parse", f"{ref}^{{commit}}"],
+                                        capture_stdout=True)
+        assert done["source_commit"] == commit.stdout.decode().strip()
         log = await api.get(f"/runs/{run['id']}/jobs/show/steps/1/log")
         assert log.content == expected
 
