@@ -151,6 +151,8 @@ def test_cancel_stops_job_and_removes_container(console_server: ServerProcess, t
     page.click("#confirm-yes")
     page.wait_for_selector('article[data-job="sleeper"][data-state=cancelled]', timeout=WAIT_MS)
     page.wait_for_selector("#cancel-run[disabled]", timeout=WAIT_MS)  # the run ended too
+    # The "cancelling job ..." notice goes once the job has ended.
+    page.wait_for_selector(".run-view .notice", state="detached", timeout=WAIT_MS)
     job = page.locator('article[data-job="sleeper"]')
     assert job.locator(".failure-reason").count() == 0  # the reason would repeat the state
     assert job.locator("tr[data-state=cancelled] td >> nth=1").text_content() == "cancelled"

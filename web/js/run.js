@@ -36,6 +36,7 @@ export class RunView {
     this.eventId = null;
     this.run = null;
     this.notice = pendingNotices.get(this.runId) ?? "";
+    this.cancelling = null; // { job: null or a job id } from the last cancel, until it ends
     pendingNotices.delete(this.runId);
     this.root = h("section", { class: "run-view" });
     container.append(this.root);
@@ -47,6 +48,11 @@ export class RunView {
         if (message.type === "run") {
           this.run = message.run;
           this.eventId = message.event_id;
+          if (this.cancelling && this.cancelEnded()) {
+            // "cancelling: ..." described the wait; the run or job has ended now.
+            this.notice = "";
+            this.cancelling = null;
+          }
         } else if (message.type === "error") {
           this.notice = message.code === "NOT-FOUND" ? t("run.notFound", { id: this.runId }) : message.message;
         }
@@ -69,12 +75,22 @@ export class RunView {
 
   async cancelRun() {
     if (!(await confirmAction(t("run.cancelConfirm", { id: this.runId }), t("run.cancel")))) return;
+    this.cancelling = { job: null };
     await this.act(async () => (await postJson(`${runPath(this.runId)}/cancel`)).message);
   }
 
   async cancelJob(jobId) {
     if (!(await confirmAction(t("run.cancelJobConfirm", { id: this.runId, job: jobId }), t("run.cancelJob")))) return;
+    this.cancelling = { job: jobId };
     await this.act(async () => (await postJson(`${runPath(this.runId)}/jobs/${encodeURIComponent(jobId)}/cancel`)).message);
+  }
+
+  // Whether what the last cancel asked for has ended: the run, or the one job.
+  cancelEnded() {
+    if (!this.run) return false;
+    if (this.cancelling.job === null) return !ACTIVE.has(this.run.state);
+    const job = (this.run.jobs || []).find((item) => item.id === this.cancelling.job);
+    return !job || !ACTIVE.has(job.state);
   }
 
   async retry() {
