@@ -260,6 +260,11 @@ def test_pages_in_english(console_server: ServerProcess, tmp_path: Path, page: A
     page.goto(console_server.url + "/#/nodes")
     page.wait_for_selector("table.nodes tbody tr", timeout=WAIT_MS)
     screenshot(page, "nodes")
+    node = page.get_attribute("table.nodes tbody tr", "data-node")
+    assert httpx.post(f"{console_server.url}/api/v1/nodes/{node}/cordon", timeout=30).is_success
+    page.wait_for_selector("table.nodes tbody tr[data-state=cordoned]", timeout=WAIT_MS)
+    assert page.text_content("table.nodes tbody tr td >> nth=1") == "cordoned"  # said once
+    httpx.post(f"{console_server.url}/api/v1/nodes/{node}/uncordon", timeout=30)
     page.goto(console_server.url + "/#/overview")
     page.wait_for_selector("#queued-runs", timeout=WAIT_MS)
     assert page.query_selector_all("svg.chart") != []

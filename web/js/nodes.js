@@ -39,8 +39,9 @@ export class NodesView {
       h("td", {}, h("b", { text: node.name }), h("div", { class: "meta", text: `${node.kind} · ${node.address}` }),
         node.message ? h("div", { class: "reason", text: node.message }) : null),
       h("td", {}, h("span", { class: `state node-${node.state}`, text: t(`node.${node.state}`) }),
-        node.cordoned ? h("span", { class: "flag", text: t("nodes.cordoned") }) : null,
-        node.draining ? h("span", { class: "flag", text: t("nodes.draining") }) : null),
+        // A flag only where the state does not already say it (a lost node still cordoned).
+        node.cordoned && node.state !== "cordoned" && !node.draining ? h("span", { class: "flag", text: t("nodes.cordoned") }) : null,
+        node.draining && !["draining", "drained"].includes(node.state) ? h("span", { class: "flag", text: t("nodes.draining") }) : null),
       h("td", {}, h("span", { class: `breaker breaker-${node.breaker}`, text: t(`breaker.${node.breaker}`) })),
       h("td", {}, usage(node.allocated_cpu_millis, node.cpu_millis, cores),
         node.reserved_cpu_millis ? h("div", { class: "meta", text: t("nodes.reserved", { reserved: cores(node.reserved_cpu_millis) }) }) : null),
