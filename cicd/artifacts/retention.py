@@ -8,6 +8,7 @@ Each removal is recorded as a LogsPruned event naming the policy.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import sqlite3
@@ -51,6 +52,12 @@ def _thd_candidates(conn: sqlite3.Connection, *, now_ms: int, max_age_ms: int, m
     return [(run_id, tenant, policy) for run_id, (tenant, policy) in sorted(chosen.items())]
 
 
+def _thd_log_bytes(conn: sqlite3.Connection, run_id: str) -> int:
+    return int(conn.execute(
+        "SELECT COALESCE(SUM(length(data)), 0) FROM step_logs WHERE run_id = ?",
+        (run_id,)).fetchone()[0])
+
+
 async def apply_retention(store: EventStore, readers: ReaderPool, workspaces: Path, *,
                           max_age: float, max_runs: int, max_total_bytes: int) -> int:
     """Remove what the policy selects now; return the number of runs pruned."""
@@ -58,12 +65,11 @@ async def apply_retention(store: EventStore, readers: ReaderPool, workspaces: Pa
         conn, now_ms=ev.now_ms(), max_age_ms=int(max_age * 1000), max_runs=max_runs,
         max_total_bytes=max_total_bytes))
     for run_id, tenant, policy in candidates:
-        size = await readers.run(lambda conn, r=run_id: int(conn.execute(
-            "SELECT COALESCE(SUM(length(data)), 0) FROM step_logs WHERE run_id = ?",
-            (r,)).fetchone()[0]))
+        size = await readers.run(functools.partial(_thd_log_bytes, run_id=run_id))
         await store.write(Write("DELETE FROM step_logs WHERE run_id = ?", (run_id,)), wait=False)
         workspace = workspaces / run_id
-        await trio.to_thread.run_sync(lambda w=workspace: shutil.rmtree(w, ignore_errors=True))
+        await trio.to_thread.run_sync(
+            functools.partial(shutil.rmtree, workspace, ignore_errors=True))
         await store.append(ev.LogsPruned(run_id=run_id, tenant_id=tenant, bytes_removed=size,
                                          policy=policy), wait=True)
         logger.info("retention: removed %d log bytes of run %s (%s)", size, run_id, policy)

@@ -32,7 +32,7 @@ def format_duration_ms(ms: int | None) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _open(args: argparse.Namespace) -> sqlite3.Connection:
     path = Path(args.db) if args.db else default_db_path()
     return open_database(path, readonly=True)
 
@@ -45,10 +45,10 @@ def runs_command(args: argparse.Namespace) -> int:
         return 0
     print(f"{'RUN':<26}  {'PIPELINE':<24} {'STATE':<10} {'STARTED':<19} DURATION")
     for row in rows:
-        created = dt.datetime.fromtimestamp(int(row["created_at"]) / 1000)  # type: ignore[arg-type]
+        created = dt.datetime.fromtimestamp(row["created_at"] / 1000)
         duration = None
         if row["started_at"] is not None and row["finished_at"] is not None:
-            duration = int(row["finished_at"]) - int(row["started_at"])  # type: ignore[arg-type]
+            duration = row["finished_at"] - row["started_at"]
         name = f"{row['pipeline']}#{row['number']}"
         print(f"{row['id']!s:<26}  {name:<24} {row['state']!s:<10} "
               f"{created:%Y-%m-%d %H:%M:%S} {format_duration_ms(duration)}")

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from typing import TYPE_CHECKING
@@ -82,7 +83,7 @@ async def recover(service: RunService) -> list[str]:
         if state == "pending":
             logger.info("run %s was accepted before the restart; starting it", run_id)
             continue
-        jobs = await service.readers.run(lambda conn, r=run_id: _thd_jobs(conn, r))
+        jobs = await service.readers.run(functools.partial(_thd_jobs, run_id=run_id))
         containers: dict[str, dict[tuple[str, int], str]] = {}
         for node_name in {job[5] for job in jobs if job[1] == "running"}:
             node = service.cluster.nodes.get(node_name)

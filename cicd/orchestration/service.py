@@ -357,7 +357,7 @@ class RunService:
         return yaml_text, path, name
 
     async def get_run(self, run_id: str) -> RunDocument:
-        def read(conn):  # type: ignore[no-untyped-def]
+        def read(conn: sqlite3.Connection) -> RunDocument | None:
             try:
                 return queries.run_document(conn, run_id)
             except queries.RunNotFound:
@@ -441,7 +441,7 @@ class RunService:
                                     f"{run_id}")
 
     async def _step_index(self, run_id: str, job_id: str, step: str) -> int:
-        def find(conn):  # type: ignore[no-untyped-def]
+        def find(conn: sqlite3.Connection) -> list[tuple[int, str]]:
             rows = conn.execute("SELECT step, name FROM steps WHERE run_id = ? AND job_id = ?"
                                 " ORDER BY step", (run_id, job_id)).fetchall()
             return [(int(index), str(name)) for index, name in rows]
@@ -602,9 +602,9 @@ async def _parse(text: str, file: str) -> Pipeline:
     return await trio.to_thread.run_sync(_thd_parse, text, file)
 
 
-def _record(row: tuple[object, ...]) -> EventRecord:
-    data = msgspec.json.decode(row[10])  # type: ignore[arg-type]
-    return EventRecord(id=int(row[0]), name=str(row[1]), version=int(row[2]),  # type: ignore[call-overload]
-                       run_id=str(row[3]), job_id=row[4], step_id=row[5],  # type: ignore[arg-type]
-                       worker_id=row[6], correlation_id=str(row[7]),  # type: ignore[arg-type]
-                       tenant_id=str(row[8]), ts=int(row[9]), data=data)  # type: ignore[call-overload]
+def _record(row: queries.EventRow) -> EventRecord:
+    data = msgspec.json.decode(row[10])
+    return EventRecord(id=int(row[0]), name=str(row[1]), version=int(row[2]),
+                       run_id=str(row[3]), job_id=row[4], step_id=row[5],
+                       worker_id=row[6], correlation_id=str(row[7]),
+                       tenant_id=str(row[8]), ts=int(row[9]), data=data)

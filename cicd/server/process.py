@@ -23,8 +23,9 @@ import hashlib
 import logging
 import signal
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, TypeVarTuple
 
 import trio
 
@@ -35,7 +36,7 @@ from cicd.events import model as ev
 from cicd.orchestration.service import RunService
 from cicd.pipeline import parse_memory
 from cicd.server.nodes import build_cluster, restore_cordons, watch_nodes
-from cicd.server.supervisor import periodic, supervise
+from cicd.server.supervisor import Startable, periodic, supervise
 from cicd.storage import EventStore, default_db_path
 from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
@@ -62,6 +63,16 @@ def _lock_database(db_path: Path) -> IO[bytes]:
         raise UsageError(f"another cicd server uses the database {db_path}; stop it, or pass "
                          "--db with another file") from None
     return lock
+
+
+_Args = TypeVarTuple("_Args")
+
+
+class _StartableWith(Protocol[*_Args]):
+    """A task for ``nursery.start`` that takes ``args`` before its ``task_status``."""
+
+    def __call__(self, *args: *_Args,
+                 task_status: trio.TaskStatus[None] = ...) -> Awaitable[None]: ...
 
 
 class Server:
@@ -155,7 +166,7 @@ class Server:
             self._http_done.set()
 
     @staticmethod
-    def _bind(start, *args):  # type: ignore[no-untyped-def]
+    def _bind(start: _StartableWith[*_Args], *args: *_Args) -> Startable:
         async def bound(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await start(*args, task_status=task_status)
 

@@ -36,7 +36,7 @@ def _read_migrations() -> list[tuple[int, str, str]]:
     except ModuleNotFoundError:
         # Running from a source tree without installing: migrations/ is beside cicd/.
         root = Path(__file__).resolve().parents[2] / "migrations"
-        files = [(p.name, p) for p in root.iterdir()]  # type: ignore[misc]
+        files = [(p.name, p) for p in root.iterdir()]
     migrations = []
     for name, path in files:
         match = _MIGRATION_NAME.match(name)

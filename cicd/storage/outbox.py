@@ -10,8 +10,10 @@ replay it; the cursor moves on so that one bad event does not stop the rest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -28,6 +30,11 @@ BATCH = 500
 # Subscribers read the log at most this often (seconds), so one read covers many
 # commits on a busy server. Handlers therefore run up to that much later.
 POLL_INTERVAL = 0.25
+
+
+def _thd_read_batch(conn: sqlite3.Connection, after: int) -> list[tuple[int, str]]:
+    return conn.execute("SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                        (after, BATCH)).fetchall()
 
 
 class Subscriber:
@@ -57,10 +64,7 @@ class Subscriber:
         task_status.started()
         while True:
             changed = store.changed()
-            position = self.position
-            rows = await readers.run(lambda conn, after=position: conn.execute(
-                "SELECT id, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
-                (after, BATCH)).fetchall())
+            rows = await readers.run(functools.partial(_thd_read_batch, after=self.position))
             if not rows:
                 await changed.wait()
                 await trio.sleep(POLL_INTERVAL)

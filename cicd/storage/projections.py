@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 
 from cicd.events import model as ev
 from cicd.orchestration.states import JOB_TRANSITIONS, RUN_TRANSITIONS, STEP_TRANSITIONS, State
@@ -111,7 +112,10 @@ def _logs_pruned(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
     conn.execute("UPDATE runs SET logs_pruned = 1 WHERE id = ?", (e.run_id,))
 
 
-def _run_state(state: str) -> object:
+_Handler = Callable[[sqlite3.Connection, int, ev.Event], None]
+
+
+def _run_state(state: str) -> _Handler:
     def handler(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
         reason = getattr(e, "reason", "")
         if state == "running":
@@ -240,7 +244,7 @@ def _step_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
     )
 
 
-_HANDLERS = {
+_HANDLERS: dict[type[ev.Event], _Handler] = {
     ev.RunRequested: _run_requested,
     ev.SourceResolved: _source_resolved,
     ev.LogsPruned: _logs_pruned,

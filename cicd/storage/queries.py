@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterator
+from typing import TypedDict, cast
 
 from cicd.orchestration.documents import JobDocument, RunDocument, StepDocument
 
@@ -95,13 +96,28 @@ def run_document(conn: sqlite3.Connection, run_id: str) -> RunDocument:
     )
 
 
-def list_runs(conn: sqlite3.Connection, *, limit: int = 20) -> list[dict[str, object]]:
+class RunRow(TypedDict):
+    """One row of :func:`list_runs`, typed as the ``runs`` table declares its columns."""
+
+    id: str
+    number: int
+    pipeline: str
+    state: str
+    reason: str
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+
+
+def list_runs(conn: sqlite3.Connection, *, limit: int = 20) -> list[RunRow]:
     import sqlite_utils
 
     db = sqlite_utils.Database(conn)
-    return list(db.query(
+    rows = db.query(
         "SELECT id, number, pipeline, state, reason, created_at, started_at, finished_at"
-        " FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+        " FROM runs ORDER BY id DESC LIMIT ?", [limit])
+    # The SELECT names exactly the RunRow keys.
+    return [cast(RunRow, row) for row in rows]
 
 
 def iter_step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: int) -> Iterator[bytes]:
@@ -122,7 +138,8 @@ def list_run_documents(
 
     The cursor is the last run id of the page: run ids sort by creation time.
     """
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[str | int] = []
     for column, value in (("state", state), ("tenant_id", tenant), ("pipeline", pipeline)):
         if value is not None:
             clauses.append(f"{column} = ?")
@@ -185,7 +202,12 @@ def step_log_state(conn: sqlite3.Connection, run_id: str, job_id: str,
     return size, complete, int(row[1]) if row else 0, state
 
 
-def events_after(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[object, ...]]:
+# id, name, version, run_id, job_id, step_id, worker_id, correlation_id, tenant_id, ts and
+# body of one event, typed as the ``events`` table declares its columns.
+EventRow = tuple[int, str, int, str, str | None, str | None, str | None, str, str, int, str]
+
+
+def events_after(conn: sqlite3.Connection, after: int, limit: int) -> list[EventRow]:
     return conn.execute(
         "SELECT id, name, version, run_id, job_id, step_id, worker_id, correlation_id,"
         " tenant_id, ts, body FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit),

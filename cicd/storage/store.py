@@ -109,7 +109,7 @@ class EventStore:
             raise
         finally:
             for item in batch:
-                if isinstance(item, _Append) and item.done is not None or isinstance(item, _Barrier):
+                if isinstance(item, (_Append, _Barrier)) and item.done is not None:
                     item.done.set()
             committed, self._committed = self._committed, trio.Event()
             committed.set()

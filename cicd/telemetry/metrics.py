@@ -110,12 +110,12 @@ def _render(name: str, data: object, lines: list[str]) -> None:
             lines.append(f"{name}_count{_labels(point.attributes)} {point.count}")
     elif isinstance(data, Sum):
         lines.append(f"# TYPE {name} counter")
-        for point in data.data_points:
-            lines.append(f"{name}{_labels(point.attributes)} {_number(point.value)}")
+        for number_point in data.data_points:
+            lines.append(f"{name}{_labels(number_point.attributes)} {_number(number_point.value)}")
     elif isinstance(data, Gauge):
         lines.append(f"# TYPE {name} gauge")
-        for point in data.data_points:
-            lines.append(f"{name}{_labels(point.attributes)} {_number(point.value)}")
+        for number_point in data.data_points:
+            lines.append(f"{name}{_labels(number_point.attributes)} {_number(number_point.value)}")
 
 
 def _number(value: float) -> str:

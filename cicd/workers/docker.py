@@ -517,6 +517,7 @@ class DockerStepProcess(StepProcess):
         batch = bytearray()  # payload bytes not yet passed to the sink
         payload_left = 0  # bytes of the current frame's payload still to come
         deadline = 0.0
+        poller: select.poll | None
         poller = select.poll()
         try:
             poller.register(sock, select.POLLIN | select.POLLPRI)

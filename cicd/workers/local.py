@@ -109,7 +109,9 @@ class LocalStepProcess(StepProcess):
             data = await stream.receive_some(READ_SIZE)
             if not data:
                 return
-            await sink(data)
+            # ReceiveStream may return a bytearray. bytes() copies only that case,
+            # because it returns an existing bytes object unchanged.
+            await sink(bytes(data))
 
     async def wait(self) -> ExitStatus:
         code = await self.process.wait()
