@@ -67,6 +67,8 @@ MAX_CHANGED_RUNS = 1000
 # many events happened since; otherwise a new snapshot.
 MAX_RESUME_EVENTS = 5000
 NODES_INTERVAL_SECONDS = 2.0
+# How often a followed run that is active is read again, for its steps' output sizes.
+RUN_REFRESH_SECONDS = 2.0
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -291,13 +293,21 @@ class ConsoleSession:
         await self.feeds.listen(listener)
         try:
             event_id = await self.readers.run(reads.last_event_id)
+            previous = b""
             while True:
                 document = await self.service.get_run(message.run_id)
-                sent_at = trio.current_time()
-                await self.send(RunChanged(sub=message.sub, event_id=event_id,
-                                           run=msgspec.Raw(_ENCODER.encode(document))))
-                await trio.sleep_until(sent_at + STATE_INTERVAL_SECONDS)
-                await wake.wait()
+                encoded = _ENCODER.encode(document)
+                if encoded != previous:
+                    sent_at = trio.current_time()
+                    await self.send(RunChanged(sub=message.sub, event_id=event_id,
+                                               run=msgspec.Raw(encoded)))
+                    previous = encoded
+                    await trio.sleep_until(sent_at + STATE_INTERVAL_SECONDS)
+                # A running step's output size grows without an event: read it again now
+                # and then while the run is active.
+                active = document.state in ("pending", "running")
+                with trio.move_on_after(RUN_REFRESH_SECONDS if active else math.inf):
+                    await wake.wait()
                 _, event_id, _ = changes.take()
         finally:
             self.feeds.unlisten(listener)

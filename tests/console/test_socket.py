@@ -335,3 +335,26 @@ async def test_console_reads(local_server: Server, tmp_path: Path) -> None:
     assert part.headers["X-Log-Offset"] == "7"
     assert part.headers["X-Log-Complete"] == "true"
     assert bad.status_code == 400
+
+
+async def test_run_topic_sends_growing_output(local_server: Server, tmp_path: Path) -> None:
+    # The step's output grows with no event, and the run document follows it.
+    port = local_server.port
+    assert port is not None
+    slow = ("jobs:\n  talk:\n    image: none\n    steps:\n      - name: tick\n"
+            "        run: for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done\n")
+    run_id = await submit(port, tmp_path, slow)
+    await wait_state(port, run_id, {"running"})
+    sizes = []
+    async with console(port) as socket:
+        await send(socket, type="subscribe", sub="r", topic="run", run_id=run_id)
+        with trio.fail_after(30):
+            while True:
+                message = await receive(socket)
+                step = message["run"]["jobs"][0]["steps"][0] if message["run"]["jobs"] else None
+                if step is not None and step["state"] == "running":
+                    sizes.append(step["log_size"])
+                if message["run"]["state"] == "succeeded":
+                    break
+    assert len(set(sizes)) >= 2, sizes
+    assert sizes == sorted(sizes)
