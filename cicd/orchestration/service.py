@@ -153,8 +153,8 @@ class RunService:
             if run_id not in self._resume:
                 self._reserved = max(0, self._reserved - 1)
             if self._accepted.pop(run_id, None) is not None and run_id not in self._resume:
-                # Accepted by this process and still in _accepted, so not cancelled (a
-                # cancel takes it out): pending without a read of the database.
+                # Still in _accepted, so not cancelled, because a cancel takes it out.
+                # The run is pending, known without a read of the database.
                 state: tuple[str] | None = ("pending",)
             else:
                 state = await self.readers.run(lambda conn: conn.execute(
@@ -322,7 +322,7 @@ class RunService:
 
     async def _check_same_request(self, run_id: str, event: ev.RunRequested,
                                   idempotency_key: str) -> None:
-        """Raise IdempotencyMismatch unless ``event`` asks for what run ``run_id`` was."""
+        """Raise IdempotencyMismatch unless ``event`` requests what run ``run_id`` was made from."""
         first = await self._requested_event(run_id)
         fields = ("pipeline_yaml", "pipeline_path", "source", "source_ref", "source_kind",
                   "tenant_id", "priority", "trigger")
@@ -352,6 +352,8 @@ class RunService:
                 pipeline = await _parse(text, path)
                 name, yaml_text, path = pipeline.name or "", text, ""
         if not name:
+            # NOTE: a git source's pipeline file is read only after the clone, so its run
+            # is named after the repository even when the file sets `name:`.
             origin = (source.dir or source.git or "pipeline").rstrip("/")
             name = os.path.basename(origin).removesuffix(".git") or "pipeline"
         return yaml_text, path, name

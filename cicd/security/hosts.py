@@ -77,12 +77,14 @@ class ServerNames:
     def check(self, host: str | None, origin: str | None) -> Rejection | None:
         """Return the rejection of a request that does not name this server, else None."""
         listed = ", ".join(self.names)
+
         if not host:
             return Rejection(
                 status=400, code="HOST-NOT-ALLOWED",
                 message=f"the request has no Host header; send one of this server's names: "
                         f"{listed}",
             )
+
         bare = host_without_port(host)
         port = host[len(bare):]
         if port and not (port.startswith(":") and port[1:].isdigit()):
@@ -99,6 +101,7 @@ class ServerNames:
                         f"clients reach the server under that name, add it to {SETTING_HINT}.",
                 details={"host": name, "server_names": list(self.names)},
             )
+
         if origin is None:
             return None
         from_host = origin_host(origin)

@@ -135,8 +135,8 @@ async def test_reused_key_other_request_rejected(api: httpx.AsyncClient, tmp_pat
 
 
 async def test_cancelled_queued_run_never_starts(tmp_path: Path, docker_engine: object) -> None:
-    # With one run slot, the second run waits; cancelled while it waits, it must not
-    # start when the slot frees, though this process accepted it moments ago.
+    # With one run slot, the second run waits. Cancelled while it waits, it must not
+    # start when the slot frees, although this process accepted it moments ago.
     from cicd.config import load_settings
     from cicd.server.process import Server
 

@@ -102,7 +102,8 @@ async def test_outbox_retries_then_dead_letters(db_path: Path) -> None:
     readers.close()
 
 
-async def test_truncation_keeps_head_and_tail(db_path: Path) -> None:
+async def _store_output(db_path: Path, writes: list[bytes]) -> StepOutput:
+    """Store ``writes`` as the output of step 1 of job a of run R, limited to 1,000 bytes."""
     store = EventStore(db_path)
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
@@ -110,11 +111,17 @@ async def test_truncation_keeps_head_and_tail(db_path: Path) -> None:
                                            source="/", jobs=["a"], executor="local"))
         await store.append(ev.JobRequested(run_id="R", job="a", image="x", steps=["s"]))
         sink = StepOutput(store, None, run_id="R", job="a", step=1, step_name="s", limit=1000)
-        data = bytes(range(256)) * 40  # 10,240 bytes in 100-byte writes
-        for start in range(0, len(data), 100):
-            await sink(data[start:start + 100])
+        for data in writes:
+            await sink(data)
         await store.flush()
         await store.close()
+    return sink
+
+
+async def test_truncation_keeps_head_and_tail(db_path: Path) -> None:
+    data = bytes(range(256)) * 40  # 10,240 bytes in 100-byte writes
+    sink = await _store_output(db_path, [data[start:start + 100]
+                                         for start in range(0, len(data), 100)])
     assert sink.size == len(data)
     conn = open_database(db_path)
     head, start = read_step_log(conn, "R", "a", 1, 0, None)
@@ -151,17 +158,8 @@ async def test_illegal_transition_becomes_event(db_path: Path) -> None:
 async def test_truncation_cuts_one_large_chunk(db_path: Path) -> None:
     # A fast step hands over its output in large chunks: one chunk past the head
     # keeps only its last limit / 2 bytes.
-    store = EventStore(db_path)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await store.append(ev.RunRequested(run_id="R", pipeline="p", pipeline_yaml="",
-                                           source="/", jobs=["a"], executor="local"))
-        await store.append(ev.JobRequested(run_id="R", job="a", image="x", steps=["s"]))
-        sink = StepOutput(store, None, run_id="R", job="a", step=1, step_name="s", limit=1000)
-        data = bytes(range(256)) * 20  # 5,120 bytes in one write
-        await sink(data)
-        await store.flush()
-        await store.close()
+    data = bytes(range(256)) * 20  # 5,120 bytes in one write
+    sink = await _store_output(db_path, [data])
     assert sink.size == len(data)
     assert sink.truncated_bytes == len(data) - 1000
     conn = open_database(db_path)
