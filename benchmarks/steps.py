@@ -1,10 +1,14 @@
 """Micro-benchmark of the step design: a container per step or exec in a job container.
 
-Both variants run `true` steps on busybox through docker-py in this process, with
+The variants run `true` steps on busybox through docker-py in this process, with
 the settings cicd gives a step container (docker-init as PID 1, the job's volume at
 /workspace, the ``local`` log driver):
 
 - container per step: create, start, wait and remove one container per step;
+- container per step, started ahead, as cicd runs steps: while a step runs, a
+  pool of two threads creates, attaches to and starts the next step's container and
+  removes finished ones. The next step's script waits behind cicd's gate
+  (``STEP_GATE``) until its turn, when one line sent on the attach stream opens it;
 - exec: create and start one job container running ``sleep``, then per step
   exec_create, exec_start (which attaches and returns when the process ends) and
   exec_inspect for the exit code, then remove the job container.
@@ -16,6 +20,7 @@ What each design allows beyond speed is checked by the step-checks benchmark.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any
 
@@ -31,6 +36,7 @@ from benchmarks.measure import (
     time_call,
     wait_for_exec,
 )
+from cicd.workers.docker import STEP_GATE
 
 NAME = "steps"
 TITLE = "Step design: a container per step versus exec in one job container"
@@ -40,6 +46,10 @@ WORKSPACE = "/workspace"
 
 def containers_label(steps: int) -> str:
     return f"container per step, {_steps_text(steps)}"
+
+
+def ahead_label(steps: int) -> str:
+    return f"container per step, started ahead, {_steps_text(steps)}"
 
 
 def exec_label(steps: int) -> str:
@@ -73,6 +83,34 @@ def containers_per_step(api: docker.APIClient, volume: str, steps: int) -> None:
             raise BenchmarkError(f"a `true` step container exited with code {code}")
 
 
+def containers_started_ahead(api: docker.APIClient, volume: str, steps: int) -> None:
+    """Run ``steps`` `true` steps, each in a container started while the previous one runs."""
+
+    def make_ready() -> tuple[str, Any]:
+        container = api.create_container(IMAGE, ["/bin/sh", "-e", "-c", STEP_GATE + "true"],
+                                          working_dir=WORKSPACE, stdin_open=True,
+                                          host_config=_host_config(api, volume))["Id"]
+        sock = api.attach_socket(container, params={"stdin": 1, "stdout": 1, "stderr": 1,
+                                                    "stream": 1})
+        api.start(container)
+        return container, sock
+
+    with ThreadPoolExecutor(max_workers=2) as helper:
+        ready: Future[tuple[str, Any]] = helper.submit(make_ready)
+        for index in range(steps):
+            container, sock = ready.result()
+            if index + 1 < steps:
+                ready = helper.submit(make_ready)
+            try:
+                sock._sock.sendall(b"go\n")
+                code = int(api.wait(container)["StatusCode"])
+            finally:
+                sock.close()
+                helper.submit(api.remove_container, container, force=True)
+            if code != 0:
+                raise BenchmarkError(f"a `true` step container exited with code {code}")
+
+
 def exec_in_job_container(api: docker.APIClient, volume: str, steps: int) -> None:
     """Run ``steps`` `true` steps as exec processes in one long-lived job container."""
     container = api.create_container(IMAGE, ["sleep", "3600"], working_dir=WORKSPACE,
@@ -100,12 +138,15 @@ def plan(stack: ExitStack) -> Plan:
     cases: list[Case] = []
     for steps in (1, 10):
         cases.append(_case(containers_label(steps), containers_per_step, api, volume, steps))
+        cases.append(_case(ahead_label(steps), containers_started_ahead, api, volume, steps))
         cases.append(_case(exec_label(steps), exec_in_job_container, api, volume, steps))
     return Plan(
         NAME, TITLE, cases,
         differences=[
             Difference("container per step, per step ((10 - 1) / 9)",
                        containers_label(10), containers_label(1), 9),
+            Difference("container per step, started ahead, per step ((10 - 1) / 9)",
+                       ahead_label(10), ahead_label(1), 9),
             Difference("exec in one job container, per step ((10 - 1) / 9)",
                        exec_label(10), exec_label(1), 9),
         ],

@@ -123,10 +123,20 @@ async def run_job(
             await emit(ev.WorkerTerminated(**base, worker=worker.id))
 
 
-async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit, store: object,
-                     printer: LivePrinter | None, stop: StopRequest, job_deadline: float,
-                     base: dict[str, Any], resume: ResumePoint | None = None,
-                     node: str = "") -> JobResult:
+async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, **kwargs: Any) -> JobResult:
+    # The worker gets later steps ready in this nursery while a step runs (work_ahead);
+    # start_step waits for a step whose preparation is under way.
+    with single_error():
+        async with trio.open_nursery() as ahead:
+            result = await _step_loop(ctx, job, worker, ahead=ahead, **kwargs)
+            ahead.cancel_scope.cancel()  # no more steps: stop getting any ready
+    return result
+
+
+async def _step_loop(ctx: JobContext, job: Job, worker: JobWorker, *, ahead: trio.Nursery,
+                     emit: Emit, store: object, printer: LivePrinter | None, stop: StopRequest,
+                     job_deadline: float, base: dict[str, Any],
+                     resume: ResumePoint | None = None, node: str = "") -> JobResult:
     job_state = State.SUCCEEDED
     job_reason = ""
     job_message = ""
@@ -156,16 +166,13 @@ async def _run_steps(ctx: JobContext, job: Job, worker: JobWorker, *, emit: Emit
         else:
             await emit(ev.StepStarted(**base, step=step.index, step_name=step.display_name,
                                       worker=worker.id))
+        ahead.start_soon(_work_ahead_quietly, worker, specs[step.index:])
         try:
-            with single_error():
-                async with trio.open_nursery() as nursery:
-                    next_spec = specs[step.index] if step.index < len(specs) else None
-                    nursery.start_soon(_work_ahead_quietly, worker, next_spec)
-                    outcome = await run_step(
-                        worker, spec, sink=sink, step_deadline=deadline_after(step.timeout),
-                        job_deadline=job_deadline, grace=ctx.grace, stop=stop,
-                        attach_to=None if attach_to is None else (
-                            attach_to.container_id, attach_to.log_size))
+            outcome = await run_step(
+                worker, spec, sink=sink, step_deadline=deadline_after(step.timeout),
+                job_deadline=job_deadline, grace=ctx.grace, stop=stop,
+                attach_to=None if attach_to is None else (
+                    attach_to.container_id, attach_to.log_size))
         except CicdError as exc:
             outcome = StepOutcome(state=State.FAILED, exit_code=None, reason=_reason_of(exc),
                                   message=str(exc))
@@ -215,10 +222,10 @@ async def _fail_before_steps(ctx: JobContext, job: Job, emit: Emit, base: dict[s
     return JobResult(job_id=job.id, state=state, reason=reason)
 
 
-async def _work_ahead_quietly(worker: JobWorker, next_spec: StepSpec | None) -> None:
+async def _work_ahead_quietly(worker: JobWorker, upcoming: list[StepSpec]) -> None:
     # Only a speed-up: when it fails, start_step and close do the same work and report.
     try:
-        await worker.work_ahead(next_spec)
+        await worker.work_ahead(upcoming)
     except CicdError as exc:
         logger.debug("work ahead of worker %s failed: %s", worker.id, exc)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -86,8 +86,13 @@ class JobWorker(abc.ABC):
         """Take over a step a previous process started; its output resumes after ``skip_bytes``."""
         raise ProviderError(f"{type(self).__name__} cannot take over a running step")
 
-    async def work_ahead(self, next_spec: StepSpec | None) -> None:
-        """Do housekeeping while a step runs, such as getting ``next_spec`` ready (optional)."""
+    async def work_ahead(self, upcoming: Sequence[StepSpec]) -> None:
+        """Do housekeeping while a step runs, such as getting the next of ``upcoming`` (the
+        steps after it, in order) ready (optional).
+
+        It runs beside the step and may outlast it: ``start_step`` of a step that is
+        being made ready waits for that. It is cancelled when no more steps will run.
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:

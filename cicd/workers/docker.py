@@ -7,6 +7,11 @@ the process that started it, so a restarted server can find a running step again
 by its labels and attach to it. Steps of a job share the job's volume, mounted at
 ``/workspace``. See docs/design/steps.md for the measurements.
 
+While a step runs, the next step's container is created and started, with its
+script held behind a gate that reads one line from the attach stream (STEP_GATE).
+The engine's work for a container (about 100 ms here, mostly the start) then
+overlaps the previous step, and starting the step costs one write.
+
 Output is read from the attach stream, which carries the step's bytes unchanged;
 the engine's log drivers do not: json-file replaces invalid UTF-8, and local
 drops the newline after a line of 16 KiB or more (measured on Docker 20.10, see
@@ -21,8 +26,9 @@ import functools
 import logging
 import os
 import signal
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import docker
@@ -56,6 +62,51 @@ _START_HINT = (
     "system engine, `bash .ci/docker-setup` starts a private one), point DOCKER_HOST at "
     "a running engine, or run with --executor local"
 )
+
+
+# Prepended to a step's command: the shell waits for one line on its standard input
+# (the attach stream) before it runs the script, so that the container can start
+# while the previous step still runs, and the step begins when cicd sends the line.
+# Without it (the stream closed first: cicd stopped or gave the step up) the
+# container exits with GATE_CLOSED_EXIT and the script never runs. After the line
+# the script's standard input is /dev/null, as for a container started without one.
+STEP_GATE = "read -r _cicd_gate || exit 125; unset _cicd_gate; exec </dev/null; "
+GATE_CLOSED_EXIT = 125
+# How many of a job's next steps have their container started while a step runs.
+STEPS_AHEAD = 1
+
+
+def gated_step_command(script: str) -> list[str]:
+    """Return the argv of a step container: the gate, then ``script`` with ``sh -e``."""
+    argv = step_command(script)
+    argv[-1] = STEP_GATE + argv[-1]
+    return argv
+
+
+def _open_gate(sock: Any, container_id: str) -> None:
+    """Send the line that opens a step's gate. Three bytes fit any empty socket
+    buffer, so the blocking send returns at once."""
+    try:
+        # docker-py gives a unix socket's attach stream as a SocketIO around the socket.
+        getattr(sock, "_sock", sock).sendall(b"go\n")
+    except OSError as exc:
+        raise ProviderError(
+            f"cannot start the step in container {container_id[:12]}: writing to its "
+            f"attach stream failed ({exc})") from exc
+
+
+def _close_stream(sock: Any) -> None:
+    """Close an attach stream's connection, so that the engine reads its end."""
+    # Closing docker-py's SocketIO alone leaves the connection open while the response
+    # object refers to it, so shut the socket itself down.
+    try:
+        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass  # not connected any more, or not a socket (an ssh:// engine's pipe)
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def default_base_url() -> str:
@@ -269,7 +320,11 @@ class DockerJobWorker(JobWorker):
         self._volume_path: str | None = None
         self._workspace_filled = False
         self._containers: list[str] = []
-        self._created: dict[int, tuple[str, Any]] = {}
+        # Steps whose container exists ahead of time: container id, attach socket,
+        # and whether the container has started (its script waits behind the gate).
+        self._created: dict[int, tuple[str, Any, bool]] = {}
+        self._making: dict[int, trio.Event] = {}  # steps that work_ahead is making ready
+        self.steps_ahead = STEPS_AHEAD
         self._finished: list[str] = []
         self._closed = False
 
@@ -288,15 +343,29 @@ class DockerJobWorker(JobWorker):
                 nursery.start_soon(create_volume)
         self._volume_path = volume.get("Mountpoint")
 
-    async def work_ahead(self, next_spec: StepSpec | None) -> None:
-        # While a step runs: remove containers of finished steps, and create and
-        # attach to the next step's container so that starting it costs one call.
+    async def work_ahead(self, upcoming: Sequence[StepSpec]) -> None:
+        # While a step runs: remove containers of finished steps, and create, attach to
+        # and start the containers of the next STEPS_AHEAD steps, whose scripts then wait
+        # behind the gate (STEP_GATE). Starting such a step is one line on its stream.
         finished, self._finished = self._finished, []
         async with trio.open_nursery() as nursery:
             for container_id in finished:
                 nursery.start_soon(self._remove, container_id)
-            if next_spec is not None and next_spec.index not in self._created:
-                self._created[next_spec.index] = await self._create_attached(next_spec)
+            for spec in upcoming[:self.steps_ahead]:
+                if spec.index not in self._created and spec.index not in self._making:
+                    nursery.start_soon(self._make_ready, spec)
+
+    async def _make_ready(self, spec: StepSpec) -> None:
+        done = self._making[spec.index] = trio.Event()
+        try:
+            container_id, sock = await self._create_attached(spec)
+            self._created[spec.index] = (container_id, sock, False)
+            if not self._closed:
+                await self.provider.call(self.provider.client.api.start, container_id)
+                self._created[spec.index] = (container_id, sock, True)
+        finally:
+            del self._making[spec.index]
+            done.set()
 
     async def adopt(self) -> None:
         # The volume and its workspace exist: a previous process made them.
@@ -304,8 +373,28 @@ class DockerJobWorker(JobWorker):
 
     async def reattach_step(self, spec: StepSpec, handle: str, *, skip_bytes: int) -> StepProcess:
         self._containers.append(handle)
+        if skip_bytes == 0 and await self._never_began(handle):
+            # The previous process recorded the step's start but stopped before the
+            # script ran: run it now, in a new container.
+            logger.info("step %d of job %s had not begun in container %s; starting it",
+                        spec.index, self.job_id, handle[:12])
+            await self._remove(handle)
+            return await self.start_step(spec)
         return DockerStepProcess(self.provider, handle, None, on_release=self._step_released,
                                  skip_logged_bytes=skip_bytes)
+
+    async def _never_began(self, container_id: str) -> bool:
+        """Tell whether a step's container never ran its script: never started, or
+        exited at its gate (GATE_CLOSED_EXIT) without output."""
+        api = self.provider.client.api
+        state = (await self.provider.call(api.inspect_container, container_id))["State"]
+        if state.get("Status") == "created":
+            return True
+        if state.get("Running") or state.get("ExitCode") != GATE_CLOSED_EXIT:
+            return False
+        # NOTE: a script that itself exits with 125 before writing anything, while the
+        # server restarts, looks the same and runs a second time.
+        return not await self.provider.call(api.logs, container_id, stdout=True, stderr=True)
 
     def _step_released(self, container_id: str) -> None:
         # Looks up ``_finished`` at release time: work_ahead replaces the list.
@@ -322,7 +411,7 @@ class DockerJobWorker(JobWorker):
         try:
             sock = await self.provider.call(
                 self.provider.client.api.attach_socket, container_id,
-                params={"stdout": 1, "stderr": 1, "stream": 1},
+                params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
             )
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -363,13 +452,13 @@ class DockerJobWorker(JobWorker):
         created = await provider.call(
             api.create_container,
             self.image,
-            step_command(spec.script),
+            gated_step_command(spec.script),
             name=name,
             environment=[f"{key}={value}" for key, value in env.items()],
             working_dir=WORKSPACE,
             labels=labels_for(self.run_id, self.job_id, spec.index, owner=provider.owner),
             host_config=host_config,
-            stdin_open=False,
+            stdin_open=True,  # with stdin_once: EOF when cicd's attach stream closes
             tty=False,
         )
         container_id = str(created["Id"])
@@ -394,15 +483,24 @@ class DockerJobWorker(JobWorker):
     async def start_step(self, spec: StepSpec) -> StepProcess:
         provider = self.provider
         api = provider.client.api
-        created = self._created.pop(spec.index, None) or await self._create_attached(spec)
-        container_id, sock = created
+        making = self._making.get(spec.index)
+        if making is not None:
+            await making.wait()
+        ready = self._created.pop(spec.index, None)
+        if ready is None:
+            container_id, sock = await self._create_attached(spec)
+            started = False
+        else:
+            container_id, sock, started = ready
         process = DockerStepProcess(provider, container_id, sock, on_release=self._step_released)
         try:
             if not self._workspace_filled:
                 await self._fill_workspace(container_id)
                 self._workspace_filled = True
             try:
-                await provider.call(api.start, container_id)
+                if not started:
+                    await provider.call(api.start, container_id)
+                _open_gate(sock, container_id)
             except BaseException:
                 await process.release()
                 raise
@@ -418,8 +516,8 @@ class DockerJobWorker(JobWorker):
         if self._closed:
             return
         self._closed = True
-        for _container_id, sock in self._created.values():
-            sock.close()
+        for _container_id, sock, _started in self._created.values():
+            _close_stream(sock)  # a step waiting at its gate exits without running
         nursery = self.provider.background_removals
         if nursery is None:
             await self._remove_all()
@@ -619,8 +717,5 @@ class DockerStepProcess(StepProcess):
             return
         self._released = True
         if self._sock is not None:
-            try:
-                self._sock.close()
-            except OSError:
-                pass
+            _close_stream(self._sock)
         self._on_release(self.container_id)

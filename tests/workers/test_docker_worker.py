@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import docker
@@ -11,7 +12,7 @@ import trio
 
 from cicd.orchestration.engine import new_run_id
 from cicd.workers.base import SourceArchive, StepSpec
-from cicd.workers.docker import DockerJobWorker, DockerProvider
+from cicd.workers.docker import GATE_CLOSED_EXIT, DockerJobWorker, DockerProvider
 from tests.conftest import BUSYBOX, labelled_objects
 
 pytestmark = pytest.mark.docker
@@ -49,15 +50,15 @@ async def test_work_ahead_removes_finished_steps(docker_engine: docker.DockerCli
         # The calls come in the execution context's order. The work ahead of step 2 runs
         # while step 1 runs, and the work ahead during step 2 removes step 1's container.
         first = await worker.start_step(_spec(run_id, 1))
-        await worker.work_ahead(_spec(run_id, 2))
+        await worker.work_ahead([_spec(run_id, 2)])
         assert (await first.wait()).exit_code == 0
         await first.release()
         second = await worker.start_step(_spec(run_id, 2))
-        await worker.work_ahead(None)
+        await worker.work_ahead([])
         assert not _exists(docker_engine, first.container_id)  # type: ignore[attr-defined]
         assert (await second.wait()).exit_code == 0
         await second.release()
-        await worker.work_ahead(None)
+        await worker.work_ahead([])
         assert not _exists(docker_engine, second.container_id)  # type: ignore[attr-defined]
     finally:
         await worker.close()
@@ -87,3 +88,110 @@ async def test_close_removes_in_background_nursery(docker_engine: docker.DockerC
         provider.background_removals = None
         await worker.close()
         await provider.aclose()
+
+
+async def _collect(process: object) -> bytes:
+    chunks: list[bytes] = []
+
+    async def sink(data: bytes) -> None:
+        chunks.append(data)
+
+    await process.pump_output(sink)  # type: ignore[attr-defined]
+    return b"".join(chunks)
+
+
+async def test_step_started_ahead_waits_for_its_turn(docker_engine: docker.DockerClient,
+                                                     tmp_path: Path) -> None:
+    run_id = new_run_id()
+    provider = DockerProvider()
+    worker = _worker(provider, run_id, tmp_path)
+    second_script = "echo second >> /workspace/order; printf 'first bytes\\n'"
+    try:
+        await worker.prepare()
+        first = await worker.start_step(_spec(run_id, 1, "sleep 1; echo first >> /workspace/order"))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.work_ahead, [_spec(run_id, 2, second_script)])
+            assert (await first.wait()).exit_code == 0
+        await first.release()
+        # Step 2's container runs already, its script held behind the gate.
+        container_id = worker._created[2][0]
+        state = docker_engine.api.inspect_container(container_id)["State"]
+        assert state["Running"] and state["Pid"] > 0
+        second = await worker.start_step(_spec(run_id, 2, second_script))
+        assert second.container_id == container_id  # type: ignore[attr-defined]
+        output = await _collect(second)
+        assert (await second.wait()).exit_code == 0
+        await second.release()
+        assert output == b"first bytes\n"  # nothing of the gate, nothing lost
+        third = await worker.start_step(_spec(run_id, 3, "cat /workspace/order"))
+        assert await _collect(third) == b"first\nsecond\n"
+        assert (await third.wait()).exit_code == 0
+        await third.release()
+    finally:
+        await worker.close()
+        await provider.aclose()
+    assert labelled_objects(docker_engine, run_id) == []
+
+
+async def test_step_ahead_never_runs_when_its_stream_closes(docker_engine: docker.DockerClient,
+                                                            tmp_path: Path) -> None:
+    # As when the process that made it ready ends before the step's turn: the engine
+    # closes the container's input, and the container exits without running the script.
+    run_id = new_run_id()
+    provider = DockerProvider()
+    worker = _worker(provider, run_id, tmp_path)
+    try:
+        await worker.prepare()
+        first = await worker.start_step(_spec(run_id, 1))
+        await worker.work_ahead([_spec(run_id, 2, "touch /workspace/ran")])
+        assert (await first.wait()).exit_code == 0
+        await first.release()
+        container_id, sock, started = worker._created.pop(2)
+        assert started
+        # The kernel closes the connection so when the process ends.
+        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+        result = await trio.to_thread.run_sync(
+            lambda: docker_engine.api.wait(container_id, timeout=30))
+        assert result["StatusCode"] == GATE_CLOSED_EXIT
+        check = await worker.start_step(_spec(run_id, 3, "test ! -e /workspace/ran"))
+        assert (await check.wait()).exit_code == 0
+        await check.release()
+    finally:
+        await worker.close()
+        await provider.aclose()
+    assert labelled_objects(docker_engine, run_id) == []
+
+
+async def test_reattach_runs_step_that_never_began(docker_engine: docker.DockerClient,
+                                                   tmp_path: Path) -> None:
+    # A server recorded StepStarted for steps 2 and 3, then died: step 2's container
+    # exited at its gate, step 3's was created and never started.
+    run_id = new_run_id()
+    provider = DockerProvider()
+    worker = _worker(provider, run_id, tmp_path)
+    script = "echo ran >> /workspace/count; cat /workspace/count"
+    try:
+        await worker.prepare()
+        first = await worker.start_step(_spec(run_id, 1))
+        await worker.work_ahead([_spec(run_id, 2, script)])
+        assert (await first.wait()).exit_code == 0
+        await first.release()
+        gated, sock, _started = worker._created.pop(2)
+        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+        await trio.to_thread.run_sync(lambda: docker_engine.api.wait(gated, timeout=30))
+        created, sock = await worker._create_attached(_spec(run_id, 3, script))
+        sock.close()
+
+        for index, container_id in ((2, gated), (3, created)):
+            taken_over = await worker.reattach_step(_spec(run_id, index, script), container_id,
+                                                    skip_bytes=0)
+            assert taken_over.container_id != container_id  # type: ignore[attr-defined]
+            output = await _collect(taken_over)
+            assert (await taken_over.wait()).exit_code == 0
+            await taken_over.release()
+            assert output == b"ran\n" * (index - 1)
+            assert not _exists(docker_engine, container_id)
+    finally:
+        await worker.close()
+        await provider.aclose()
+    assert labelled_objects(docker_engine, run_id) == []
