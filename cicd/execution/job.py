@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import trio
@@ -21,7 +21,10 @@ from cicd.workers.base import JobWorker, StepSpec
 
 logger = logging.getLogger("cicd.execution")
 
-Emit = Callable[[ev.Event], Awaitable[object]]
+class Emit(Protocol):
+    """Appends an event to the run's log; with ``durable``, returns once it is committed."""
+
+    def __call__(self, event: ev.Event, *, durable: bool = False) -> Awaitable[object]: ...
 
 
 class JobContext(msgspec.Struct, kw_only=True):
@@ -164,8 +167,10 @@ async def _step_loop(ctx: JobContext, job: Job, worker: JobWorker, *, ahead: tri
             attach_to = resume
             sink.seq, sink.size = resume.last_seq, resume.log_size
         else:
+            # Durable before the step begins: a server restarted after the step began
+            # must find this record, or it would run the step a second time.
             await emit(ev.StepStarted(**base, step=step.index, step_name=step.display_name,
-                                      worker=worker.id))
+                                      worker=worker.id), durable=True)
         ahead.start_soon(_work_ahead_quietly, worker, specs[step.index:])
         try:
             outcome = await run_step(

@@ -284,7 +284,8 @@ class RunEngine:
             await self._wake.aclose()
         await cluster.flush_events(self._emit)
 
-        state = plan.run_state(cancelled=self.stop.requested or self.no_new_jobs is not None)
+        state = plan.run_state(cancelled=self.stop.requested,
+                               halted=self.no_new_jobs is not None)
         if state is State.SUCCEEDED:
             await self.store.append(ev.RunCompleted(**base), wait=True)
         elif state is State.CANCELLED:
@@ -387,8 +388,8 @@ class RunEngine:
                                             step_name=step.display_name, reason=what))
         await self._emit(event)
 
-    async def _emit(self, event: ev.Event) -> None:
-        await self.store.append(event)
+    async def _emit(self, event: ev.Event, *, durable: bool = False) -> None:
+        await self.store.append(event, wait=durable)
 
     def _progress(self, line: str) -> None:
         if self.printer is not None:

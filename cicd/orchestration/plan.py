@@ -94,9 +94,11 @@ class RunPlan:
     def done(self) -> bool:
         return all(state.terminal for state in self.states.values())
 
-    def run_state(self, *, cancelled: bool) -> State:
+    def run_state(self, *, cancelled: bool, halted: bool = False) -> State:
         """Return the run's outcome: ``cancelled`` when the run was stopped as a whole.
 
+        ``halted`` means that no new jobs started (a server shutting down): the run
+        succeeds if every job passed all the same, and is cancelled otherwise.
         Otherwise a failed job (not allowed to fail) fails the run, and a run with jobs
         cancelled one by one and none failed ends cancelled.
         """
@@ -104,6 +106,8 @@ class RunPlan:
             return State.CANCELLED
         if all(self._passed(job_id) for job_id in self.order):
             return State.SUCCEEDED
+        if halted:
+            return State.CANCELLED
         if self.failed_jobs():
             return State.FAILED
         if self.cancelled_jobs():

@@ -64,12 +64,13 @@ _START_HINT = (
 )
 
 
-# Prepended to a step's command: the shell waits for one line on its standard input
-# (the attach stream) before it runs the script, so that the container can start
-# while the previous step still runs, and the step begins when cicd sends the line.
-# Without it (the stream closed first: cicd stopped or gave the step up) the
-# container exits with GATE_CLOSED_EXIT and the script never runs. After the line
-# the script's standard input is /dev/null, as for a container started without one.
+# Prepended to a step's command. The shell waits for one line on its standard input
+# (the attach stream) before it runs the script. So the container can start while
+# the previous step still runs, and the step begins when cicd sends the line. If the
+# stream closes first, because cicd stopped or gave the step up, the container exits
+# with GATE_CLOSED_EXIT and the script never runs. After the line, the script's
+# standard input is /dev/null, as for a container started without one. A variable
+# named _cicd_gate reaches the script unset.
 STEP_GATE = "read -r _cicd_gate || exit 125; unset _cicd_gate; exec </dev/null; "
 GATE_CLOSED_EXIT = 125
 # How many of a job's next steps have their container started while a step runs.
@@ -383,13 +384,24 @@ class DockerJobWorker(JobWorker):
         return DockerStepProcess(self.provider, handle, None, on_release=self._step_released,
                                  skip_logged_bytes=skip_bytes)
 
-    async def _never_began(self, container_id: str) -> bool:
+    async def _never_began(self, container_id: str, *, settle: float = 0.0) -> bool:
         """Tell whether a step's container never ran its script: never started, or
-        exited at its gate (GATE_CLOSED_EXIT) without output."""
+        exited at its gate (GATE_CLOSED_EXIT) without output.
+
+        A container still running is given ``settle`` seconds to exit: one waiting at
+        the gate of a process that has ended exits as soon as the engine closes its
+        input.
+        """
         api = self.provider.client.api
         state = (await self.provider.call(api.inspect_container, container_id))["State"]
         if state.get("Status") == "created":
             return True
+        if state.get("Running") and settle > 0:
+            with trio.move_on_after(settle):
+                while state.get("Running"):
+                    await trio.sleep(0.1)
+                    state = (await self.provider.call(api.inspect_container,
+                                                      container_id))["State"]
         if state.get("Running") or state.get("ExitCode") != GATE_CLOSED_EXIT:
             return False
         # NOTE: a script that itself exits with 125 before writing anything, while the
@@ -439,8 +451,14 @@ class DockerJobWorker(JobWorker):
         except ProviderError as exc:
             if "is already in use" not in str(exc):
                 raise
-        # A container of this step exists already: a previous server process created it
-        # ahead of time and never started it. Names contain the run id, so it is ours.
+        # A container of this step exists already: a previous server process made it
+        # ready ahead of time. Names contain the run id, so it is ours. That process
+        # recorded StepStarted (durably) before it let any step begin, so a container
+        # whose script ran here means a lost record: fail rather than run it twice.
+        if not await self._never_began(name, settle=2.0):
+            raise ProviderError(
+                f"container {name} ran step {spec.index} under a previous server process, "
+                "which has no record of starting it; cicd does not run the step again")
         logger.info("removing container %s left by a previous process", name)
         await _remove_quietly(provider, name)
         return await self._create_named(spec, name, env, host_config)

@@ -316,6 +316,8 @@ def test_unsuccessful_jobs_labelled_by_state(console_server: ServerProcess, tmp_
     assert run_id not in page.url
     assert page.text_content(".run-header dd >> nth=1") == "retry"
     assert page.errors == []
+    # Let the retry end, so that the server's stop leaves none of its containers.
+    wait_for_run(console_server, page.url.rsplit("/", 1)[-1], {"failed"})
 
 
 def test_large_log_scrolls_to_middle(console_server: ServerProcess, tmp_path: Path, page: Any,

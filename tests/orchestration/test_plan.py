@@ -72,6 +72,21 @@ def test_plan_cancel_pending_leaves_released_jobs() -> None:
     assert plan.run_state(cancelled=True) is State.CANCELLED
 
 
+def test_plan_halted_run_outcome() -> None:
+    # A shutdown starts no new jobs: a run whose started jobs all passed succeeds.
+    finished = RunPlan(_pipeline({"a": ()}))
+    finished.take_ready()
+    finished.finish("a", State.SUCCEEDED)
+    assert finished.run_state(cancelled=False, halted=True) is State.SUCCEEDED
+    assert finished.run_state(cancelled=True, halted=True) is State.CANCELLED
+
+    cut_short = RunPlan(_pipeline({"a": (), "b": ("a",)}))
+    cut_short.take_ready()
+    cut_short.cancel_pending()
+    cut_short.finish("a", State.SUCCEEDED)
+    assert cut_short.run_state(cancelled=False, halted=True) is State.CANCELLED
+
+
 def test_transition_running_to_pending_rejected() -> None:
     with pytest.raises(IllegalTransition, match="running -> pending"):
         check_transition(JOB_TRANSITIONS, State.RUNNING, State.PENDING, what="job build")

@@ -10,6 +10,7 @@ import docker.errors
 import pytest
 import trio
 
+from cicd.errors import ProviderError
 from cicd.orchestration.engine import new_run_id
 from cicd.workers.base import SourceArchive, StepSpec
 from cicd.workers.docker import GATE_CLOSED_EXIT, DockerJobWorker, DockerProvider
@@ -193,5 +194,31 @@ async def test_reattach_runs_step_that_never_began(docker_engine: docker.DockerC
             assert not _exists(docker_engine, container_id)
     finally:
         await worker.close()
+        await provider.aclose()
+    assert labelled_objects(docker_engine, run_id) == []
+
+
+async def test_step_that_ran_unrecorded_not_rerun(docker_engine: docker.DockerClient,
+                                                 tmp_path: Path) -> None:
+    # A container of the step exists and ran its script, but the new process has no
+    # record of the step's start: the step fails instead of running a second time.
+    run_id = new_run_id()
+    provider = DockerProvider()
+    earlier = _worker(provider, run_id, tmp_path)
+    later = DockerJobWorker(provider, run_id=run_id, job_id="job", image=BUSYBOX,
+                            cpu_millis=None, memory_bytes=None, source=earlier.source,
+                            on_progress=lambda line: None)
+    try:
+        await earlier.prepare()
+        ran = await earlier.start_step(_spec(run_id, 1, "echo ran"))
+        assert (await ran.wait()).exit_code == 0
+        await later.adopt()
+        with pytest.raises(ProviderError, match="does not run the step again"):
+            await later.start_step(_spec(run_id, 1, "echo ran"))
+        assert _exists(docker_engine, ran.container_id)  # type: ignore[attr-defined]
+        await ran.release()
+    finally:
+        await later.close()
+        await earlier.close()
         await provider.aclose()
     assert labelled_objects(docker_engine, run_id) == []

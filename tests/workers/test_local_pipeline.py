@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from cicd.orchestration.states import State
@@ -83,3 +84,47 @@ jobs:
     assert step.state == "failed"
     assert step.exit_code == 1
     assert result.log("strict", 1) == b"one\n"
+
+
+class _RecordCheckingProvider(LocalProvider):
+    """A local provider whose steps record, before they start, whether the database
+    contains the step's StepStarted event (read through a connection of their own)."""
+
+    def __init__(self, db_path: Path) -> None:
+        super().__init__()
+        self.db_path = db_path
+        self.seen: list[tuple[str, int]] = []
+
+    def job_worker(self, **kwargs):  # type: ignore[no-untyped-def]
+        worker = super().job_worker(**kwargs)
+        start_step = worker.start_step
+        provider = self
+
+        async def checked_start(spec):  # type: ignore[no-untyped-def]
+            conn = sqlite3.connect(provider.db_path)
+            try:
+                found = conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE name = 'StepStarted' AND run_id = ?"
+                    " AND job_id = ? AND step_id = ?",
+                    (spec.run_id, spec.job_id, f"{spec.job_id}/{spec.index}")).fetchone()[0]
+            finally:
+                conn.close()
+            provider.seen.append((spec.job_id, found))
+            return await start_step(spec)
+
+        worker.start_step = checked_start  # type: ignore[method-assign]
+        return worker
+
+
+async def test_step_started_committed_before_step(db_path: Path, tmp_path: Path) -> None:
+    # A server restarted after a step began must find the step's start in the log.
+    provider = _RecordCheckingProvider(db_path)
+    yaml_text = """
+jobs:
+  one:
+    image: ignored
+    steps: [{run: "true"}, {run: "true"}, {run: "true"}]
+"""
+    result = await run_pipeline(yaml_text, provider, db_path, tmp_path)
+    assert result.summary.state is State.SUCCEEDED
+    assert provider.seen == [("one", 1)] * 3
