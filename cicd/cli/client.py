@@ -44,7 +44,13 @@ def run_path(run_id: str, *segments: str) -> str:
 
 
 def server_url(args: argparse.Namespace) -> str | None:
-    return getattr(args, "server", None) or os.environ.get("CICD_SERVER") or None
+    """Return the server to ask: ``--server``, else ``CICD_SERVER`` unless ``--db``
+    names a database file to read instead."""
+    if getattr(args, "server", None):
+        return str(args.server)
+    if getattr(args, "db", None):
+        return None
+    return os.environ.get("CICD_SERVER") or None
 
 
 class Client:

@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a pipeline file without running it")
     validate.add_argument("file", nargs="?", default=".cicd.yml", help="default: .cicd.yml")
 
-    server_help = "URL of a cicd server (default: $CICD_SERVER); without one, read --db"
+    server_help = (
+        "URL of a cicd server (default: $CICD_SERVER, unless --db is given); without one, "
+        "read --db")
 
     serve = sub.add_parser("serve", help="run the cicd server (REST API and WebSocket)")
     serve.add_argument("--config", help="TOML configuration file (see docs/configuration.md)")

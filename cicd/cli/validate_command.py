@@ -17,5 +17,7 @@ def validate_command(args: argparse.Namespace) -> int:
         return 2
     steps = sum(len(job.steps) for job in pipeline.jobs.values())
     order = " -> ".join(pipeline.topological_order())
-    print(f"{args.file}: valid, {len(pipeline.jobs)} jobs, {steps} steps ({order})")
+    jobs = len(pipeline.jobs)
+    print(f"{args.file}: valid, {jobs} job{'s' if jobs != 1 else ''}, "
+          f"{steps} step{'s' if steps != 1 else ''} ({order})")
     return 0

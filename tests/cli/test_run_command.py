@@ -36,6 +36,30 @@ def test_validate_accepts_examples() -> None:
     assert b"valid, 3 jobs" in result.stdout
 
 
+def test_validate_counts_singular(tmp_path: Path) -> None:
+    one = _write(tmp_path / "one.yml", "jobs:\n  a:\n    image: busybox\n    steps: [{run: x}]\n")
+    result = run_cli("validate", str(one))
+    assert result.returncode == 0, result.stderr
+    assert b"valid, 1 job, 1 step (" in result.stdout
+
+
+def test_db_flag_wins_over_server_variable(tmp_path: Path) -> None:
+    _write(tmp_path / ".cicd.yml", "jobs:\n  a:\n    image: x\n    steps: [{run: echo hi}]\n")
+    db = str(tmp_path / "db")
+    assert run_cli("run", str(tmp_path), "--executor", "local", "--db", db, "-q").returncode == 0
+    # Port 9 of the loopback address: nothing listens, so a request would fail.
+    env = {"CICD_SERVER": "http://127.0.0.1:9"}
+    listing = run_cli("runs", "--db", db, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert b"succeeded" in listing.stdout
+    logs = run_cli("logs", "--db", db, "last", "a/1", env=env)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout == b"hi\n"
+    without_db = run_cli("runs", env=env)
+    assert without_db.returncode != 0
+    assert b"127.0.0.1:9" in without_db.stderr
+
+
 def test_run_invalid_pipeline_exit_2(tmp_path: Path) -> None:
     _write(tmp_path / ".cicd.yml", "jobs:\n  a:\n    needs: [a]\n    image: x\n    steps: [{run: x}]\n")
     result = run_cli("run", str(tmp_path), "--executor", "local", "--db", str(tmp_path / "db"))
