@@ -19,6 +19,7 @@ queued. A second signal skips the rest of the grace period.
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import logging
 import signal
@@ -125,6 +126,7 @@ class Server:
                         logger.info("cicd serving on http://%s:%d (database %s)",
                                     settings.server.host, self.port, self.db_path)
                         task_status.started(self.port)
+                        _freeze_startup_objects()
                         if install_signal_handlers:
                             orchestration.start_soon(self._watch_signals)
                         await self._first_signal.wait()
@@ -204,3 +206,16 @@ def _thd_cordons(conn: sqlite3.Connection) -> dict[str, tuple[bool, bool]]:
         " json_extract(body, '$.draining') FROM events WHERE id IN (SELECT MAX(id) FROM events"
         " WHERE name = 'CapacityUpdated' GROUP BY json_extract(body, '$.node'))").fetchall()
     return {str(node): (bool(cordoned), bool(draining)) for node, cordoned, draining in rows}
+
+
+def _freeze_startup_objects() -> None:
+    """Move the objects made so far, which live as long as the server, out of the
+    cyclic garbage collector's reach.
+
+    A full collection scans every tracked object, and the event loop runs nothing
+    meanwhile. On the benchmark machine, with the server taking 200 runs/s, one took
+    56-58 ms with these objects and 15-16 ms without. The collection first removes
+    the garbage of start-up, which freezing would keep for ever.
+    """
+    gc.collect()
+    gc.freeze()

@@ -222,3 +222,11 @@ async def test_git_source_from_bare_repository(api: httpx.AsyncClient, tmp_path:
     failed = await wait_for_state(api, run["id"], {"failed", "succeeded"})
     assert failed["state"] == "failed"
     assert "nope" in failed["reason"]
+
+
+async def test_startup_objects_frozen(api: httpx.AsyncClient, server: Server) -> None:
+    # Full collections skip what start-up made (see _freeze_startup_objects).
+    import gc
+
+    assert (await api.get("/runs")).status_code == 200
+    assert gc.get_freeze_count() > 10_000

@@ -10,10 +10,10 @@ from cicd.artifacts.retention import apply_retention
 from cicd.events import model as ev
 from cicd.execution.output import StepOutput
 from cicd.storage import EventStore, open_database
-from cicd.storage.outbox import Subscriber
+from cicd.storage.outbox import YIELD_EVERY, Subscriber
 from cicd.storage.queries import read_step_log, step_log_state
 from cicd.storage.readers import ReaderPool
-from cicd.storage.store import LogChunk
+from cicd.storage.store import LogChunk, Write
 
 
 async def _finished_run(store: EventStore, run_id: str, pipeline: str, *, ts: int,
@@ -100,6 +100,45 @@ async def test_outbox_retries_then_dead_letters(db_path: Path) -> None:
         assert replayed is not None
         nursery.cancel_scope.cancel()
     readers.close()
+
+
+async def test_outbox_batch_lets_other_tasks_run(db_path: Path) -> None:
+    # A handler that never awaits: the subscriber itself must give other tasks turns.
+    store = EventStore(db_path)
+    readers = ReaderPool(db_path)
+    ticks_at_delivery: list[int] = []
+    ticks = 0
+
+    async def handler(event_id: int, event: ev.Event) -> None:
+        ticks_at_delivery.append(ticks)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    subscriber = Subscriber("test", handler)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        nursery.start_soon(ticker)
+        for index in range(200):
+            await store.append(ev.WorkerTerminated(run_id="R", job="j", worker=f"w{index}"))
+        last = await store.append(ev.WorkerTerminated(run_id="R", job="j", worker="last"),
+                                  wait=True)
+        # Subscribed from the log's start, the subscriber reads them in one batch.
+        await store.write(Write("INSERT INTO subscriptions VALUES ('test', 0)", ()))
+        await nursery.start(subscriber.run, store, readers)
+        with trio.fail_after(10):
+            while subscriber.position < last:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    readers.close()
+    assert len(ticks_at_delivery) == 201
+    # Trio may run the two tasks of consecutive batches in either order, so two groups
+    # of deliveries can fall between the same two ticks.
+    longest = max(ticks_at_delivery.count(tick) for tick in set(ticks_at_delivery))
+    assert longest <= 2 * YIELD_EVERY
 
 
 async def _store_output(db_path: Path, writes: list[bytes]) -> StepOutput:
