@@ -123,10 +123,10 @@ class Server:
                             settings.seconds(settings.retention.interval), self._retain), health)
                         app = create_app(self.service, server_names=settings.server.server_names)
                         self.port = await orchestration.start(self._serve_http, serve, app)
+                        _freeze_startup_objects()
                         logger.info("cicd serving on http://%s:%d (database %s)",
                                     settings.server.host, self.port, self.db_path)
                         task_status.started(self.port)
-                        _freeze_startup_objects()
                         if install_signal_handlers:
                             orchestration.start_soon(self._watch_signals)
                         await self._first_signal.wait()

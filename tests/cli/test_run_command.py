@@ -37,8 +37,9 @@ def test_validate_accepts_examples() -> None:
 
 
 def test_validate_counts_singular(tmp_path: Path) -> None:
-    one = _write(tmp_path / "one.yml", "jobs:\n  a:\n    image: busybox\n    steps: [{run: x}]\n")
-    result = run_cli("validate", str(one))
+    single_job = _write(tmp_path / "one.yml",
+                        "jobs:\n  a:\n    image: busybox\n    steps: [{run: x}]\n")
+    result = run_cli("validate", str(single_job))
     assert result.returncode == 0, result.stderr
     assert b"valid, 1 job, 1 step (" in result.stdout
 

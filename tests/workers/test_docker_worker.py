@@ -134,6 +134,23 @@ async def test_step_started_ahead_waits_for_its_turn(docker_engine: docker.Docke
     assert labelled_objects(docker_engine, run_id) == []
 
 
+async def _step_ahead_left_at_gate(worker: DockerJobWorker, docker_engine: docker.DockerClient,
+                                   run_id: str, script: str) -> tuple[str, int]:
+    """Run step 1, make step 2 ready ahead with ``script``, then close step 2's attach
+    stream as the kernel does when its process ends. Return step 2's container id and
+    the status it exited with."""
+    first = await worker.start_step(_spec(run_id, 1))
+    await worker.work_ahead([_spec(run_id, 2, script)])
+    assert (await first.wait()).exit_code == 0
+    await first.release()
+    container_id, sock, started = worker._created.pop(2)
+    assert started
+    getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
+    result = await trio.to_thread.run_sync(
+        lambda: docker_engine.api.wait(container_id, timeout=30))
+    return container_id, int(result["StatusCode"])
+
+
 async def test_step_ahead_never_runs_when_its_stream_closes(docker_engine: docker.DockerClient,
                                                             tmp_path: Path) -> None:
     # As when the process that made it ready ends before the step's turn: the engine
@@ -143,17 +160,9 @@ async def test_step_ahead_never_runs_when_its_stream_closes(docker_engine: docke
     worker = _worker(provider, run_id, tmp_path)
     try:
         await worker.prepare()
-        first = await worker.start_step(_spec(run_id, 1))
-        await worker.work_ahead([_spec(run_id, 2, "touch /workspace/ran")])
-        assert (await first.wait()).exit_code == 0
-        await first.release()
-        container_id, sock, started = worker._created.pop(2)
-        assert started
-        # The kernel closes the connection so when the process ends.
-        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
-        result = await trio.to_thread.run_sync(
-            lambda: docker_engine.api.wait(container_id, timeout=30))
-        assert result["StatusCode"] == GATE_CLOSED_EXIT
+        _container_id, status = await _step_ahead_left_at_gate(
+            worker, docker_engine, run_id, "touch /workspace/ran")
+        assert status == GATE_CLOSED_EXIT
         check = await worker.start_step(_spec(run_id, 3, "test ! -e /workspace/ran"))
         assert (await check.wait()).exit_code == 0
         await check.release()
@@ -173,13 +182,7 @@ async def test_reattach_runs_step_that_never_began(docker_engine: docker.DockerC
     script = "echo ran >> /workspace/count; cat /workspace/count"
     try:
         await worker.prepare()
-        first = await worker.start_step(_spec(run_id, 1))
-        await worker.work_ahead([_spec(run_id, 2, script)])
-        assert (await first.wait()).exit_code == 0
-        await first.release()
-        gated, sock, _started = worker._created.pop(2)
-        getattr(sock, "_sock", sock).shutdown(socket.SHUT_RDWR)
-        await trio.to_thread.run_sync(lambda: docker_engine.api.wait(gated, timeout=30))
+        gated, _status = await _step_ahead_left_at_gate(worker, docker_engine, run_id, script)
         created, sock = await worker._create_attached(_spec(run_id, 3, script))
         sock.close()
 
