@@ -206,6 +206,22 @@ def test_sigterm_drains_and_exits_zero(server_process: ServerProcess) -> None:
     assert labelled_objects(docker.from_env(), run_id) == []
 
 
+def test_sigterm_lets_last_job_succeed(server_process: ServerProcess) -> None:
+    # Every job of the run finishes within the grace period: the run succeeds.
+    server_process.start()
+    run_id = _submit(server_process.url, f"jobs:\n  short:\n    image: {BUSYBOX}\n"
+                                         "    steps: [{run: 'echo up; sleep 2'}]\n")
+    _wait(server_process.url, run_id, _step_running)
+    server_process.signal(signal.SIGTERM)
+    assert server_process.wait(timeout=60) == 0
+    conn = sqlite3.connect(server_process.db)
+    state, reason = conn.execute("SELECT state, reason FROM runs WHERE id = ?",
+                                 (run_id,)).fetchone()
+    assert state == "succeeded"
+    assert reason in (None, "")
+    assert labelled_objects(docker.from_env(), run_id) == []
+
+
 def _cordon_only_node(url: str) -> str:
     nodes = httpx.get(f"{url}/api/v1/nodes", timeout=30).json()
     assert len(nodes) == 1
