@@ -20,16 +20,13 @@ def apply_event(conn: sqlite3.Connection, event_id: int, event: ev.Event) -> ev.
 
     An event that asks for a transition the state machines forbid changes nothing;
     the returned TransitionRejected records it (the caller appends it to the log).
+    Each state change is one UPDATE guarded by the states it may leave, so a legal
+    transition costs no read; the current state is read only to describe a rejection.
     """
-    rejected = _check_transition(conn, event)
-    if rejected is not None:
-        return rejected
     handler = _HANDLERS.get(type(event))
-    if handler is not None:
-        handler(conn, event_id, event)
-    if not isinstance(event, ev.RunRequested):
-        conn.execute("UPDATE runs SET last_event_id = ? WHERE id = ?", (event_id, event.run_id))
-    return None
+    if handler is None or handler(conn, event_id, event):
+        return None
+    return _rejection(conn, event)
 
 
 _JOB_TARGETS: dict[type, str] = {
@@ -45,44 +42,44 @@ _RUN_TARGETS: dict[type, str] = {
 }
 
 
-def _check_transition(conn: sqlite3.Connection, e: ev.Event) -> ev.TransitionRejected | None:
-    kind = type(e)
-    if kind is ev.JobRetried:
-        # Only a failed job starts again (not a state machine edge: a retry is a new attempt).
-        row = conn.execute("SELECT state FROM jobs WHERE run_id = ? AND job_id = ?",
-                           (e.run_id, e.job)).fetchone()  # type: ignore[attr-defined]
-        current = row[0] if row else "missing"
-        if current == "failed":
-            return None
-        return ev.TransitionRejected(run_id=e.run_id, tenant_id=e.tenant_id, rejected_event=e.name,
-                                     job=e.job, step=0, current=current,  # type: ignore[attr-defined]
-                                     requested="pending")
-    if kind in _JOB_TARGETS or kind is ev.JobFailed:
-        assert isinstance(e, ev._JobEvent)
-        target = e.state if isinstance(e, ev.JobFailed) else _JOB_TARGETS[kind]
-        row = conn.execute("SELECT state FROM jobs WHERE run_id = ? AND job_id = ?",
-                           (e.run_id, e.job)).fetchone()
-        table, job, step = JOB_TRANSITIONS, e.job, 0
-    elif kind in _STEP_TARGETS or kind is ev.StepFailed:
-        assert isinstance(e, ev._StepEvent)
-        target = e.state if isinstance(e, ev.StepFailed) else _STEP_TARGETS[kind]
+def _from(table: dict[State, frozenset[State]], target: str) -> str:
+    """Return the SQL condition "the row's state may move to ``target``"."""
+    sources = sorted(current.value for current, targets in table.items()
+                     if any(allowed.value == target for allowed in targets))
+    if not sources:
+        return "0"
+    return "state IN (" + ", ".join(f"'{source}'" for source in sources) + ")"
+
+
+_JOB_FROM = {state.value: _from(JOB_TRANSITIONS, state.value) for state in State}
+_STEP_FROM = {state.value: _from(STEP_TRANSITIONS, state.value) for state in State}
+_RUN_FROM = {state.value: _from(RUN_TRANSITIONS, state.value) for state in State}
+
+
+def _rejection(conn: sqlite3.Connection, e: ev.Event) -> ev.TransitionRejected:
+    """Describe why the state change that ``e`` asked for was not made."""
+    if isinstance(e, ev._StepEvent):
         row = conn.execute("SELECT state FROM steps WHERE run_id = ? AND job_id = ? AND step = ?",
                            (e.run_id, e.job, e.step)).fetchone()
-        table, job, step = STEP_TRANSITIONS, e.job, e.step
-    elif kind in _RUN_TARGETS:
-        target = _RUN_TARGETS[kind]
-        row = conn.execute("SELECT state FROM runs WHERE id = ?", (e.run_id,)).fetchone()
-        table, job, step = RUN_TRANSITIONS, "", 0
+        target = e.state if isinstance(e, ev.StepFailed) else _STEP_TARGETS[type(e)]
+        job, step = e.job, e.step
+    elif isinstance(e, ev._JobEvent):
+        row = conn.execute("SELECT state FROM jobs WHERE run_id = ? AND job_id = ?",
+                           (e.run_id, e.job)).fetchone()
+        if isinstance(e, ev.JobRetried):
+            target = "pending"
+        else:
+            target = e.state if isinstance(e, ev.JobFailed) else _JOB_TARGETS[type(e)]
+        job, step = e.job, 0
     else:
-        return None
-    current = row[0] if row else "missing"
-    if row is not None and State(target) in table.get(State(current), frozenset()):
-        return None
+        row = conn.execute("SELECT state FROM runs WHERE id = ?", (e.run_id,)).fetchone()
+        target, job, step = _RUN_TARGETS[type(e)], "", 0
     return ev.TransitionRejected(run_id=e.run_id, tenant_id=e.tenant_id, rejected_event=e.name,
-                                 job=job, step=step, current=current, requested=target)
+                                 job=job, step=step, current=row[0] if row else "missing",
+                                 requested=target)
 
 
-def _run_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _run_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.RunRequested)
     number = e.number
     if number is None:
@@ -93,45 +90,50 @@ def _run_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None
         number = int(row[0])
     conn.execute(
         "INSERT INTO runs (id, number, pipeline, tenant_id, state, source, executor, trigger,"
-        " pipeline_yaml, created_at, last_event_id, idempotency_key, retry_of, source_ref)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " pipeline_yaml, created_at, idempotency_key, retry_of, source_ref)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             e.run_id, number, e.pipeline, e.tenant_id, "pending", e.source, e.executor,
-            e.trigger, e.pipeline_yaml, e.ts, event_id, e.idempotency_key, e.retry_of,
-            e.source_ref,
+            e.trigger, e.pipeline_yaml, e.ts, e.idempotency_key, e.retry_of, e.source_ref,
         ),
     )
+    return True
 
 
-def _source_resolved(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _source_resolved(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.SourceResolved)
     conn.execute("UPDATE runs SET source_commit = ? WHERE id = ?", (e.commit, e.run_id))
+    return True
 
 
-def _logs_pruned(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _logs_pruned(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     conn.execute("UPDATE runs SET logs_pruned = 1 WHERE id = ?", (e.run_id,))
+    return True
 
 
-_Handler = Callable[[sqlite3.Connection, int, ev.Event], None]
+# A handler returns False when the event asked for a state change that its row's
+# state does not allow; it then changed nothing.
+_Handler = Callable[[sqlite3.Connection, int, ev.Event], bool]
 
 
 def _run_state(state: str) -> _Handler:
-    def handler(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
-        reason = getattr(e, "reason", "")
+    if state == "running":
+        sql = f"UPDATE runs SET state = ?, started_at = ? WHERE id = ? AND {_RUN_FROM[state]}"
+    else:
+        sql = (f"UPDATE runs SET state = ?, reason = ?, finished_at = ? WHERE id = ?"
+               f" AND {_RUN_FROM[state]}")
+
+    def handler(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
         if state == "running":
-            conn.execute(
-                "UPDATE runs SET state = ?, started_at = ? WHERE id = ?", (state, e.ts, e.run_id)
-            )
+            params: tuple[object, ...] = (state, e.ts, e.run_id)
         else:
-            conn.execute(
-                "UPDATE runs SET state = ?, reason = ?, finished_at = ? WHERE id = ?",
-                (state, reason, e.ts, e.run_id),
-            )
+            params = (state, getattr(e, "reason", ""), e.ts, e.run_id)
+        return conn.execute(sql, params).rowcount > 0
 
     return handler
 
 
-def _job_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _job_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.JobRequested)
     position = conn.execute(
         "SELECT COUNT(*) FROM jobs WHERE run_id = ?", (e.run_id,)
@@ -145,53 +147,60 @@ def _job_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None
         "INSERT INTO steps (run_id, job_id, step, name, state) VALUES (?,?,?,?,?)",
         [(e.run_id, e.job, index, name, "pending") for index, name in enumerate(e.steps, 1)],
     )
+    return True
 
 
-def _assignment_created(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _assignment_created(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.AssignmentCreated)
-    conn.execute(
+    return conn.execute(
         "UPDATE jobs SET state = 'scheduled', node = ?, wait_reason = '', wait_message = ''"
-        " WHERE run_id = ? AND job_id = ?",
+        f" WHERE run_id = ? AND job_id = ? AND {_JOB_FROM['scheduled']}",
         (e.node, e.run_id, e.job),
-    )
+    ).rowcount > 0
 
 
-def _assignment_rejected(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _assignment_rejected(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.AssignmentRejected)
     conn.execute(
         "UPDATE jobs SET wait_reason = ?, wait_message = ?"
         " WHERE run_id = ? AND job_id = ? AND state = 'pending'",
         (e.reason, e.message, e.run_id, e.job),
     )
+    return True
 
 
-def _job_retried(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _job_retried(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     # The job starts over: its steps are pending again. Their stored output was
-    # dropped before this event, by the engine.
+    # dropped before this event, by the engine. Only a failed job starts again (not
+    # a state machine edge: a retry is a new attempt).
     assert isinstance(e, ev.JobRetried)
-    conn.execute(
+    changed = conn.execute(
         "UPDATE jobs SET state = 'pending', attempt = ?, node = '', worker = '',"
         " reason = ?, message = ?, wait_reason = '', wait_message = '', started_at = NULL,"
-        " finished_at = NULL WHERE run_id = ? AND job_id = ?",
+        " finished_at = NULL WHERE run_id = ? AND job_id = ? AND state = 'failed'",
         (e.attempt, e.reason, f"attempt {e.attempt - 1} failed: {e.reason}", e.run_id, e.job),
-    )
+    ).rowcount
+    if not changed:
+        return False
     conn.execute(
         "UPDATE steps SET state = 'pending', exit_code = NULL, reason = '', message = '',"
         " allowed = 0, log_size = 0, truncated_bytes = 0, started_at = NULL, finished_at = NULL"
         " WHERE run_id = ? AND job_id = ?",
         (e.run_id, e.job),
     )
+    return True
 
 
-def _job_started(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _job_started(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.JobStarted)
-    conn.execute(
-        "UPDATE jobs SET state = 'running', started_at = ? WHERE run_id = ? AND job_id = ?",
+    return conn.execute(
+        "UPDATE jobs SET state = 'running', started_at = ? WHERE run_id = ? AND job_id = ?"
+        f" AND {_JOB_FROM['running']}",
         (e.ts, e.run_id, e.job),
-    )
+    ).rowcount > 0
 
 
-def _job_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _job_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev._JobEvent)
     if isinstance(e, ev.JobCompleted):
         state, reason, message = "succeeded", "", ""
@@ -202,30 +211,32 @@ def _job_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
     else:
         assert isinstance(e, ev.JobSkipped)
         state, reason, message = "skipped", e.reason, ""
-    conn.execute(
+    guard = _JOB_FROM.get(state, "0")
+    return conn.execute(
         "UPDATE jobs SET state = ?, reason = ?, message = ?, finished_at = ?"
-        " WHERE run_id = ? AND job_id = ?",
+        f" WHERE run_id = ? AND job_id = ? AND {guard}",
         (state, reason, message, e.ts, e.run_id, e.job),
-    )
+    ).rowcount > 0
 
 
-def _worker_created(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _worker_created(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.WorkerCreated)
     conn.execute(
         "UPDATE jobs SET worker = ? WHERE run_id = ? AND job_id = ?", (e.worker, e.run_id, e.job)
     )
+    return True
 
 
-def _step_started(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _step_started(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.StepStarted)
-    conn.execute(
+    return conn.execute(
         "UPDATE steps SET state = 'running', started_at = ? WHERE run_id = ? AND job_id = ?"
-        " AND step = ?",
+        f" AND step = ? AND {_STEP_FROM['running']}",
         (e.ts, e.run_id, e.job, e.step),
-    )
+    ).rowcount > 0
 
 
-def _step_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
+def _step_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     values: tuple[object, ...]
     if isinstance(e, ev.StepCompleted):
         values = ("succeeded", e.exit_code, "", "", 0, e.log_size, e.truncated_bytes)
@@ -236,12 +247,13 @@ def _step_ended(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> None:
         assert isinstance(e, ev.StepSkipped)
         values = ("skipped", None, e.reason, "", 0, 0, 0)
     assert isinstance(e, ev._StepEvent)
-    conn.execute(
+    guard = _STEP_FROM.get(str(values[0]), "0")
+    return conn.execute(
         "UPDATE steps SET state = ?, exit_code = ?, reason = ?, message = ?, allowed = ?,"
         " log_size = ?, truncated_bytes = ?, finished_at = ?"
-        " WHERE run_id = ? AND job_id = ? AND step = ?",
+        f" WHERE run_id = ? AND job_id = ? AND step = ? AND {guard}",
         (*values, e.ts, e.run_id, e.job, e.step),
-    )
+    ).rowcount > 0
 
 
 _HANDLERS: dict[type[ev.Event], _Handler] = {

@@ -27,6 +27,10 @@ from cicd.storage.projections import apply_event
 logger = logging.getLogger("cicd.storage")
 
 MAX_BATCH = 2000
+# A batch with at most this much log output is written on the event loop's thread.
+INLINE_LOG_BYTES = 64 * 1024
+# How long a commit waits for another connection's write lock.
+BUSY_TIMEOUT_MS = 30_000
 
 
 class LogChunk(msgspec.Struct, frozen=True):
@@ -79,6 +83,8 @@ class EventStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the database, report ready, and write until :meth:`close`."""
         self._conn = await trio.to_thread.run_sync(open_database, self.path)
+        # The writer never waits for a lock on the event loop's thread; see _write_here.
+        self._conn.execute("PRAGMA busy_timeout = 0")
         task_status.started()
         try:
             async with self._receive:
@@ -97,10 +103,14 @@ class EventStore:
 
     async def _commit(self, batch: list[Any]) -> None:
         try:
-            # shield: a batch that reached the thread is committed even if we are
+            # shield: a batch that reached the database is committed even if we are
             # cancelled meanwhile, so waiters are never left with a half-known outcome.
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._thd_commit, batch, limiter=self._limiter)
+                if self._write_here(batch):
+                    await trio.to_thread.run_sync(self._thd_finish, limiter=self._limiter)
+                else:
+                    await trio.to_thread.run_sync(self._thd_commit, batch, limiter=self._limiter)
+            self.events_written += sum(1 for item in batch if isinstance(item, _Append))
         except StorageError as exc:
             logger.error("writing %d records to %s failed: %s", len(batch), self.path, exc)
             for item in batch:
@@ -114,42 +124,90 @@ class EventStore:
             committed, self._committed = self._committed, trio.Event()
             committed.set()
 
-    def _thd_commit(self, batch: list[Any]) -> None:
+    def _write_here(self, batch: list[Any]) -> bool:
+        """Write a small batch of events on this thread, up to its COMMIT; False to refuse.
+
+        The statements of a few events take well under a millisecond. In a worker
+        thread, each one gives up the interpreter's lock inside SQLite and waits to
+        take it back from the event loop, which multiplied a commit's time under load.
+        Here only the COMMIT, with its fsync, goes to a thread. Batches with
+        arbitrary statements, deletions or much log output are refused, and so is a
+        database another connection holds locked: :meth:`_thd_commit` waits for
+        those in a thread.
+        """
+        conn = self._conn
+        assert conn is not None
+        log_bytes = 0
+        for item in batch:
+            if isinstance(item, LogChunk):
+                log_bytes += len(item.data)
+            elif not isinstance(item, (_Append, _Barrier)):
+                return False
+        if log_bytes > INLINE_LOG_BYTES:
+            return False
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return False  # busy: another connection writes; wait for it in a thread
+        try:
+            self._insert(conn, batch)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
+        return True
+
+    def _thd_finish(self) -> None:
         conn = self._conn
         assert conn is not None
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            chunks = []
-            for item in batch:
-                if isinstance(item, LogChunk):
-                    chunks.append(item)
-                    continue
-                if isinstance(item, _Barrier):
-                    continue
-                if chunks:
-                    self._thd_insert_chunks(conn, chunks)
-                    chunks = []
-                if isinstance(item, Write):
-                    conn.execute(item.sql, item.params)
-                    continue
-                if isinstance(item, DropLogChunks):
-                    conn.execute(
-                        "DELETE FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?"
-                        " AND seq BETWEEN ? AND ?",
-                        (item.run_id, item.job_id, item.step, item.first_seq, item.last_seq))
-                    continue
-                self._thd_insert_event(conn, item)
-            if chunks:
-                self._thd_insert_chunks(conn, chunks)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
-        self.events_written += sum(1 for item in batch if isinstance(item, _Append))
+
+    def _thd_commit(self, batch: list[Any]) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
+            self._insert(conn, batch)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
+
+    def _insert(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
+        chunks = []
+        for item in batch:
+            if isinstance(item, LogChunk):
+                chunks.append(item)
+                continue
+            if isinstance(item, _Barrier):
+                continue
+            if chunks:
+                self._insert_chunks(conn, chunks)
+                chunks = []
+            if isinstance(item, Write):
+                conn.execute(item.sql, item.params)
+                continue
+            if isinstance(item, DropLogChunks):
+                conn.execute(
+                    "DELETE FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?"
+                    " AND seq BETWEEN ? AND ?",
+                    (item.run_id, item.job_id, item.step, item.first_seq, item.last_seq))
+                continue
+            self._insert_event(conn, item)
+        if chunks:
+            self._insert_chunks(conn, chunks)
 
     @staticmethod
-    def _thd_insert_chunks(conn: sqlite3.Connection, chunks: list[LogChunk]) -> None:
+    def _insert_chunks(conn: sqlite3.Connection, chunks: list[LogChunk]) -> None:
         conn.executemany(
             "INSERT INTO step_logs (run_id, job_id, step, seq, data, byte_offset)"
             " VALUES (?,?,?,?,?,?)",
@@ -165,7 +223,7 @@ class EventStore:
         )
 
     @staticmethod
-    def _thd_insert_event(conn: sqlite3.Connection, item: _Append) -> None:
+    def _insert_event(conn: sqlite3.Connection, item: _Append) -> None:
         event = item.event
         if isinstance(event, ev.RunRequested):
             # Submitting the same run id or idempotency key twice gives the first run:
@@ -202,7 +260,7 @@ class EventStore:
         if rejected is not None:
             logger.warning("run %s: %s rejected: %s -> %s", rejected.run_id,
                            rejected.rejected_event, rejected.current, rejected.requested)
-            EventStore._thd_insert_event(conn, _Append(rejected, False))
+            EventStore._insert_event(conn, _Append(rejected, False))
 
     async def append(self, event: ev.Event, *, wait: bool = False) -> int:
         """Queue ``event``; with ``wait``, return its id once it is durable, else 0."""

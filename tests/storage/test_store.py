@@ -97,3 +97,163 @@ def test_database_wal_and_full_sync(db_path: Path) -> None:
     conn = open_database(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+# One event per target state: what asks a run, job or step to move there.
+_RUN_EVENTS = {
+    "running": lambda: ev.RunStarted(run_id="R"),
+    "succeeded": lambda: ev.RunCompleted(run_id="R"),
+    "failed": lambda: ev.RunFailed(run_id="R", reason="x"),
+    "cancelled": lambda: ev.RunCancelled(run_id="R"),
+}
+_JOB_EVENTS = {
+    "scheduled": lambda: ev.AssignmentCreated(run_id="R", job="a", node="n"),
+    "running": lambda: ev.JobStarted(run_id="R", job="a", node="n"),
+    "succeeded": lambda: ev.JobCompleted(run_id="R", job="a"),
+    "failed": lambda: ev.JobFailed(run_id="R", job="a", reason="x"),
+    "timed_out": lambda: ev.JobFailed(run_id="R", job="a", reason="x", state="timed_out"),
+    "cancelled": lambda: ev.JobCancelled(run_id="R", job="a", reason="x"),
+    "skipped": lambda: ev.JobSkipped(run_id="R", job="a", reason="x"),
+}
+_STEP_EVENTS = {
+    "running": lambda: ev.StepStarted(run_id="R", job="a", step=1),
+    "succeeded": lambda: ev.StepCompleted(run_id="R", job="a", step=1),
+    "failed": lambda: ev.StepFailed(run_id="R", job="a", step=1, reason="x"),
+    "timed_out": lambda: ev.StepFailed(run_id="R", job="a", step=1, reason="x", state="timed_out"),
+    "cancelled": lambda: ev.StepFailed(run_id="R", job="a", step=1, reason="x", state="cancelled"),
+    "skipped": lambda: ev.StepSkipped(run_id="R", job="a", step=1, reason="x"),
+}
+
+
+@pytest.mark.parametrize("table", ["runs", "jobs", "steps"])
+def test_projection_moves_only_along_the_state_machines(db_path: Path, table: str) -> None:
+    """Every (current, requested) pair: the row moves, or it stays and the event is rejected."""
+    from cicd.orchestration.states import JOB_TRANSITIONS, RUN_TRANSITIONS, STEP_TRANSITIONS, State
+    from cicd.storage.projections import apply_event
+
+    machine, events, key = {
+        "runs": (RUN_TRANSITIONS, _RUN_EVENTS, "id = 'R'"),
+        "jobs": (JOB_TRANSITIONS, _JOB_EVENTS, "run_id = 'R' AND job_id = 'a'"),
+        "steps": (STEP_TRANSITIONS, _STEP_EVENTS, "run_id = 'R' AND job_id = 'a' AND step = 1"),
+    }[table]
+    conn = open_database(db_path)
+    apply_event(conn, 1, ev.RunRequested(run_id="R", pipeline="p", pipeline_yaml="", source="/",
+                                         jobs=["a"], executor="local"))
+    apply_event(conn, 2, ev.JobRequested(run_id="R", job="a", image="i", steps=["s"]))
+    checked = 0
+    for current in State:
+        for target, make in events.items():
+            conn.execute(f"UPDATE {table} SET state = ? WHERE {key}", (current.value,))
+            rejected = apply_event(conn, 3, make())
+            state = conn.execute(f"SELECT state FROM {table} WHERE {key}").fetchone()[0]
+            if State(target) in machine.get(current, frozenset()):
+                assert rejected is None, (current, target)
+                assert state == target
+            else:
+                assert rejected is not None, (current, target)
+                assert (rejected.current, rejected.requested) == (current.value, target)
+                assert state == current.value
+            checked += 1
+    assert checked == len(State) * len(events)
+
+
+def test_job_retried_only_from_failed(db_path: Path) -> None:
+    from cicd.orchestration.states import State
+    from cicd.storage.projections import apply_event
+
+    conn = open_database(db_path)
+    apply_event(conn, 1, ev.RunRequested(run_id="R", pipeline="p", pipeline_yaml="", source="/",
+                                         jobs=["a"], executor="local"))
+    apply_event(conn, 2, ev.JobRequested(run_id="R", job="a", image="i", steps=["s"]))
+    for current in State:
+        conn.execute("UPDATE jobs SET state = ?, attempt = 1", (current.value,))
+        conn.execute("UPDATE steps SET state = 'failed', exit_code = 1")
+        rejected = apply_event(conn, 3, ev.JobRetried(run_id="R", job="a", attempt=2, reason="x"))
+        job = conn.execute("SELECT state, attempt FROM jobs").fetchone()
+        step = conn.execute("SELECT state, exit_code FROM steps").fetchone()
+        if current is State.FAILED:
+            assert rejected is None
+            assert job == ("pending", 2)
+            assert step == ("pending", None)
+        else:
+            assert rejected is not None
+            assert (rejected.current, rejected.requested) == (current.value, "pending")
+            assert job == (current.value, 1)
+            assert step == ("failed", 1)
+
+
+def test_migration_drops_run_last_event_id_and_keeps_runs(db_path: Path) -> None:
+    from cicd.storage import database
+
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for number, _name, sql in database.MIGRATIONS:
+        if number > 4:
+            break
+        for statement in database._split_statements(sql):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO runs (id, number, pipeline, tenant_id, state, source, executor,"
+                 " trigger, pipeline_yaml, created_at, last_event_id)"
+                 " VALUES ('R', 1, 'p', 'default', 'succeeded', '/', 'local', 'cli', '', 1, 7)")
+    conn.close()
+
+    migrated = open_database(db_path)
+    columns = [row[1] for row in migrated.execute("PRAGMA table_info(runs)")]
+    assert "last_event_id" not in columns
+    assert migrated.execute("SELECT id, state FROM runs").fetchall() == [("R", "succeeded")]
+
+
+async def test_writer_waits_for_a_locked_database_off_the_event_loop(db_path: Path) -> None:
+    """Another connection's write lock makes the writer wait in a thread, not on the loop."""
+    store = EventStore(db_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.append(ev.RunCancelled(run_id="before"), wait=True)
+        other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        longest_gap = 0.0
+
+        async def tick() -> None:
+            nonlocal longest_gap
+            last = trio.current_time()
+            while True:
+                await trio.sleep(0.01)
+                now = trio.current_time()
+                longest_gap = max(longest_gap, now - last)
+                last = now
+
+        async def release() -> None:
+            await trio.sleep(0.5)
+            await trio.to_thread.run_sync(other.execute, "COMMIT")
+
+        nursery.start_soon(tick)
+        nursery.start_soon(release)
+        started = trio.current_time()
+        event_id = await store.append(ev.RunCancelled(run_id="after"), wait=True)
+        waited = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    other.close()
+    assert event_id > 0
+    assert waited >= 0.4  # it did wait for the lock
+    assert longest_gap < 0.25  # and the event loop kept running meanwhile
+    conn = open_database(db_path)
+    cancelled = conn.execute("SELECT run_id FROM events WHERE name = 'RunCancelled' ORDER BY id")
+    assert [row[0] for row in cancelled] == ["before", "after"]
+
+
+async def test_store_large_log_batch_is_stored_whole(db_path: Path) -> None:
+    from cicd.storage.store import INLINE_LOG_BYTES
+
+    store = EventStore(db_path)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await _write_sample_run(store, "R1")
+        await store.append(ev.StepStarted(run_id="R1", job="a", step=1), wait=True)
+        for seq in range(3, 3 + 2 * (INLINE_LOG_BYTES // len(chunk)) + 1):
+            await store.append_log(LogChunk("R1", "a", 1, seq, chunk))
+        await store.flush()
+        await store.close()
+    conn = open_database(db_path)
+    stored = b"".join(iter_step_log(conn, "R1", "a", 1))
+    assert stored == b"hello \xffworld\r\n" + chunk * (2 * (INLINE_LOG_BYTES // len(chunk)) + 1)
