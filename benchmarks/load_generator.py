@@ -16,10 +16,18 @@ import sys
 import httpx
 import trio
 
-BODY_TEMPLATE = {"pipeline_yaml": "jobs:\n  j:\n    image: busybox\n    steps: [{run: 'true'}]\n"}
+# The step each run executes, by default as long as a short step of a CI job.
+DEFAULT_STEP = "sleep 1"
 
 
-async def generate(url: str, rate: float, count: int, source: str, path: str) -> dict[str, object]:
+def run_request(source: str, step: str = DEFAULT_STEP) -> dict[str, object]:
+    """Return the body of POST /api/v1/runs: one job of one step, ``step``, on ``source``."""
+    pipeline = f"jobs:\n  j:\n    image: busybox\n    steps: [{{run: '{step}'}}]\n"
+    return {"pipeline_yaml": pipeline, "source": {"dir": source}}
+
+
+async def generate(url: str, rate: float, count: int, source: str, path: str,
+                   step: str = DEFAULT_STEP) -> dict[str, object]:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
@@ -30,8 +38,7 @@ async def generate(url: str, rate: float, count: int, source: str, path: str) ->
             due = start + index / rate
             await trio.sleep_until(due)
             if path == "/api/v1/runs":
-                response = await client.post(path, json={**BODY_TEMPLATE,
-                                                         "source": {"dir": source}})
+                response = await client.post(path, json=run_request(source, step))
             else:
                 response = await client.get(path)
             latencies.append(trio.current_time() - due)
@@ -52,8 +59,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True, help="requests to send")
     parser.add_argument("--source", required=True, help="source directory for the runs")
     parser.add_argument("--path", default="/api/v1/runs", help="POST /api/v1/runs or a GET path")
+    parser.add_argument("--step", default=DEFAULT_STEP, help="the command each run executes")
     args = parser.parse_args()
-    result = trio.run(generate, args.url, args.rate, args.count, args.source, args.path)
+    result = trio.run(generate, args.url, args.rate, args.count, args.source, args.path,
+                      args.step)
     json.dump(result, sys.stdout)
 
 

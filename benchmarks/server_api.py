@@ -2,8 +2,12 @@
 
 Run creation: ``cicd serve`` (local executor, its own database) takes POST
 /api/v1/runs from a separate process at 25, 50, 100 and 200 requests per second:
-``hey`` (Debian's package) where installed, else ``benchmarks.load_generator``. The baseline, measured at the same rates in the
-same run, is GET /healthz on the same server: the HTTP stack's own latency.
+``hey`` (Debian's package) where installed, else ``benchmarks.load_generator``. The
+baseline, measured at the same rates in the same run, is GET /healthz on the same
+server: the HTTP stack's own latency. The server executes the runs it accepts, 2 at a
+time, in two workloads, each on a fresh server: runs whose step lasts 1 s, as a short
+CI step does (the target's case), and runs whose step ends at once, so that the server
+executes runs as fast as it accepts them (a stress case).
 
 Event log: :class:`cicd.storage.EventStore` appends events with group commit and
 ``synchronous=FULL``; the baseline is one ``executemany`` of the same rows into the
@@ -33,6 +37,8 @@ NAME = "server"
 TITLE = "Server: run creation latency under load, event-log append throughput"
 
 RATES = tuple(int(r) for r in os.environ.get("CICD_BENCH_RATES", "25,50,100,200").split(","))
+# (label suffix, the step each accepted run executes)
+WORKLOADS = (("", load_generator.DEFAULT_STEP), (", runs ending at once", "true"))
 SECONDS_PER_RATE = 5
 EVENTS = 50_000
 
@@ -58,13 +64,13 @@ def _start_server(db: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(f"the server did not start; see {log}")
 
 
-def _load(url: str, rate: int, path: str, source: str) -> dict[str, object]:
+def _load(url: str, rate: int, path: str, source: str, step: str) -> dict[str, object]:
     if shutil.which("hey"):
-        return _load_with_hey(url, rate, path, source)
+        return _load_with_hey(url, rate, path, source, step)
     count = rate * SECONDS_PER_RATE
     output = subprocess.run(
         [sys.executable, "-m", "benchmarks.load_generator", url, "--rate", str(rate),
-         "--count", str(count), "--source", source, "--path", path],
+         "--count", str(count), "--source", source, "--path", path, "--step", step],
         cwd=REPO_ROOT, capture_output=True, check=True, timeout=300)
     return json.loads(output.stdout)  # type: ignore[no-any-return]
 
@@ -76,13 +82,13 @@ def _load(url: str, rate: int, path: str, source: str) -> dict[str, object]:
 HEY_WORKERS = 2
 
 
-def _load_with_hey(url: str, rate: int, path: str, source: str) -> dict[str, object]:
+def _load_with_hey(url: str, rate: int, path: str, source: str, step: str) -> dict[str, object]:
     """Drive the server with hey (Debian package ``hey``) at ``rate`` requests per second."""
     count = rate * SECONDS_PER_RATE
     command = ["hey", "-n", str(count), "-c", str(HEY_WORKERS), "-q", str(rate / HEY_WORKERS),
                "-o", "csv"]
     if path == "/api/v1/runs":
-        body = json.dumps({**load_generator.BODY_TEMPLATE, "source": {"dir": source}})
+        body = json.dumps(load_generator.run_request(source, step))
         command += ["-m", "POST", "-T", "application/json", "-d", body]
     started = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run([*command, url + path], capture_output=True, text=True, check=True,
@@ -111,34 +117,41 @@ def _process_cpu(pid: int) -> float:
 
 
 def measure_creation(result: BenchmarkResult) -> None:
-    with tempfile.TemporaryDirectory(prefix="cicd-bench-") as tmp:
-        source = Path(tmp) / "src"
-        source.mkdir()
-        process, url = _start_server(Path(tmp) / "db", Path(tmp) / "server.log")
-        try:
-            for rate in RATES:
-                for path, label in (("/healthz", "healthz"), ("/api/v1/runs", "create run")):
-                    cpu_before = _process_cpu(process.pid)
-                    answer = _load(url, rate, path, str(source))
-                    server_cpu = _process_cpu(process.pid) - cpu_before
-                    latencies = answer["latencies_s"]
-                    assert isinstance(latencies, list)
-                    result.series.append(Series(f"{label} at {rate}/s", latencies))
-                    ok = answer["statuses"]
-                    result.observations.append(Observation(
-                        f"{label} at {rate} requests/s ({len(latencies)} requests)",
-                        f"p50 {_percentile(latencies, 0.5) * 1000:.1f} ms, "
-                        f"p95 {_percentile(latencies, 0.95) * 1000:.1f} ms, "
-                        f"p99 {_percentile(latencies, 0.99) * 1000:.1f} ms; statuses {ok}; "
-                        f"achieved {answer.get('achieved_rate', rate):.0f} requests/s; "
-                        f"server CPU {server_cpu / SECONDS_PER_RATE * 100:.0f}% of a core, "
-                        f"load generator ({answer.get('tool', 'python')}) CPU "
-                        f"{answer['cpu_s']:.1f} s",
-                        {"rate": rate, "path": path, "statuses": ok},
-                    ))
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    for workload, step in WORKLOADS:
+        with tempfile.TemporaryDirectory(prefix="cicd-bench-") as tmp:
+            source = Path(tmp) / "src"
+            source.mkdir()
+            process, url = _start_server(Path(tmp) / "db", Path(tmp) / "server.log")
+            try:
+                for rate in RATES:
+                    for path, label in (("/healthz", "healthz"), ("/api/v1/runs", "create run")):
+                        _measure_rate(result, process.pid, url, rate, path, f"{label}{workload}",
+                                      str(source), step)
+            finally:
+                process.terminate()
+                process.wait(timeout=120)
+
+
+def _measure_rate(result: BenchmarkResult, pid: int, url: str, rate: int, path: str, label: str,
+                  source: str, step: str) -> None:
+    cpu_before = _process_cpu(pid)
+    answer = _load(url, rate, path, source, step)
+    server_cpu = _process_cpu(pid) - cpu_before
+    latencies = answer["latencies_s"]
+    assert isinstance(latencies, list)
+    result.series.append(Series(f"{label} at {rate}/s", latencies))
+    ok = answer["statuses"]
+    result.observations.append(Observation(
+        f"{label} at {rate} requests/s ({len(latencies)} requests)",
+        f"p50 {_percentile(latencies, 0.5) * 1000:.1f} ms, "
+        f"p95 {_percentile(latencies, 0.95) * 1000:.1f} ms, "
+        f"p99 {_percentile(latencies, 0.99) * 1000:.1f} ms; statuses {ok}; "
+        f"achieved {answer.get('achieved_rate', rate):.0f} requests/s; "
+        f"server CPU {server_cpu / SECONDS_PER_RATE * 100:.0f}% of a core, "
+        f"load generator ({answer.get('tool', 'python')}) CPU "
+        f"{answer['cpu_s']:.1f} s",
+        {"rate": rate, "path": path, "statuses": ok, "step": step},
+    ))
 
 
 async def _append_events(db: Path, count: int) -> float:
