@@ -21,7 +21,7 @@ def apply_event(conn: sqlite3.Connection, event_id: int, event: ev.Event) -> ev.
     An event that asks for a transition the state machines forbid changes nothing;
     the returned TransitionRejected records it (the caller appends it to the log).
     Each state change is one UPDATE guarded by the states it may leave, so a legal
-    transition costs no read; the current state is read only to describe a rejection.
+    transition reads nothing. The current state is read only to describe a rejection.
     """
     handler = _HANDLERS.get(type(event))
     if handler is None or handler(conn, event_id, event):

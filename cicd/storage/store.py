@@ -83,7 +83,8 @@ class EventStore:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Open the database, report ready, and write until :meth:`close`."""
         self._conn = await trio.to_thread.run_sync(open_database, self.path)
-        # The writer never waits for a lock on the event loop's thread; see _write_here.
+        # With no busy timeout, BEGIN on the event loop's thread fails at once when
+        # another connection holds the write lock (see _write_here).
         self._conn.execute("PRAGMA busy_timeout = 0")
         task_status.started()
         try:
@@ -125,7 +126,7 @@ class EventStore:
             committed.set()
 
     def _write_here(self, batch: list[Any]) -> bool:
-        """Write a small batch of events on this thread, up to its COMMIT; False to refuse.
+        """Write a small batch of events on this thread, up to its COMMIT; return False to skip.
 
         The statements of a few events take well under a millisecond. In a worker
         thread, each one gives up the interpreter's lock inside SQLite and waits to
@@ -147,8 +148,10 @@ class EventStore:
             return False
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
-            return False  # busy: another connection writes; wait for it in a thread
+        except sqlite3.OperationalError as exc:
+            # Usually "database is locked": another connection writes. Wait in a thread.
+            logger.debug("writing %d records in a thread: %s", len(batch), exc)
+            return False
         try:
             self._insert(conn, batch)
         except sqlite3.Error as exc:

@@ -99,7 +99,7 @@ def test_database_wal_and_full_sync(db_path: Path) -> None:
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-# One event per target state: what asks a run, job or step to move there.
+# One event per target state: the event that requests a run, job or step to move there.
 _RUN_EVENTS = {
     "running": lambda: ev.RunStarted(run_id="R"),
     "succeeded": lambda: ev.RunCompleted(run_id="R"),
@@ -126,7 +126,7 @@ _STEP_EVENTS = {
 
 
 @pytest.mark.parametrize("table", ["runs", "jobs", "steps"])
-def test_projection_moves_only_along_the_state_machines(db_path: Path, table: str) -> None:
+def test_projection_follows_state_machines(db_path: Path, table: str) -> None:
     """Every (current, requested) pair: the row moves, or it stays and the event is rejected."""
     from cicd.orchestration.states import JOB_TRANSITIONS, RUN_TRANSITIONS, STEP_TRANSITIONS, State
     from cicd.storage.projections import apply_event
@@ -182,7 +182,7 @@ def test_job_retried_only_from_failed(db_path: Path) -> None:
             assert step == ("failed", 1)
 
 
-def test_migration_drops_run_last_event_id_and_keeps_runs(db_path: Path) -> None:
+def test_migration_drops_last_event_id(db_path: Path) -> None:
     from cicd.storage import database
 
     conn = sqlite3.connect(db_path, isolation_level=None)
@@ -203,7 +203,7 @@ def test_migration_drops_run_last_event_id_and_keeps_runs(db_path: Path) -> None
     assert migrated.execute("SELECT id, state FROM runs").fetchall() == [("R", "succeeded")]
 
 
-async def test_writer_waits_for_a_locked_database_off_the_event_loop(db_path: Path) -> None:
+async def test_writer_locked_database_keeps_loop(db_path: Path) -> None:
     """Another connection's write lock makes the writer wait in a thread, not on the loop."""
     store = EventStore(db_path)
     async with trio.open_nursery() as nursery:
@@ -241,7 +241,7 @@ async def test_writer_waits_for_a_locked_database_off_the_event_loop(db_path: Pa
     assert [row[0] for row in cancelled] == ["before", "after"]
 
 
-async def test_store_large_log_batch_is_stored_whole(db_path: Path) -> None:
+async def test_store_large_log_batch(db_path: Path) -> None:
     from cicd.storage.store import INLINE_LOG_BYTES
 
     store = EventStore(db_path)
