@@ -21,6 +21,8 @@ from cicd.errors import CicdError
 from cicd.execution.job import ResumePoint
 from cicd.orchestration.engine import RunResume
 from cicd.orchestration.states import State
+from cicd.scheduling.cluster import MIN_CPU_REQUEST
+from cicd.scheduling.core import JobRequest
 from cicd.workers.docker import DockerProvider
 from cicd.workers.labels import JOB, RUN, STEP
 
@@ -30,10 +32,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("cicd.orchestration")
 
 
-def _thd_unfinished(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+def _thd_unfinished(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """Return (run, state, tenant) of the runs to take over."""
     # Runs of `cicd run` processes (with an owner) sharing the database are not the server's.
-    return [(str(r[0]), str(r[1])) for r in conn.execute(
-        "SELECT r.id, r.state FROM runs r JOIN events e ON e.run_id = r.id"
+    return [(str(r[0]), str(r[1]), str(r[2])) for r in conn.execute(
+        "SELECT r.id, r.state, r.tenant_id FROM runs r JOIN events e ON e.run_id = r.id"
         " AND e.name = 'RunRequested' WHERE r.state IN ('pending', 'running')"
         " AND COALESCE(json_extract(e.body, '$.owner'), '') = '' ORDER BY r.id")]
 
@@ -78,7 +81,7 @@ async def recover(service: RunService) -> list[str]:
     """Prepare the takeover of unfinished runs; return the run ids to start, in order."""
     unfinished = await service.readers.run(_thd_unfinished)
     to_start = []
-    for run_id, state in unfinished:
+    for run_id, state, tenant in unfinished:
         to_start.append(run_id)
         if state == "pending":
             logger.info("run %s was accepted before the restart; starting it", run_id)
@@ -105,6 +108,11 @@ async def recover(service: RunService) -> list[str]:
                     resume.reattach[job_id] = ResumePoint(step=step, container_id=container,
                                                           log_size=size, last_seq=seq)
                     resume.nodes[job_id] = node_name
+                    # Hold the job's slot on its node from now on: other runs start
+                    # before this run's dispatcher adopts the job with its request.
+                    service.cluster.adopt(JobRequest(
+                        job_id=f"{run_id}/{job_id}", tenant=tenant, cpu_millis=MIN_CPU_REQUEST,
+                        memory_bytes=0), node_name)
                     if attempt > 1:
                         resume.attempts[job_id] = attempt
                 else:

@@ -161,6 +161,7 @@ class RunService:
                     "SELECT state FROM runs WHERE id = ?", (run_id,)).fetchone())
             resume = self._resume.pop(run_id, None)
             if state is None or (state[0] not in _ACTIVE) or (resume is None and state[0] != "pending"):
+                self._release_slots(run_id)
                 return  # cancelled while it waited, or already ended
             engine = RunEngine(self.store, self.provider, cluster=self.cluster,
                                log_limit=self.log_limit, stop=StopRequest(),
@@ -182,8 +183,15 @@ class RunService:
                     wait=True)
             finally:
                 del self.engines[run_id]
+                self._release_slots(run_id)
                 with trio.CancelScope(shield=True):
                     await self._remove_run_objects(run_id)
+
+    def _release_slots(self, run_id: str) -> None:
+        """Free the node slots the run still holds: jobs recovery adopted that never ran."""
+        prefix = f"{run_id}/"
+        for key in [key for key in self.cluster.placed if key.startswith(prefix)]:
+            self.cluster.release(key)
 
     async def _execute(self, engine: RunEngine, event: ev.RunRequested,
                        resume: RunResume | None) -> None:

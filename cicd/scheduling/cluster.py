@@ -9,7 +9,9 @@ and takes microseconds per job, so it runs in the caller's task and no thread is
 The input the core gets for a node: its capacity minus its reserve, and what the jobs
 placed there requested. A node also has a job count limit (``max_jobs``); a node
 that reached it is shown to the core as fully allocated. Each job requests at
-least 1 millicore, so a full node holds no more jobs, whatever they request.
+least 1 millicore, so a full node holds no more jobs, whatever they request. A
+node that reaches its limit within a call ends that call's round; the jobs after
+it go to another round (see ``Cluster._place_group``).
 """
 
 from __future__ import annotations
@@ -427,32 +429,59 @@ class Cluster:
             groups.setdefault((policy, backfill), []).append(waiting)
         now_ms = int(trio.current_time() * 1000) if self.aging_interval_ms else None
         for (policy, backfill), group in groups.items():
-            snapshot = [node.snapshot() for node in nodes]
-            tenants: dict[str, list[int]] = {}
-            for key, tenant in self._tenants.items():
-                usage = tenants.setdefault(tenant, [0, 0, 0])
-                cpu, memory = self.nodes[self.placed[key]].allocations.get(key, (0, 0))
-                usage[0] += 1
-                usage[1] += cpu
-                usage[2] += memory
-            decisions = place(
-                snapshot, [w.request for w in group], policy,
-                backfill=backfill and policy is not Policy.FIFO,
-                tenants={t: TenantUsage(running_jobs=u[0], cpu_millis=u[1], memory_bytes=u[2])
-                         for t, u in tenants.items()},
-                tenant_limits=self._limits(group), now_ms=now_ms,
-                aging_interval_ms=self.aging_interval_ms)
-            for decision in decisions:
-                waiting = group[decision.job]
-                if decision.outcome is Outcome.ASSIGNED:
-                    assert decision.node is not None
-                    self._assign(waiting, nodes[decision.node])
-                elif decision.outcome is Outcome.NEVER_FITS:
-                    assert decision.reason is not None
-                    self._never(waiting, decision.reason, snapshot)
+            # A round that stopped at a node's job limit leaves jobs that may fit
+            # elsewhere. In each further round one more node is full, so at most one
+            # round per node follows; the bound only guards against a mistake.
+            for _ in range(len(nodes) + 1):
+                group = self._place_group(nodes, group, policy, backfill, now_ms)
+                if not group:
+                    break
+
+    def _place_group(self, nodes: list[ClusterNode], group: list[_Waiting], policy: Policy,
+                     backfill: bool, now_ms: int | None) -> list[_Waiting]:
+        """Decide ``group`` in one call of the core; return the jobs to decide again.
+
+        The core counts CPU and memory, not jobs, so within one call it can place
+        more jobs on a node than its job limit (``max_jobs``) allows. Decisions are
+        taken in the core's order (``position``) up to the first assignment to a node
+        with no free job slot. That job and all after it are returned for another
+        round, in which the node shows as full.
+        """
+        snapshot = [node.snapshot() for node in nodes]
+        tenants: dict[str, list[int]] = {}
+        for key, tenant in self._tenants.items():
+            usage = tenants.setdefault(tenant, [0, 0, 0])
+            cpu, memory = self.nodes[self.placed[key]].allocations.get(key, (0, 0))
+            usage[0] += 1
+            usage[1] += cpu
+            usage[2] += memory
+        decisions = place(
+            snapshot, [w.request for w in group], policy,
+            backfill=backfill and policy is not Policy.FIFO,
+            tenants={t: TenantUsage(running_jobs=u[0], cpu_millis=u[1], memory_bytes=u[2])
+                     for t, u in tenants.items()},
+            tenant_limits=self._limits(group), now_ms=now_ms,
+            aging_interval_ms=self.aging_interval_ms)
+        again: list[_Waiting] = []
+        for decision in sorted(decisions, key=lambda d: d.position):
+            waiting = group[decision.job]
+            if again:
+                # Decided while the held-back job counted as placed: decide it again.
+                again.append(waiting)
+            elif decision.outcome is Outcome.ASSIGNED:
+                assert decision.node is not None
+                node = nodes[decision.node]
+                if len(node.allocations) >= node.max_jobs:
+                    again.append(waiting)
                 else:
-                    assert decision.reason is not None
-                    self._wait(waiting, decision.reason)
+                    self._assign(waiting, node)
+            elif decision.outcome is Outcome.NEVER_FITS:
+                assert decision.reason is not None
+                self._never(waiting, decision.reason, snapshot)
+            else:
+                assert decision.reason is not None
+                self._wait(waiting, decision.reason)
+        return again
 
     def _limits(self, group: list[_Waiting]) -> dict[str, int] | None:
         if not self.per_tenant_jobs:

@@ -109,6 +109,54 @@ async def test_max_jobs_bounds_small_jobs() -> None:
     assert "r/3" not in cluster.waiting  # a cancelled wait leaves the queue
 
 
+async def test_max_jobs_holds_within_one_pass() -> None:
+    """Jobs woken by one release are placed up to the node's job limit, not its CPU."""
+    cluster = Cluster([node("a", max_jobs=2)])
+    await place_all(cluster, [job("r/1", cpu=1, memory=0), job("r/2", cpu=1, memory=0)])
+    placed: list[str] = []
+    async with trio.open_nursery() as nursery:
+        async def waiter(key: str) -> None:
+            await cluster.acquire(job(key, cpu=1, memory=0), run_id="r")
+            placed.append(key)
+
+        for index in range(3, 7):
+            nursery.start_soon(waiter, f"r/{index}")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(cluster.waiting) == 4
+        cluster.release("r/1")
+        cluster.release("r/2")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(placed) == 2
+        assert len(cluster.nodes["a"].allocations) == 2
+        assert len(cluster.waiting) == 2
+        for key in placed:  # waiters append only after this loop, when they run
+            cluster.release(key)
+    assert len(placed) == 4
+
+
+async def test_max_jobs_full_node_sends_rest_elsewhere() -> None:
+    """A node that reaches its job limit in a pass leaves the other jobs to other nodes."""
+    cluster = Cluster([node("a", max_jobs=1), node("b", max_jobs=4)], policy="spread")
+    placed: dict[str, str] = {}
+    async with trio.open_nursery() as nursery:
+        async def waiter(key: str) -> None:
+            placed[key] = await cluster.acquire(job(key, cpu=500, memory=0), run_id="r")
+
+        for name in ("a", "b"):
+            cluster.nodes[name].cordoned = True
+        for index in range(3):
+            nursery.start_soon(waiter, f"r/{index}")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(cluster.waiting) == 3
+        for name in ("a", "b"):
+            cluster.nodes[name].cordoned = False
+        cluster.schedule()  # one pass for all three jobs
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(placed) == 3
+    assert len(cluster.nodes["a"].allocations) == 1
+    assert len(cluster.nodes["b"].allocations) == 2
+
+
 async def test_cordon_then_uncordon_places() -> None:
     cluster = Cluster([node("a")])
     cluster.cordon("a", cordoned=True)

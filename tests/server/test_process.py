@@ -93,6 +93,42 @@ def test_sigkill_then_restart_reattaches(server_process: ServerProcess) -> None:
     assert _objects_left(docker.from_env(), run_id) == []
 
 
+PAIR = f"""
+name: pair
+jobs:
+  left:
+    image: {BUSYBOX}
+    steps: [{{run: 'echo start; sleep 4; echo end'}}]
+  right:
+    image: {BUSYBOX}
+    steps: [{{run: 'echo start; sleep 4; echo end'}}]
+"""
+
+
+def test_restart_keeps_reattached_jobs_slots(server_process: ServerProcess,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart, reattached jobs hold their node's job slots before any run starts."""
+    monkeypatch.setenv("CICD_RUNS_MAX_PARALLEL_JOBS", "2")
+    server_process.start()
+    pair = _submit(server_process.url, PAIR)
+    _wait(server_process.url, pair, lambda d: all(
+        job["steps"][0]["state"] == "running" for job in d["jobs"]) and len(d["jobs"]) == 2)
+    waiting = _submit(server_process.url, PAIR.replace("name: pair", "name: waiting"))
+    _wait(server_process.url, waiting, lambda d: len(d["jobs"]) == 2)
+    server_process.kill()
+    server_process.start()
+    for run_id in (pair, waiting):
+        assert _wait(server_process.url, run_id, _ended, timeout=90)["state"] == "succeeded"
+    conn = sqlite3.connect(server_process.db)
+    ends = [ts for (ts,) in conn.execute(
+        "SELECT ts FROM events WHERE run_id = ? AND name = 'JobCompleted'", (pair,))]
+    starts = [ts for (ts,) in conn.execute(
+        "SELECT ts FROM events WHERE run_id = ? AND name = 'JobStarted'", (waiting,))]
+    assert len(ends) == 2
+    assert len(starts) == 2
+    assert min(starts) >= min(ends)  # no third job ran beside the two reattached ones
+
+
 def test_sigkill_with_lost_container_fails_run(server_process: ServerProcess) -> None:
     server_process.start()
     run_id = _submit(server_process.url)
