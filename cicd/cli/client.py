@@ -7,6 +7,7 @@ table by default and the API's JSON with ``--json``.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import time
@@ -188,6 +189,11 @@ def submit_command(args: argparse.Namespace) -> int:
         raise
     print(f"run {document.id} ({document.pipeline}#{document.number}) {document.state}",
           file=sys.stderr)
+    return _report(client, document, args)
+
+
+def _report(client: Client, document: RunDocument, args: argparse.Namespace) -> int:
+    """Print the run's id (or document with --json) on stdout; with --wait, wait for its end."""
     if args.wait:
         while document.state not in TERMINAL:
             time.sleep(0.5)
@@ -222,8 +228,9 @@ def cancel_command(args: argparse.Namespace) -> int:
 def retry_command(args: argparse.Namespace) -> int:
     client = Client(_require_server(args))
     result = client.action(run_path(client.resolve_run(args.run).id, "retry"))
-    print(f"{result.run.id} ({result.message})")
-    return 0
+    print(f"run {result.run.id} ({result.run.pipeline}#{result.run.number}): {result.message}",
+          file=sys.stderr)
+    return _report(client, result.run, args)
 
 
 def remote_runs(args: argparse.Namespace, url: str) -> int:
@@ -233,10 +240,14 @@ def remote_runs(args: argparse.Namespace, url: str) -> int:
         return 0
     from cicd.cli.history import format_duration_ms
 
-    print(f"{'RUN':<26}  {'PIPELINE':<24} {'STATE':<10} DURATION")
+    print(f"{'RUN':<26}  {'PIPELINE':<24} {'STATE':<10} {'STARTED':<19} DURATION")
     for run in page.items:
+        # The same columns as the local listing: creation time, in local time.
+        created = ""
+        if run.created_at:
+            created = f"{dt.datetime.fromisoformat(run.created_at).astimezone():%Y-%m-%d %H:%M:%S}"
         print(f"{run.id:<26}  {run.pipeline + '#' + str(run.number):<24} {run.state:<10} "
-              f"{format_duration_ms(run.duration_ms)}")
+              f"{created:<19} {format_duration_ms(run.duration_ms)}")
     return 0
 
 

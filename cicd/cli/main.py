@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     retry = sub.add_parser("retry", help="rerun the jobs of a run that did not succeed")
     retry.add_argument("run", help="run id, id prefix, PIPELINE#NUMBER or 'last'")
+    retry.add_argument("--wait", action="store_true", help="wait for the new run to end; exit 1 if it failed")
     retry.add_argument("--server", help="URL of the cicd server (default: $CICD_SERVER)")
+    retry.add_argument("--json", action="store_true", help="print the new run's document as JSON")
 
     node_server_help = "server URL (default: $CICD_SERVER)"
     nodes = sub.add_parser("nodes", help="list a server's nodes: capacity, jobs, breaker")

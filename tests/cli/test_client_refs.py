@@ -9,6 +9,8 @@ and pipeline.
 
 from __future__ import annotations
 
+import json
+
 import os
 import subprocess
 import sys
@@ -125,12 +127,22 @@ def test_cancel_and_retry_last(server: ServerProcess, api: httpx.Client, tmp_pat
     _wait_state(api, run_id, {"cancelled"})
     result = _cli(server, "retry", "sleepy#1")
     assert result.returncode == 0, result.stderr
-    new_id = result.stdout.decode().split()[0]
+    new_id = result.stdout.decode().strip()  # the id alone, as submit prints it
     assert new_id != run_id
+    assert f"run {new_id} (sleepy#2)".encode() in result.stderr
     assert api.get(f"/runs/{new_id}").json()["pipeline"] == "sleepy"
     result = _cli(server, "cancel", new_id[:-2])
     assert result.returncode == 0, result.stderr
     _wait_state(api, new_id, {"cancelled"})
+    result = _cli(server, "retry", new_id, "--json")
+    assert result.returncode == 0, result.stderr
+    third = json.loads(result.stdout)
+    assert third["id"] != new_id
+    assert third["pipeline"] == "sleepy"
+    assert _cli(server, "cancel", third["id"]).returncode == 0
+    _wait_state(api, third["id"], {"cancelled"})
+    listed = _cli(server, "runs").stdout.decode().splitlines()
+    assert listed[0].split() == ["RUN", "PIPELINE", "STATE", "STARTED", "DURATION"]
 
 
 def test_number_of_several_tenants(server: ServerProcess, api: httpx.Client,
