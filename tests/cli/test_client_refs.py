@@ -10,7 +10,6 @@ and pipeline.
 from __future__ import annotations
 
 import json
-
 import os
 import subprocess
 import sys
