@@ -183,10 +183,12 @@ async def _step_loop(ctx: JobContext, job: Job, worker: JobWorker, *, ahead: tri
                                   message=str(exc))
         finally:
             sink.close()
+        # A step that ended while no server watched it keeps the engine's end time.
+        ended = outcome.ended_at_ms if outcome.ended_at_ms is not None else ev.now_ms()
         if outcome.state is State.SUCCEEDED:
             await emit(ev.StepCompleted(**base, step=step.index, step_name=step.display_name,
                                         exit_code=0, log_size=sink.size,
-                                        truncated_bytes=sink.truncated_bytes))
+                                        truncated_bytes=sink.truncated_bytes, ts=ended))
             continue
         allowed = step.allow_failure and outcome.state in (State.FAILED, State.TIMED_OUT) \
             and not outcome.job_deadline_hit
@@ -194,7 +196,7 @@ async def _step_loop(ctx: JobContext, job: Job, worker: JobWorker, *, ahead: tri
                                  state=outcome.state.value, exit_code=outcome.exit_code,
                                  reason=outcome.reason, message=outcome.message,
                                  allowed=allowed, log_size=sink.size,
-                                 truncated_bytes=sink.truncated_bytes))
+                                 truncated_bytes=sink.truncated_bytes, ts=ended))
         if allowed:
             continue
         job_state = outcome.state

@@ -26,6 +26,7 @@ class StepOutcome(msgspec.Struct, frozen=True, kw_only=True):
     message: str = ""
     # True when the job's deadline, not the step's own, ended the step.
     job_deadline_hit: bool = False
+    ended_at_ms: int | None = None  # see ExitStatus.ended_at_ms
 
 
 async def run_step(
@@ -87,21 +88,23 @@ async def run_step(
         return StepOutcome(
             state=State.FAILED, exit_code=status.exit_code or OOM_EXIT_CODE, reason="OOMKilled",
             message="the kernel killed the step for exceeding its memory limit",
+            ended_at_ms=status.ended_at_ms,
         )
     if why_stopped:
         if why_stopped[0] == "cancelled":
             return StepOutcome(state=State.CANCELLED, exit_code=status.exit_code,
-                               reason=stop.reason)
+                               reason=stop.reason, ended_at_ms=status.ended_at_ms)
         return StepOutcome(
             state=State.TIMED_OUT, exit_code=status.exit_code, reason="timeout",
             job_deadline_hit=why_stopped[0] == "job_timeout",
             message="the job's timeout expired" if why_stopped[0] == "job_timeout"
-            else "the step's timeout expired",
+            else "the step's timeout expired", ended_at_ms=status.ended_at_ms,
         )
     if status.exit_code == 0:
-        return StepOutcome(state=State.SUCCEEDED, exit_code=0)
+        return StepOutcome(state=State.SUCCEEDED, exit_code=0, ended_at_ms=status.ended_at_ms)
     return StepOutcome(state=State.FAILED, exit_code=status.exit_code, reason="exit_code",
-                       message=f"the script exited with code {status.exit_code}")
+                       message=f"the script exited with code {status.exit_code}",
+                       ended_at_ms=status.ended_at_ms)
 
 
 def deadline_after(seconds: float | None) -> float:

@@ -42,6 +42,9 @@ class StepSpec(msgspec.Struct, frozen=True, kw_only=True):
 class ExitStatus(msgspec.Struct, frozen=True, kw_only=True):
     exit_code: int
     oom_killed: bool = False
+    # The step's end time (ms since the epoch) as the engine recorded it, for a step
+    # that may have ended while no server watched it; None: the moment it was seen.
+    ended_at_ms: int | None = None
 
 
 class StepProcess(abc.ABC):

@@ -22,6 +22,7 @@ Every blocking docker-py call runs in a worker thread under a per-engine limiter
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 import os
@@ -570,6 +571,17 @@ async def _remove_quietly(provider: DockerProvider, container_id: str) -> bool:
     return True
 
 
+def _engine_time_ms(value: object) -> int | None:
+    """Return an engine timestamp (RFC 3339, nanoseconds) in ms since the epoch, or None."""
+    if not isinstance(value, str) or value.startswith("0001-"):
+        return None  # the zero time: not set
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1000)
+
+
 class DockerStepProcess(StepProcess):
     """A step's container, read through its attach socket.
 
@@ -706,9 +718,12 @@ class DockerStepProcess(StepProcess):
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise ProviderError(
                 f"waiting for container {self.container_id[:12]} failed: {exc}") from exc
-        if result.get("StatusCode") == 0:
+        reattached = self._sock is None
+        if result.get("StatusCode") == 0 and not reattached:
             return ExitStatus(exit_code=0)
-        # A failure may be an OOM kill of any process of the step, which only inspect reports.
+        # A failure may be an OOM kill of any process of the step, which only inspect
+        # reports. A step this process did not start may have ended long before: its end
+        # time comes from the engine.
         info = await provider.call(api.inspect_container, self.container_id)
         state = info["State"]
         if state.get("ExitCode") == 137 and not state.get("OOMKilled"):
@@ -718,7 +733,9 @@ class DockerStepProcess(StepProcess):
             info = await provider.call(api.inspect_container, self.container_id)
             state = info["State"]
         return ExitStatus(exit_code=int(state.get("ExitCode", -1)),
-                          oom_killed=bool(state.get("OOMKilled")))
+                          oom_killed=bool(state.get("OOMKilled")),
+                          ended_at_ms=_engine_time_ms(state.get("FinishedAt")) if reattached
+                          else None)
 
     async def send_signal(self, sig: signal.Signals) -> None:
         try:

@@ -105,7 +105,7 @@ jobs:
 """
 
 
-def test_restart_keeps_reattached_jobs_slots(server_process: ServerProcess,
+def test_restart_reattached_jobs_hold_slots(server_process: ServerProcess,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """After a restart, reattached jobs hold their node's job slots before any run starts."""
     monkeypatch.setenv("CICD_RUNS_MAX_PARALLEL_JOBS", "2")
@@ -127,6 +127,29 @@ def test_restart_keeps_reattached_jobs_slots(server_process: ServerProcess,
     assert len(ends) == 2
     assert len(starts) == 2
     assert min(starts) >= min(ends)  # no third job ran beside the two reattached ones
+
+
+def test_step_ended_while_down_end_time(server_process: ServerProcess) -> None:
+    """A step that ended while no server ran gets the engine's end time, not the restart's."""
+    server_process.start()
+    run_id = _submit(server_process.url, f"jobs:\n  short:\n    image: {BUSYBOX}\n"
+                                         "    steps: [{run: 'echo a; sleep 1.5; echo b'}]\n")
+    log_url = f"{server_process.url}/api/v1/runs/{run_id}/jobs/short/steps/1/log"
+    deadline = time.monotonic() + 30
+    while httpx.get(log_url, timeout=30).content != b"a\n":  # the script began
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    server_process.kill()
+    time.sleep(3.5)  # the step ends about 1.5 s after it began
+    restarted_ms = time.time() * 1000
+    server_process.start()
+    assert _wait(server_process.url, run_id, _ended)["state"] == "succeeded"
+    conn = sqlite3.connect(server_process.db)
+    started, ended = (conn.execute(
+        "SELECT ts FROM events WHERE run_id = ? AND name = ?", (run_id, name)).fetchone()[0]
+        for name in ("StepStarted", "StepCompleted"))
+    assert ended < restarted_ms - 1000
+    assert 1200 <= ended - started <= 3000
 
 
 def test_sigkill_with_lost_container_fails_run(server_process: ServerProcess) -> None:
