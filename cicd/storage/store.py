@@ -154,9 +154,12 @@ class EventStore:
             return False
         try:
             self._insert(conn, batch)
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Never leave the transaction open: the next batch could not begin its own.
             conn.execute("ROLLBACK")
-            raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
+            raise
         return True
 
     def _thd_finish(self) -> None:
@@ -180,10 +183,12 @@ class EventStore:
                 conn.execute("PRAGMA busy_timeout = 0")
             self._insert(conn, batch)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"cannot write to database {self.path}: {exc}") from exc
+            raise
 
     def _insert(self, conn: sqlite3.Connection, batch: list[Any]) -> None:
         chunks = []
