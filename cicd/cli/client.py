@@ -326,7 +326,8 @@ def nodes_command(args: argparse.Namespace) -> int:
         node = msgspec.json.decode(
             client.request("POST", f"/nodes/{urllib.parse.quote(args.name, safe='')}/{args.command}")
             .content, type=NodeInfo)
-        print(f"node {node.name}: {node.state} ({node.running_jobs} jobs running)")
+        jobs = "1 job" if node.running_jobs == 1 else f"{node.running_jobs} jobs"
+        print(f"node {node.name}: {node.state} ({jobs} running)")
         return 0
     nodes = msgspec.json.decode(client.request("GET", "/nodes").content, type=list[NodeInfo])
     if args.json:

@@ -173,19 +173,54 @@ class RunService:
                 await self._execute(engine, event, resume)
             except CicdError as exc:
                 logger.error("run %s failed before its jobs: %s", run_id, exc)
+                await self._end_unfinished(run_id, event.tenant_id, str(exc))
                 await self.store.append(ev.RunFailed(run_id=run_id, tenant_id=event.tenant_id,
                                                      reason=str(exc)), wait=True)
             except Exception as exc:  # one run's defect must not stop the server
                 logger.exception("run %s failed with an internal error", run_id)
+                cause = _innermost(exc)
+                reason = f"internal error: {type(cause).__name__}: {cause}; see the server log"
+                await self._end_unfinished(run_id, event.tenant_id, reason)
                 await self.store.append(ev.RunFailed(
-                    run_id=run_id, tenant_id=event.tenant_id,
-                    reason=f"internal error: {type(exc).__name__}: {exc}; see the server log"),
-                    wait=True)
+                    run_id=run_id, tenant_id=event.tenant_id, reason=reason), wait=True)
             finally:
                 del self.engines[run_id]
                 self._release_slots(run_id)
                 with trio.CancelScope(shield=True):
                     await self._remove_run_objects(run_id)
+
+    async def _end_unfinished(self, run_id: str, tenant_id: str, message: str) -> None:
+        """End the jobs and steps a failed run left unfinished, so none stays running.
+
+        A running step fails and a pending one is skipped; each job that had not
+        ended fails. All with reason ``run_failed`` and ``message``.
+        """
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]],
+                                                    list[tuple[str, int, str, str]]]:
+            jobs = conn.execute("SELECT job_id, state FROM jobs WHERE run_id = ? AND state IN"
+                                " ('pending', 'scheduled', 'running') ORDER BY position",
+                                (run_id,)).fetchall()
+            steps = conn.execute("SELECT job_id, step, name, state FROM steps WHERE run_id = ?"
+                                 " AND state IN ('pending', 'running') ORDER BY job_id, step",
+                                 (run_id,)).fetchall()
+            return jobs, steps
+
+        jobs, steps = await self.readers.run(read)
+        unfinished = {job_id for job_id, _state in jobs}
+        for job_id, step, name, state in steps:
+            if job_id not in unfinished:
+                continue
+            if state == "running":
+                await self.store.append(ev.StepFailed(
+                    run_id=run_id, tenant_id=tenant_id, job=job_id, step=step, step_name=name,
+                    reason="run_failed", message=message))
+            else:
+                await self.store.append(ev.StepSkipped(
+                    run_id=run_id, tenant_id=tenant_id, job=job_id, step=step, step_name=name,
+                    reason="run_failed"))
+        for job_id, _state in jobs:
+            await self.store.append(ev.JobFailed(run_id=run_id, tenant_id=tenant_id, job=job_id,
+                                                 reason="run_failed", message=message))
 
     def _release_slots(self, run_id: str) -> None:
         """Free the node slots the run still holds: jobs recovery adopted that never ran."""
@@ -580,6 +615,13 @@ class RunService:
         if await subscriber.replay(self.store, self.readers, dead_letter_id):
             return True, f"dead letter {dead_letter_id} replayed"
         return False, f"dead letter {dead_letter_id} failed again; a new dead letter records it"
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """Return the one exception inside nested groups of one exception each, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _thd_fresh_parent(workspace: Path) -> None:

@@ -9,12 +9,15 @@ waited for and read.
 from __future__ import annotations
 
 import abc
+import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
 from cicd.errors import ProviderError
+
+logger = logging.getLogger("cicd.workers")
 
 OutputSink = Callable[[bytes], Awaitable[None]]
 
@@ -133,13 +136,23 @@ class Provider(abc.ABC):
 
 
 class SourceArchive:
-    """The directory being built, copied for each job and never written to."""
+    """The directory being built, copied for each job and never written to.
+
+    Only regular files, directories and symbolic links are copied. Named pipes,
+    sockets and device files are skipped with a warning: a job could not use them
+    (a pipe blocks its reader), and copying one fails.
+    """
 
     def copy_into(self, target: str) -> None:
-        """Copy the directory's contents into the existing directory ``target``."""
+        """Copy the directory's contents into ``target``, creating it if needed."""
         import shutil
 
-        shutil.copytree(self.path, target, symlinks=True, dirs_exist_ok=True)
+        try:
+            shutil.copytree(self.path, target, symlinks=True, dirs_exist_ok=True,
+                            ignore=_special_files)
+        except OSError as exc:
+            raise ProviderError(f"copying {self.path} into the workspace {target} failed: "
+                                f"{exc}") from exc
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -152,8 +165,19 @@ class SourceArchive:
             import tarfile
 
             buffer = io.BytesIO()
+            def regular(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+                if info.isfile() or info.isdir() or info.issym() or info.islnk():
+                    return info
+                logger.warning("source %s: skipped %s, which is not a regular file, "
+                               "directory or link", self.path, info.name)
+                return None
+
             with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                tar.add(self.path, arcname=".", recursive=True)
+                try:
+                    tar.add(self.path, arcname=".", recursive=True, filter=regular)
+                except OSError as exc:
+                    raise ProviderError(f"reading {self.path} for the workspace failed: "
+                                        f"{exc}") from exc
             self._tar = buffer.getvalue()
         return self._tar
 
@@ -161,3 +185,22 @@ class SourceArchive:
 DEFAULT_GRACE_SECONDS = 10.0
 TERMINATE = signal.SIGTERM
 KILL = signal.SIGKILL
+
+
+def _special_files(directory: str, names: list[str]) -> list[str]:
+    """Return the entries of ``directory`` that are not regular files, directories or links."""
+    import os
+    import stat
+
+    skipped = []
+    for name in names:
+        try:
+            mode = os.lstat(os.path.join(directory, name)).st_mode
+        except OSError:
+            continue  # gone meanwhile: copytree reports it
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            skipped.append(name)
+    if skipped:
+        logger.warning("source %s: skipped %s, not regular files, directories or links",
+                       directory, ", ".join(sorted(skipped)))
+    return skipped

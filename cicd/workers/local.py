@@ -62,14 +62,7 @@ class LocalJobWorker(JobWorker):
     async def prepare(self) -> None:
         self._tempdir = tempfile.mkdtemp(prefix=f"{self.id}-")
         self.workspace = os.path.join(self._tempdir, "workspace")
-        try:
-            await trio.to_thread.run_sync(
-                lambda: shutil.copytree(self.source.path, self.workspace, symlinks=True)
-            )
-        except OSError as exc:
-            raise ProviderError(
-                f"copying {self.source.path} into the workspace {self.workspace} failed: {exc}"
-            ) from exc
+        await trio.to_thread.run_sync(self.source.copy_into, self.workspace)
 
     async def start_step(self, spec: StepSpec) -> StepProcess:
         env = dict(os.environ)

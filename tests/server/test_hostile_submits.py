@@ -164,3 +164,66 @@ async def test_cancelled_queued_run_never_starts(tmp_path: Path, docker_engine: 
             assert document["jobs"] == []
         server.request_stop()
         server.request_stop()
+
+
+def _source_with_special_files(source: Path) -> None:
+    source.mkdir()
+    (source / "regular.txt").write_text("kept\n")
+    os.mkfifo(source / "apipe")
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(source / "asocket"))
+    listener.close()  # the socket file stays
+
+
+async def test_source_special_files_skipped(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    """A named pipe or socket in the source is left out of the workspace; the run goes on."""
+    source = tmp_path / "src"
+    _source_with_special_files(source)
+    check = ("cat regular.txt; test ! -e apipe && test ! -e asocket && echo no-special-files")
+    pipeline = f"jobs:\n  a:\n    image: {BUSYBOX}\n    steps: [{{run: '{check}'}}]\n"
+    response = await api.post("/runs", json={"source": {"dir": str(source)},
+                                             "pipeline_yaml": pipeline})
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    document = await wait_for_state(api, run_id, {"succeeded", "failed"})
+    assert document["state"] == "succeeded", document
+    log = (await api.get(f"/runs/{run_id}/jobs/a/steps/1/log")).content
+    assert log == b"kept\nno-special-files\n"
+
+
+def test_source_tar_skips_special_files(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from cicd.workers.base import SourceArchive
+
+    source = tmp_path / "src"
+    _source_with_special_files(source)
+    with tarfile.open(fileobj=io.BytesIO(SourceArchive(str(source)).tar_bytes())) as tar:
+        names = sorted(tar.getnames())
+    assert names == [".", "./regular.txt"]
+
+
+async def test_run_defect_ends_jobs_and_steps(api: httpx.AsyncClient, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect in the middle of a job leaves no job or step running in the failed run."""
+    from cicd.workers.base import SourceArchive
+
+    def broken(self: SourceArchive, target: str) -> None:
+        raise RuntimeError("copy defect")
+
+    monkeypatch.setattr(SourceArchive, "copy_into", broken)
+    monkeypatch.setattr(SourceArchive, "tar_bytes", lambda self: broken(self, ""))
+    two_steps = f"jobs:\n  a:\n    image: {BUSYBOX}\n    steps: [{{run: echo 1}}, {{run: echo 2}}]\n"
+    response = await api.post("/runs", json={"source": {"dir": str(tmp_path)},
+                                             "pipeline_yaml": two_steps})
+    run_id = response.json()["id"]
+    document = await wait_for_state(api, run_id, {"failed", "succeeded"})
+    assert document["state"] == "failed"
+    assert "copy defect" in document["reason"]
+    job = document["jobs"][0]
+    assert job["state"] == "failed"
+    for step in job["steps"]:
+        assert step["state"] in ("failed", "skipped"), document
