@@ -108,8 +108,8 @@ async def recover(service: RunService) -> list[str]:
                     resume.reattach[job_id] = ResumePoint(step=step, container_id=container,
                                                           log_size=size, last_seq=seq)
                     resume.nodes[job_id] = node_name
-                    # Hold the job's slot on its node from now on: other runs start
-                    # before this run's dispatcher adopts the job with its request.
+                    # Hold the job's slot on its node from now on, because other runs can
+                    # place jobs before this run's dispatcher adopts the job with its request.
                     service.cluster.adopt(JobRequest(
                         job_id=f"{run_id}/{job_id}", tenant=tenant, cpu_millis=MIN_CPU_REQUEST,
                         memory_bytes=0), node_name)

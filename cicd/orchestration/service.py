@@ -192,8 +192,8 @@ class RunService:
     async def _end_unfinished(self, run_id: str, tenant_id: str, message: str) -> None:
         """End the jobs and steps a failed run left unfinished, so none stays running.
 
-        A running step fails and a pending one is skipped; each job that had not
-        ended fails. All with reason ``run_failed`` and ``message``.
+        A running step fails and a pending one is skipped. Each job that had not
+        ended fails. All of them get reason ``run_failed`` and ``message``.
         """
         def read(conn: sqlite3.Connection) -> tuple[list[tuple[str, str]],
                                                     list[tuple[str, int, str, str]]]:

@@ -57,7 +57,7 @@ _RUN_FROM = {state.value: _from(RUN_TRANSITIONS, state.value) for state in State
 
 
 def _rejection(conn: sqlite3.Connection, e: ev.Event) -> ev.TransitionRejected:
-    """Describe why the state change that ``e`` asked for was not made."""
+    """Describe why the state change that ``e`` requested was not made."""
     if isinstance(e, ev._StepEvent):
         row = conn.execute("SELECT state FROM steps WHERE run_id = ? AND job_id = ? AND step = ?",
                            (e.run_id, e.job, e.step)).fetchone()
@@ -111,8 +111,8 @@ def _logs_pruned(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     return True
 
 
-# A handler returns False when the event asked for a state change that its row's
-# state does not allow; it then changed nothing.
+# A handler returns False when the event requested a state change that its row's
+# state does not allow. It then changed nothing.
 _Handler = Callable[[sqlite3.Connection, int, ev.Event], bool]
 
 

@@ -126,14 +126,17 @@ class EventStore:
             committed.set()
 
     def _write_here(self, batch: list[Any]) -> bool:
-        """Write a small batch of events on this thread, up to its COMMIT; return False to skip.
+        """Write a small batch on this thread, up to its COMMIT, and return True.
+
+        Return False, with nothing written, for a batch that :meth:`_thd_commit` must
+        write in a worker thread.
 
         The statements of a few events take well under a millisecond. In a worker
         thread, each one gives up the interpreter's lock inside SQLite and waits to
         take it back from the event loop, which multiplied a commit's time under load.
         Here only the COMMIT, with its fsync, goes to a thread. Batches with
         arbitrary statements, deletions or much log output are refused, and so is a
-        database another connection holds locked: :meth:`_thd_commit` waits for
+        database another connection has locked: :meth:`_thd_commit` waits for
         those in a thread.
         """
         conn = self._conn
@@ -176,11 +179,15 @@ class EventStore:
         conn = self._conn
         assert conn is not None
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             try:
                 conn.execute("BEGIN IMMEDIATE")
-            finally:
-                conn.execute("PRAGMA busy_timeout = 0")
+            except sqlite3.OperationalError:
+                # Another connection holds the write lock: wait for it here, in the thread.
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 0")
             self._insert(conn, batch)
             conn.execute("COMMIT")
         except BaseException as exc:

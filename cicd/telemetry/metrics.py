@@ -32,8 +32,8 @@ class Metrics:
         self.create_worker = meter.create_histogram("wkm_create_worker_ms", **kwargs)  # type: ignore[arg-type]
         self.step_duration = meter.create_histogram("exec_step_duration_ms", **kwargs)  # type: ignore[arg-type]
         self.ui_latency = meter.create_histogram("ui_latency_ms", **kwargs)  # type: ignore[arg-type]
-        # Counted here and read by the SDK at collection: a synchronous counter's add()
-        # costs about 6 microseconds, and every event of the log passes through here.
+        # Counted here and read by the SDK at collection, because every event of the log
+        # passes through here and a synchronous add() took about 6 µs (measured here).
         self._event_counts: dict[str, int] = {}
         meter.create_observable_counter("cicd_events_total", callbacks=[self._observe_events])
         self._queue_depths: dict[str, Callable[[], int]] = {}
@@ -52,7 +52,8 @@ class Metrics:
 
     def _observe_events(self, options: CallbackOptions) -> Iterable[Observation]:
         # list(): a copy made in one step, even if the SDK collects from another thread.
-        return [Observation(count, {"name": name}) for name, count in list(self._event_counts.items())]
+        counts = list(self._event_counts.items())
+        return [Observation(count, {"name": name}) for name, count in counts]
 
     def observe_event(self, event: ev.Event) -> None:
         """Update the metrics for one event of the log (handler of an outbox subscriber)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import signal
+import stat
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
@@ -168,8 +170,8 @@ class SourceArchive:
             def regular(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
                 if info.isfile() or info.isdir() or info.issym() or info.islnk():
                     return info
-                logger.warning("source %s: skipped %s, which is not a regular file, "
-                               "directory or link", self.path, info.name)
+                logger.warning("source %s: skipped %s, not a regular file, directory or link",
+                               self.path, info.name)
                 return None
 
             with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -189,15 +191,12 @@ KILL = signal.SIGKILL
 
 def _special_files(directory: str, names: list[str]) -> list[str]:
     """Return the entries of ``directory`` that are not regular files, directories or links."""
-    import os
-    import stat
-
     skipped = []
     for name in names:
         try:
             mode = os.lstat(os.path.join(directory, name)).st_mode
         except OSError:
-            continue  # gone meanwhile: copytree reports it
+            continue  # removed meanwhile: copytree reports it
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
             skipped.append(name)
     if skipped:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
@@ -33,6 +35,21 @@ def _worker(provider: DockerProvider, run_id: str, tmp_path: Path) -> DockerJobW
                            on_progress=lambda line: None)
 
 
+@contextlib.asynccontextmanager
+async def _prepared_worker(docker_engine: docker.DockerClient, run_id: str,
+                           tmp_path: Path) -> AsyncIterator[DockerJobWorker]:
+    """Yield a prepared worker, close it afterwards, and check the run left no objects."""
+    provider = DockerProvider()
+    worker = _worker(provider, run_id, tmp_path)
+    try:
+        await worker.prepare()
+        yield worker
+    finally:
+        await worker.close()
+        await provider.aclose()
+    assert labelled_objects(docker_engine, run_id) == []
+
+
 def _exists(client: docker.DockerClient, container_id: str) -> bool:
     try:
         client.containers.get(container_id)
@@ -44,10 +61,7 @@ def _exists(client: docker.DockerClient, container_id: str) -> bool:
 async def test_work_ahead_removes_finished_steps(docker_engine: docker.DockerClient,
                                                 tmp_path: Path) -> None:
     run_id = new_run_id()
-    provider = DockerProvider()
-    worker = _worker(provider, run_id, tmp_path)
-    try:
-        await worker.prepare()
+    async with _prepared_worker(docker_engine, run_id, tmp_path) as worker:
         # The calls come in the execution context's order. The work ahead of step 2 runs
         # while step 1 runs, and the work ahead during step 2 removes step 1's container.
         first = await worker.start_step(_spec(run_id, 1))
@@ -61,10 +75,6 @@ async def test_work_ahead_removes_finished_steps(docker_engine: docker.DockerCli
         await second.release()
         await worker.work_ahead([])
         assert not _exists(docker_engine, second.container_id)  # type: ignore[attr-defined]
-    finally:
-        await worker.close()
-        await provider.aclose()
-    assert labelled_objects(docker_engine, run_id) == []
 
 
 async def test_close_removes_in_background_nursery(docker_engine: docker.DockerClient,
@@ -104,11 +114,8 @@ async def _collect(process: object) -> bytes:
 async def test_step_started_ahead_waits_for_its_turn(docker_engine: docker.DockerClient,
                                                      tmp_path: Path) -> None:
     run_id = new_run_id()
-    provider = DockerProvider()
-    worker = _worker(provider, run_id, tmp_path)
     second_script = "echo second >> /workspace/order; printf 'first bytes\\n'"
-    try:
-        await worker.prepare()
+    async with _prepared_worker(docker_engine, run_id, tmp_path) as worker:
         first = await worker.start_step(_spec(run_id, 1, "sleep 1; echo first >> /workspace/order"))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker.work_ahead, [_spec(run_id, 2, second_script)])
@@ -128,10 +135,6 @@ async def test_step_started_ahead_waits_for_its_turn(docker_engine: docker.Docke
         assert await _collect(third) == b"first\nsecond\n"
         assert (await third.wait()).exit_code == 0
         await third.release()
-    finally:
-        await worker.close()
-        await provider.aclose()
-    assert labelled_objects(docker_engine, run_id) == []
 
 
 async def _step_ahead_left_at_gate(worker: DockerJobWorker, docker_engine: docker.DockerClient,
@@ -156,20 +159,13 @@ async def test_step_ahead_never_runs_when_its_stream_closes(docker_engine: docke
     # As when the process that made it ready ends before the step's turn: the engine
     # closes the container's input, and the container exits without running the script.
     run_id = new_run_id()
-    provider = DockerProvider()
-    worker = _worker(provider, run_id, tmp_path)
-    try:
-        await worker.prepare()
+    async with _prepared_worker(docker_engine, run_id, tmp_path) as worker:
         _container_id, status = await _step_ahead_left_at_gate(
             worker, docker_engine, run_id, "touch /workspace/ran")
         assert status == GATE_CLOSED_EXIT
         check = await worker.start_step(_spec(run_id, 3, "test ! -e /workspace/ran"))
         assert (await check.wait()).exit_code == 0
         await check.release()
-    finally:
-        await worker.close()
-        await provider.aclose()
-    assert labelled_objects(docker_engine, run_id) == []
 
 
 async def test_reattach_runs_step_that_never_began(docker_engine: docker.DockerClient,
@@ -177,11 +173,8 @@ async def test_reattach_runs_step_that_never_began(docker_engine: docker.DockerC
     # A server recorded StepStarted for steps 2 and 3, then died: step 2's container
     # exited at its gate, step 3's was created and never started.
     run_id = new_run_id()
-    provider = DockerProvider()
-    worker = _worker(provider, run_id, tmp_path)
     script = "echo ran >> /workspace/count; cat /workspace/count"
-    try:
-        await worker.prepare()
+    async with _prepared_worker(docker_engine, run_id, tmp_path) as worker:
         gated, _status = await _step_ahead_left_at_gate(worker, docker_engine, run_id, script)
         created, sock = await worker._create_attached(_spec(run_id, 3, script))
         sock.close()
@@ -195,10 +188,6 @@ async def test_reattach_runs_step_that_never_began(docker_engine: docker.DockerC
             await taken_over.release()
             assert output == b"ran\n" * (index - 1)
             assert not _exists(docker_engine, container_id)
-    finally:
-        await worker.close()
-        await provider.aclose()
-    assert labelled_objects(docker_engine, run_id) == []
 
 
 async def test_step_that_ran_unrecorded_not_rerun(docker_engine: docker.DockerClient,

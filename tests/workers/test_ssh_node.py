@@ -32,11 +32,11 @@ def _require_sshd() -> None:
     missing = [tool for tool in (SSHD, shutil.which("ssh"), shutil.which("ssh-keygen"))
                if not tool or not os.path.exists(tool)]
     if missing or os.geteuid() != 0:
-        why = ("sshd, ssh or ssh-keygen is missing (Debian packages openssh-server and "
+        reason = ("sshd, ssh or ssh-keygen is missing (Debian packages openssh-server and "
                "openssh-client)" if missing else "sshd needs root to start")
         if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def _free_port() -> int:
