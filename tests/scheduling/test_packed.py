@@ -28,14 +28,98 @@ from tests.scheduling.conftest import GiB, job, native_module, node
 from tests.scheduling.test_equivalence import random_case, reference_exhaustive
 
 
-def test_pack_queue_makes_arrays() -> None:
+def test_pack_queue_packs_one_buffer() -> None:
+    table = pack_nodes([node("a", labels={"zone": "a"})])
+    queue = pack_queue([job("x", cpu=1500), job("y", tenant="u", required_labels={"zone": "a"})], table,
+                       tenant_limits={"u": 3})
+    assert isinstance(queue.packed, bytes)
+    header = array(INT64, queue.packed[:32])
+    assert list(header) == [2, 2, 2, 1]  # jobs, tenants, label classes, label ids in classes
+    assert len(queue.packed) % 8 == 0
+    assert queue.cpu.format == INT64 and queue.tenant.format == INT32
+    assert list(queue.cpu) == [1500, 1000]
+    assert list(queue.tenant) == [0, 1] and list(queue.label_class) == [0, 1]
+    with pytest.raises(TypeError):
+        queue.cpu[0] = 1  # read-only: the columns and the buffer cannot disagree
+    lists = pack_jobs([job("x", cpu=1500), job("y", tenant="u", required_labels={"zone": "a"})], table,
+                      None, {"u": 3})
+    assert lists.packed is None
+    assert queue.tenant_limit == lists.tenant_limit == [-1, 3]
+
+
+def test_packed_and_column_paths_agree_for_every_size() -> None:
+    # Up to 32 jobs the wrapper reads results as lists, above it as arrays.
+    native = native_module()
+    case = random_case(5, node_count=90, job_count=200)
+    table = pack_nodes(case.nodes)
+    options = make_options(case.options["policy"], case.options["backfill"],
+                           case.options["now_ms"], case.options["aging_interval_ms"])
+    for size in (0, 1, 2, 31, 32, 33, 200, 1):
+        jobs = case.jobs[:size]
+        packed = pack_queue(jobs, table, case.options["tenants"], case.options["tenant_limits"])
+        lists = pack_jobs(jobs, table, case.options["tenants"], case.options["tenant_limits"])
+        expected = reference.place(case.nodes, jobs, **case.options)
+        for implementation in (native, reference):
+            for queue in (packed, lists):
+                placement = implementation.place_tables(table, queue, options, latencies=True)
+                assert to_decisions(placement) == expected, (implementation.__name__, size)
+                assert placement.latency_ns is not None and len(placement.latency_ns) == size
+
+
+def test_damaged_packed_buffer_falls_back_to_the_columns() -> None:
+    # A buffer that no longer matches its header is refused by the core; the wrapper
+    # then decides from the columns, which name a bad job if there is one.
+    native = native_module()
+    table = pack_nodes([node("a", cpu=4000)])
+    options = make_options("binpack", False, None, 0)
+    queue = pack_queue([job("x", cpu=1000), job("y", cpu=8000)], table)
+    expected = to_decisions(native.place_tables(table, queue, options))
+    queue.packed = queue.packed[:-8]
+    assert to_decisions(native.place_tables(table, queue, options)) == expected
+
+    bad = pack_jobs([job("x", cpu=1000)], table, None, None)
+    bad.cpu = [-5]
+    bad.packed = b"\0" * 8
+    with pytest.raises(ValueError, match=r"rejected jobs\[0\]"):
+        native.place_tables(table, bad, options)
+
+
+def test_core_refuses_malformed_packed_buffers() -> None:
+    native_module()
+    from cicd.scheduling.core._native import ffi, lib
+    from cicd.scheduling.core.native import _cluster
+
     table = pack_nodes([node("a")])
-    queue = pack_queue([job("x"), job("y", tenant="u")], table)
-    assert isinstance(queue.cpu, array)
-    assert queue.cpu.typecode == INT64
-    assert isinstance(queue.tenant, array)
-    assert queue.tenant.typecode == INT32
-    assert list(queue.tenant) == [0, 1]
+    handle = _cluster(table).handle
+    options = ffi.new("struct sched_options *", {"policy": 0, "now_ms": -1})
+    result = ffi.new("struct sched_result *")
+    outputs = ffi.new("int32_t[]", 8), ffi.new("uint8_t[]", 8)
+    result.node, result.position, result.assigned = outputs[0], outputs[0] + 2, outputs[0] + 4
+    result.outcome, result.reason = outputs[1], outputs[1] + 2
+    good = pack_queue([job("x")], table).packed
+    assert good is not None
+    assert lib.sched_place_packed(handle, good, len(good), options, result) == lib.SCHED_OK
+    assert result.node[0] == 0
+
+    def refused(data: bytes, size: int | None = None, offset: int = 0) -> bool:
+        storage = ffi.new("char[]", len(data) + 16)
+        start = storage + (-int(ffi.cast("uintptr_t", storage)) % 8) + offset
+        ffi.memmove(start, data, len(data))
+        code = lib.sched_place_packed(handle, start, len(data) if size is None else size,
+                                      options, result)
+        return bool(code == lib.SCHED_ERR_JOB and result.error_index == -1)
+
+    assert not refused(good)
+    assert refused(good, offset=4)                 # misaligned
+    assert refused(good, size=len(good) - 8)        # shorter than the header says
+    assert refused(good, size=len(good) + 8)
+    assert refused(good[:24], size=24)             # no whole header
+    for field, value in ((0, -1), (1, -1), (2, -1), (3, -1), (0, 1 << 31), (2, (1 << 31) - 1),
+                         (3, 1 << 62)):
+        header = array(INT64, good[:32])
+        header[field] = value
+        assert refused(header.tobytes() + good[32:]), (field, value)
+    assert lib.sched_place_packed(handle, ffi.NULL, 0, options, result) == lib.SCHED_ERR_JOB
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -123,13 +207,13 @@ def test_scalar_scan_decides_as_reference() -> None:
     assert completed.stdout.strip() == "ok"
 
 
-def test_list_and_array_tables_decide_alike() -> None:
+def test_list_and_packed_tables_decide_alike() -> None:
     native = native_module()
     case = random_case(2, node_count=80, job_count=500)
     table = pack_nodes(case.nodes)
     options = make_options(case.options["policy"], case.options["backfill"],
                            case.options["now_ms"], case.options["aging_interval_ms"])
     lists = pack_jobs(case.jobs, table, None, case.options["tenant_limits"])
-    arrays = pack_queue(case.jobs, table, None, case.options["tenant_limits"])
+    packed = pack_queue(case.jobs, table, None, case.options["tenant_limits"])
     assert (to_decisions(native.place_tables(table, lists, options))
-            == to_decisions(native.place_tables(table, arrays, options)))
+            == to_decisions(native.place_tables(table, packed, options)))

@@ -128,6 +128,9 @@ int sched_place(struct sched_cluster *cluster,
                 const struct sched_jobs *jobs,
                 const struct sched_options *options,
                 struct sched_result *result);
+
+int sched_place_packed(struct sched_cluster *cluster, const char *packed, int64_t size,
+                       const struct sched_options *options, struct sched_result *result);
 """
 
 # Python's own compiler flags may include -fwrapv, which defines signed overflow and

@@ -143,11 +143,22 @@ class _Buffers:
         self._fill_tenants_and_classes(jobs, tenants, classes)
 
         if options != self.options_set:
-            self.options.policy = options.policy
-            self.options.backfill = options.backfill
-            self.options.now_ms = options.now_ms
-            self.options.aging_interval_ms = options.aging_interval_ms
-            self.options_set = options
+            self._set_options(options)
+
+    def fill_packed(self, count: int, options: Options) -> None:
+        """Make room for the results of ``count`` jobs and set the options; the caller
+        holds the lock. The jobs themselves go to the core in one buffer."""
+        if count > self.job_capacity:
+            self._grow_jobs(max(count, 2 * self.job_capacity, 16))
+        if options != self.options_set:
+            self._set_options(options)
+
+    def _set_options(self, options: Options) -> None:
+        self.options.policy = options.policy
+        self.options.backfill = options.backfill
+        self.options.now_ms = options.now_ms
+        self.options.aging_interval_ms = options.aging_interval_ms
+        self.options_set = options
 
     def _copy_job_columns(self, jobs: JobTable, count: int) -> None:
         # For long columns, array() converts a list at C speed, faster than cffi's
@@ -212,7 +223,19 @@ class _Buffers:
          self.tenants.running_limit) = self.tenant_columns
 
     def read(self, count: int, latency: Any) -> Placement:
-        """Copy the results out of the reused buffers, as arrays and bytes (one copy each)."""
+        """Copy the results out of the reused buffers: lists for a few jobs, otherwise
+        arrays and bytes (one copy each)."""
+        if count <= _SHORT_COLUMN:
+            unpack = ffi.unpack
+            self.borrowed = []
+            return Placement(
+                node=unpack(self.node_out, count),
+                outcome=unpack(self.job_bytes, count),
+                reason=unpack(self.reason_out, count),
+                position=unpack(self.position_out, count),
+                assigned=unpack(self.assigned_out, self.result.assigned_count),
+                latency_ns=None if latency is None else unpack(latency, count),
+            )
         buffer = ffi.buffer
         node, position, assigned = array(INT32), array(INT32), array(INT32)
         node.frombytes(buffer(self.node_out, 4 * count))
@@ -308,15 +331,32 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
     """
     cluster = _cluster(nodes)
     latency = ffi.new("int64_t[]", jobs.count) if latencies else None
+    packed = jobs.packed
     with cluster.lock:
         buffers = cluster.buffers
-        buffers.fill(jobs, options)
+        if packed is None:
+            buffers.fill(jobs, options)
+        else:
+            buffers.fill_packed(jobs.count, options)
+        result = buffers.result
         if latency is not None:
-            buffers.result.latency_ns = latency
-        code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants, buffers.jobs,
-                               buffers.options, buffers.result)
+            result.latency_ns = latency
+        if packed is None:
+            code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants,
+                                   buffers.jobs, buffers.options, result)
+        else:
+            code = lib.sched_place_packed(cluster.handle, packed, len(packed), buffers.options,
+                                          result)
         if latency is not None:
-            buffers.result.latency_ns = ffi.NULL
-        if code != lib.SCHED_OK:
-            _raise_for(code, buffers.result.error_index, nodes.count, jobs.count)
-        return buffers.read(jobs.count, latency)
+            result.latency_ns = ffi.NULL
+        if code == lib.SCHED_OK:
+            return buffers.read(jobs.count, latency)
+        if packed is not None and code != lib.SCHED_ERR_NO_MEMORY:
+            # A buffer that was changed or misaligned: the columns name the bad job, if any.
+            buffers.fill(jobs, options)
+            code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants,
+                                   buffers.jobs, buffers.options, result)
+            if code == lib.SCHED_OK:
+                return buffers.read(jobs.count, None)
+        _raise_for(code, result.error_index, nodes.count, jobs.count)
+        raise AssertionError("_raise_for returned")

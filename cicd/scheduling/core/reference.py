@@ -7,7 +7,7 @@ docs/scheduling.md), which change no decision either; the tests require identica
 decisions, positions and reasons from both. ``place_tables(..., exhaustive=True)``
 drops the shortcuts (one block spanning every node and no remembered shapes),
 which leaves the rules alone. ``place_tables`` takes the job tables of
-``pack_jobs`` (lists) and of ``pack_queue`` (arrays) alike.
+``pack_jobs`` (lists) and of ``pack_queue`` (read-only views) alike.
 """
 
 from __future__ import annotations
@@ -304,8 +304,8 @@ class _Pool:
 
 
 def _as_list(column: Sequence[int]) -> list[int]:
-    """Return a column as a list: reading a list's items is faster than an array's."""
-    return column if type(column) is list else list(column)
+    """Return a column as a list: reading a list's items is faster than a view's."""
+    return column if type(column) is list else column.tolist()  # type: ignore[attr-defined]
 
 
 def _queue(jobs: JobTable, options: Options) -> list[tuple[int, int, int, int]]:

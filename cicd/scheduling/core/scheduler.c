@@ -1974,3 +1974,40 @@ done:
     run_free(&r);
     return rc;
 }
+
+int sched_place_packed(struct sched_cluster *cluster, const char *packed, int64_t size,
+                       const struct sched_options *options, struct sched_result *result)
+{
+    enum { HEADER = 4 };
+    if (result == NULL)
+        return SCHED_ERR_RESULT;
+    result->error_index = -1;
+    if (packed == NULL || size < HEADER * 8 || ((uintptr_t)packed & 7) != 0)
+        return SCHED_ERR_JOB;
+    const int64_t *words = (const int64_t *)(const void *)packed;
+    int64_t n = words[0], t = words[1], c = words[2], l = words[3];
+    /* Each count below 2**31 keeps the size below 2**40, far from overflowing. */
+    if (n < 0 || n > INT32_MAX || t < 0 || t > INT32_MAX || c < 0 || c >= INT32_MAX
+        || l < 0 || l > INT32_MAX)
+        return SCHED_ERR_JOB;
+    int64_t halves = 2 * n + c + 1 + l;
+    int64_t expected = 8 * (HEADER + 4 * n + 4 * t) + 4 * (halves + (halves & 1));
+    if (size != expected)
+        return SCHED_ERR_JOB;
+
+    const int64_t *wide = words + HEADER;
+    const int32_t *narrow = (const int32_t *)(const void *)(wide + 4 * n + 4 * t);
+    struct sched_jobs jobs = {
+        .count = (int32_t)n, .cpu = wide, .memory = wide + n, .priority = wide + 2 * n,
+        .runnable_at_ms = wide + 3 * n, .tenant = narrow, .label_class = narrow + n,
+    };
+    wide += 4 * n;
+    struct sched_tenants tenants = {
+        .count = (int32_t)t, .running_jobs = wide, .cpu_allocated = wide + t,
+        .memory_allocated = wide + 2 * t, .running_limit = wide + 3 * t,
+    };
+    struct sched_label_classes classes = {
+        .count = (int32_t)c, .offsets = narrow + 2 * n, .label_ids = narrow + 2 * n + c + 1,
+    };
+    return sched_place(cluster, &classes, &tenants, &jobs, options, result);
+}

@@ -147,4 +147,20 @@ int sched_place(struct sched_cluster *cluster,
                 const struct sched_options *options,
                 struct sched_result *result);
 
+/* A packed queue: the job, tenant and label class arrays of one sched_place() call
+ * in a single buffer, so that a caller passes one pointer instead of three structs.
+ * The buffer is 8-byte aligned and holds, in native byte order:
+ *
+ *   int64_t header[4]    job count n, tenant count t, label class count c, and l,
+ *                        the number of label ids of all classes together
+ *   int64_t cpu[n], memory[n], priority[n], runnable_at_ms[n]
+ *   int64_t running_jobs[t], cpu_allocated[t], memory_allocated[t], running_limit[t]
+ *   int32_t tenant[n], label_class[n], class_offsets[c + 1], class_label_ids[l]
+ *   zero to four bytes of padding, up to a multiple of 8 bytes
+ *
+ * Returns as sched_place() does, or SCHED_ERR_JOB with error_index -1 when the
+ * buffer is misaligned or its size does not match its header. */
+int sched_place_packed(struct sched_cluster *cluster, const char *packed, int64_t size,
+                       const struct sched_options *options, struct sched_result *result);
+
 #endif /* CICD_SCHEDULER_H */

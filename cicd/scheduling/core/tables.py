@@ -17,7 +17,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -40,8 +40,8 @@ from cicd.scheduling.core.model import (
 )
 
 # Typecodes of the arrays that pack_queue() builds: int64_t and int32_t columns.
-INT64 = "q"
-INT32 = next(code for code in "ilh" if array(code).itemsize == 4)
+INT64: Final = "q"
+INT32: Final = "i" if array("i").itemsize == 4 else "l"
 
 NO_AGING = -1  # Options.now_ms when aging is off
 NO_LIMIT = -1  # JobTable.tenant_limit for a tenant without a limit
@@ -109,8 +109,10 @@ class NodeTable:
 class JobTable:
     """Validated jobs in columns, with their label classes and tenants.
 
-    The per-job columns are lists from :func:`pack_jobs`, or arrays of C integers
-    from :func:`pack_queue`, which the C wrapper passes to the core without copying.
+    The per-job columns are lists from :func:`pack_jobs`. A table from
+    :func:`pack_queue` also has ``packed``, every column the C core reads in one
+    read-only buffer (the layout of ``sched_place_packed`` in scheduler.h), and its
+    per-job columns are read-only views of that buffer, so the two cannot disagree.
     """
 
     __slots__ = (
@@ -120,6 +122,7 @@ class JobTable:
         "cpu",
         "label_class",
         "memory",
+        "packed",
         "priority",
         "runnable_at_ms",
         "tenant",
@@ -149,6 +152,7 @@ class JobTable:
         self.tenant_cpu = tenant_cpu
         self.tenant_memory = tenant_memory
         self.tenant_limit = tenant_limit
+        self.packed: bytes | None = None
 
 
 class Options(msgspec.Struct, frozen=True, kw_only=True):
@@ -462,20 +466,34 @@ def pack_queue(
     tenants: Mapping[str, TenantUsage] | None = None,
     tenant_limits: Mapping[str, int] | None = None,
 ) -> JobTable:
-    """Validate and pack ``jobs`` as :func:`pack_jobs` does, with arrays for the per-job columns.
+    """Validate and pack ``jobs`` as :func:`pack_jobs` does, into one buffer (``packed``).
 
     A caller that keeps its queue packed between scheduling passes pays for reading
     and checking each JobRequest once, and ``place_tables`` of either implementation
-    then does no per-job Python work on the input. The table refers to the label
-    ids of ``nodes``, so it is valid only with tables of the same nodes.
+    then does no per-job Python work on the input: the C wrapper hands the buffer to
+    the core as it is. The per-job columns become read-only views of the buffer. The
+    table refers to the label ids of ``nodes``, so it is valid only with tables of
+    the same nodes.
     """
     table = pack_jobs(jobs, nodes, tenants, tenant_limits)
-    table.cpu = array(INT64, table.cpu)
-    table.memory = array(INT64, table.memory)
-    table.priority = array(INT64, table.priority)
-    table.runnable_at_ms = array(INT64, table.runnable_at_ms)
-    table.tenant = array(INT32, table.tenant)
-    table.label_class = array(INT32, table.label_class)
+    n, t = table.count, len(table.tenant_names)
+    wide = array(INT64, (n, t, len(table.class_offsets) - 1, len(table.class_label_ids)))
+    for column in (table.cpu, table.memory, table.priority, table.runnable_at_ms,
+                   table.tenant_running, table.tenant_cpu, table.tenant_memory,
+                   table.tenant_limit):
+        wide.extend(column)
+    narrow = array(INT32, table.tenant)
+    for column in (table.label_class, table.class_offsets, table.class_label_ids):
+        narrow.extend(column)
+    if len(narrow) % 2:
+        narrow.append(0)
+    packed = table.packed = wide.tobytes() + narrow.tobytes()
+    view = memoryview(packed)
+    words = view.cast(INT64)
+    table.cpu, table.memory = words[4:4 + n], words[4 + n:4 + 2 * n]
+    table.priority, table.runnable_at_ms = words[4 + 2 * n:4 + 3 * n], words[4 + 3 * n:4 + 4 * n]
+    halves = view[8 * len(wide):].cast(INT32)
+    table.tenant, table.label_class = halves[:n], halves[n:2 * n]
     return table
 
 
