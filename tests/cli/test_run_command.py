@@ -33,7 +33,21 @@ def test_validate_reports_error_with_position(tmp_path: Path) -> None:
 def test_validate_accepts_examples() -> None:
     result = run_cli("validate", str(ROOT / "examples/hello/.cicd.yml"))
     assert result.returncode == 0, result.stderr
-    assert b"valid, 3 jobs" in result.stdout
+    # build and test may run together; report needs both.
+    assert result.stdout.endswith(b"valid, 3 jobs, 4 steps (build, test -> report)\n")
+
+
+def test_validate_lists_stages_not_a_chain(tmp_path: Path) -> None:
+    pipeline = _write(tmp_path / "p.yml", (
+        "jobs:\n"
+        "  deploy: {image: x, needs: [lint, package], steps: [{run: x}]}\n"
+        "  package: {image: x, needs: [compile], steps: [{run: x}]}\n"
+        "  lint: {image: x, steps: [{run: x}]}\n"
+        "  compile: {image: x, steps: [{run: x}]}\n"
+        "  docs: {image: x, steps: [{run: x}]}\n"))
+    result = run_cli("validate", str(pipeline))
+    assert result.returncode == 0, result.stderr
+    assert b"(lint, compile, docs -> package -> deploy)" in result.stdout
 
 
 def test_validate_counts_singular(tmp_path: Path) -> None:
