@@ -68,12 +68,18 @@ _START_HINT = (
 # Prepended to a step's command. The shell waits for one line on its standard input
 # (the attach stream) before it runs the script. So the container can start while
 # the previous step still runs, and the step begins when cicd sends the line. If the
-# stream closes first, because cicd stopped or gave the step up, the container exits
-# with GATE_CLOSED_EXIT and the script never runs. After the line, the script's
-# standard input is /dev/null, as for a container started without one. A variable
-# named _cicd_gate reaches the script unset.
-STEP_GATE = "read -r _cicd_gate || exit 125; unset _cicd_gate; exec </dev/null; "
+# stream closes first, because cicd stopped or gave the step up, the container
+# writes GATE_CLOSED_OUTPUT to its standard error and exits with GATE_CLOSED_EXIT,
+# and the script never runs. That line sets such a container apart from a script
+# that exits with the same status on its own. After the line, the script's standard
+# input is /dev/null, as for a container started without one. A variable named
+# _cicd_gate reaches the script unset.
 GATE_CLOSED_EXIT = 125
+GATE_CLOSED_OUTPUT = b"cicd: the step's gate closed before the step began\n"
+STEP_GATE = (
+    "read -r _cicd_gate || { printf '%s\\n' \"cicd: the step's gate closed before the step "
+    "began\" >&2; exit 125; }; unset _cicd_gate; exec </dev/null; "
+)
 # How many of a job's next steps have their container started while a step runs.
 STEPS_AHEAD = 1
 
@@ -387,7 +393,7 @@ class DockerJobWorker(JobWorker):
 
     async def _never_began(self, container_id: str, *, settle: float = 0.0) -> bool:
         """Tell whether a step's container never ran its script: never started, or
-        exited at its gate (GATE_CLOSED_EXIT) without output.
+        exited at its gate (GATE_CLOSED_EXIT with GATE_CLOSED_OUTPUT as its only output).
 
         A container still running is given ``settle`` seconds to exit: one waiting at
         the gate of a process that has ended exits as soon as the engine closes its
@@ -405,9 +411,8 @@ class DockerJobWorker(JobWorker):
                                                       container_id))["State"]
         if state.get("Running") or state.get("ExitCode") != GATE_CLOSED_EXIT:
             return False
-        # NOTE: a script that itself exits with 125 before writing anything, while the
-        # server restarts, looks the same and runs a second time.
-        return not await self.provider.call(api.logs, container_id, stdout=True, stderr=True)
+        output = await self.provider.call(api.logs, container_id, stdout=True, stderr=True)
+        return bool(output == GATE_CLOSED_OUTPUT)
 
     def _step_released(self, container_id: str) -> None:
         # Looks up ``_finished`` at release time: work_ahead replaces the list.

@@ -190,6 +190,29 @@ async def test_reattach_runs_step_that_never_began(docker_engine: docker.DockerC
             assert not _exists(docker_engine, container_id)
 
 
+async def test_reattach_keeps_step_that_exited_125_silently(docker_engine: docker.DockerClient,
+                                                            tmp_path: Path) -> None:
+    # The script exits with the gate's status on its own and writes nothing. It ran,
+    # so a process taking the step over keeps its result instead of running it again.
+    run_id = new_run_id()
+    script = "echo ran >> /workspace/count; exit 125"
+    async with _prepared_worker(docker_engine, run_id, tmp_path) as worker:
+        step = await worker.start_step(_spec(run_id, 1, script))
+        assert await _collect(step) == b""
+        assert (await step.wait()).exit_code == GATE_CLOSED_EXIT
+        container_id = step.container_id  # type: ignore[attr-defined]
+
+        taken_over = await worker.reattach_step(_spec(run_id, 1, script), container_id,
+                                                skip_bytes=0)
+        assert taken_over.container_id == container_id  # type: ignore[attr-defined]
+        assert (await taken_over.wait()).exit_code == GATE_CLOSED_EXIT
+        await taken_over.release()
+        check = await worker.start_step(_spec(run_id, 2, "cat /workspace/count"))
+        assert await _collect(check) == b"ran\n"
+        assert (await check.wait()).exit_code == 0
+        await check.release()
+
+
 async def test_step_that_ran_unrecorded_not_rerun(docker_engine: docker.DockerClient,
                                                  tmp_path: Path) -> None:
     # A container of the step exists and ran its script, but the new process has no
