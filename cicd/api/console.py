@@ -161,11 +161,19 @@ async def run_list() -> Response:
 
     def read(conn):  # type: ignore[no-untyped-def]
         event_id = reads.last_event_id(conn)
-        items, next_cursor = reads.run_summaries(conn, wanted, refs, limit=limit, cursor=cursor)
+        try:
+            items, next_cursor = reads.run_summaries(conn, wanted, refs, limit=limit,
+                                                     cursor=cursor)
+        except LookupError:
+            return None
         return RunList(items=items, next_cursor=next_cursor,
                        counts=reads.state_counts(conn, wanted, refs), event_id=event_id)
 
-    return json_response(await console_state().readers.run(read))
+    page = await console_state().readers.run(read)
+    if page is None:
+        raise ApiError(f"cursor {cursor!r} is not a run of this server; pass the next_cursor "
+                       "of the previous page", status=400, code="USAGE")
+    return json_response(page)
 
 
 @console.get(f"{CONSOLE_PREFIX}/overview")

@@ -35,7 +35,7 @@ def _thd_candidates(conn: sqlite3.Connection, *, now_ms: int, max_age_ms: int, m
         chosen[run_id] = (tenant, "max_age")
     for run_id, tenant in conn.execute(
             f"SELECT id, tenant_id FROM (SELECT id, tenant_id, state, logs_pruned, ROW_NUMBER()"
-            f" OVER (PARTITION BY tenant_id, pipeline ORDER BY id DESC) AS newer FROM runs)"
+            f" OVER (PARTITION BY tenant_id, pipeline ORDER BY seq DESC) AS newer FROM runs)"
             f" WHERE newer > ? AND {_FINISHED}", (max_runs,)):
         chosen.setdefault(run_id, (tenant, "max_runs_per_pipeline"))
     sizes = conn.execute(

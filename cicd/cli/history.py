@@ -85,17 +85,17 @@ def resolve_local_run(conn: sqlite3.Connection, ref: str) -> str:
     Raises UsageError when no run or several runs match.
     """
     if ref == "last":
-        matches = _matching_runs(conn, "ORDER BY id DESC LIMIT 1", ())
+        matches = _matching_runs(conn, "ORDER BY seq DESC LIMIT 1", ())
     elif "#" in ref:
         pipeline, number = split_run_number(ref)
         if pipeline:
-            matches = _matching_runs(conn, "WHERE pipeline = ? AND number = ? ORDER BY id DESC",
+            matches = _matching_runs(conn, "WHERE pipeline = ? AND number = ? ORDER BY seq DESC",
                                      (pipeline, number))
         else:
-            matches = _matching_runs(conn, "WHERE number = ? ORDER BY id DESC", (number,))
+            matches = _matching_runs(conn, "WHERE number = ? ORDER BY seq DESC", (number,))
     else:
         matches = _matching_runs(conn, "WHERE id = ?", (ref,)) or _matching_runs(
-            conn, "WHERE upper(substr(id, 1, ?)) = ? ORDER BY id DESC", (len(ref), ref.upper()))
+            conn, "WHERE upper(substr(id, 1, ?)) = ? ORDER BY seq DESC", (len(ref), ref.upper()))
     if not matches:
         raise UsageError(f"no run matches {ref!r}; `cicd runs` lists the runs")
     if len(matches) > 1:

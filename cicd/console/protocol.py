@@ -130,9 +130,14 @@ class Hello(msgspec.Struct, tag="hello", tag_field="type", kw_only=True):
 
 
 class RunSummary(msgspec.Struct, kw_only=True):
-    """One line of the runs list. Times are milliseconds since the Unix epoch."""
+    """One line of the runs list. Times are milliseconds since the Unix epoch.
+
+    ``seq`` orders runs as the server accepted them (higher is newer); ids chosen by
+    clients do not sort by time.
+    """
 
     id: str
+    seq: int
     number: int
     pipeline: str
     tenant_id: str

@@ -20,7 +20,7 @@ _SUMMARY_COLUMNS = (
     "r.id, r.number, r.pipeline, r.tenant_id, r.state, r.reason, r.source, r.source_commit,"
     " r.trigger, r.created_at, r.started_at, r.finished_at,"
     " (SELECT json_extract(e.body, '$.source_ref') FROM events e"
-    "  WHERE e.run_id = r.id AND e.name = 'RunRequested' LIMIT 1)"
+    "  WHERE e.run_id = r.id AND e.name = 'RunRequested' LIMIT 1), r.seq"
 )
 
 # Step states in which the step may still write output.
@@ -36,7 +36,7 @@ def _summary(row: tuple[object, ...]) -> RunSummary:
         started_at=started, finished_at=finished,  # type: ignore[arg-type]
         duration_ms=finished - started  # type: ignore[operator]
         if started is not None and finished is not None else None,
-        ref=str(row[12] or ""),
+        ref=str(row[12] or ""), seq=int(row[13]),  # type: ignore[call-overload]
     )
 
 
@@ -84,15 +84,19 @@ def last_event_id(conn: sqlite3.Connection) -> int:
 
 def run_summaries(conn: sqlite3.Connection, wanted: RunFilter, refs: RefIndex, *, limit: int,
                   cursor: str | None = None) -> tuple[list[RunSummary], str | None]:
-    """Return the newest runs matching ``wanted`` (ids below ``cursor``) and the next cursor."""
+    """Return the newest runs matching ``wanted`` (accepted before the run ``cursor``)
+    and the next cursor. Raises LookupError when ``cursor`` names no run."""
     where, params = _where(wanted, with_state=True)
     if cursor:
-        where += " AND r.id < ?"
-        params.append(cursor)
+        found = conn.execute("SELECT seq FROM runs WHERE id = ?", (cursor,)).fetchone()
+        if found is None:
+            raise LookupError(cursor)
+        where += " AND r.seq < ?"
+        params.append(int(found[0]))
     if wanted.ref:
         with_ref = refs.runs_with(conn, wanted.ref)
         ids: list[str] = []
-        for (run_id,) in conn.execute(f"SELECT r.id FROM runs r WHERE {where} ORDER BY r.id DESC",
+        for (run_id,) in conn.execute(f"SELECT r.id FROM runs r WHERE {where} ORDER BY r.seq DESC",
                                       params):
             if run_id in with_ref:
                 ids.append(str(run_id))
@@ -101,7 +105,7 @@ def run_summaries(conn: sqlite3.Connection, wanted: RunFilter, refs: RefIndex, *
         runs = summaries_by_id(conn, ids[:limit])
         return runs, runs[-1].id if len(ids) > limit else None
     rows = conn.execute(
-        f"SELECT {_SUMMARY_COLUMNS} FROM runs r WHERE {where} ORDER BY r.id DESC LIMIT ?",
+        f"SELECT {_SUMMARY_COLUMNS} FROM runs r WHERE {where} ORDER BY r.seq DESC LIMIT ?",
         (*params, limit + 1)).fetchall()
     runs = [_summary(row) for row in rows[:limit]]
     return runs, runs[-1].id if len(rows) > limit else None
@@ -117,7 +121,7 @@ def summaries_by_id(conn: sqlite3.Connection, run_ids: list[str]) -> list[RunSum
         rows = conn.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs r WHERE r.id IN ({marks})",
                             part).fetchall()
         found.extend(_summary(row) for row in rows)
-    found.sort(key=lambda run: run.id, reverse=True)
+    found.sort(key=lambda run: run.seq, reverse=True)
     return found
 
 

@@ -38,7 +38,7 @@ def _thd_unfinished(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
     return [(str(r[0]), str(r[1]), str(r[2])) for r in conn.execute(
         "SELECT r.id, r.state, r.tenant_id FROM runs r JOIN events e ON e.run_id = r.id"
         " AND e.name = 'RunRequested' WHERE r.state IN ('pending', 'running')"
-        " AND COALESCE(json_extract(e.body, '$.owner'), '') = '' ORDER BY r.id")]
+        " AND COALESCE(json_extract(e.body, '$.owner'), '') = '' ORDER BY r.seq")]
 
 
 def _thd_jobs(conn: sqlite3.Connection,

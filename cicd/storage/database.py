@@ -78,9 +78,28 @@ def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sq
             f"database {path} has schema version {version}, newer than the {LATEST_VERSION} "
             "this cicd knows; upgrade cicd, or pass --db with another file"
         )
-    if version < LATEST_VERSION and not readonly:
-        _migrate(conn, path, version)
+    if version < LATEST_VERSION:
+        if readonly:
+            _read_as_latest(conn, version)
+        else:
+            _migrate(conn, path, version)
     return conn
+
+
+# A read-only connection does not migrate an older file. These temporary views let
+# this version's queries read it anyway: a view shadows the table of the same name,
+# because SQLite looks in `temp` first. Keyed by the migration they stand in for.
+_READ_COMPAT = {
+    6: ["CREATE TEMP VIEW IF NOT EXISTS runs AS SELECT r.*, COALESCE((SELECT MIN(e.id)"
+        " FROM main.events e WHERE e.run_id = r.id), 0) AS seq FROM main.runs r"],
+}
+
+
+def _read_as_latest(conn: sqlite3.Connection, version: int) -> None:
+    for number, statements in _READ_COMPAT.items():
+        if number > version:
+            for statement in statements:
+                conn.execute(statement)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:

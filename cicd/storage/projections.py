@@ -90,11 +90,12 @@ def _run_requested(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool
         number = int(row[0])
     conn.execute(
         "INSERT INTO runs (id, number, pipeline, tenant_id, state, source, executor, trigger,"
-        " pipeline_yaml, created_at, idempotency_key, retry_of, source_ref)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " pipeline_yaml, created_at, idempotency_key, retry_of, source_ref, seq)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             e.run_id, number, e.pipeline, e.tenant_id, "pending", e.source, e.executor,
             e.trigger, e.pipeline_yaml, e.ts, e.idempotency_key, e.retry_of, e.source_ref,
+            event_id,
         ),
     )
     return True

@@ -32,7 +32,7 @@ def resolve_run_id(conn: sqlite3.Connection, ref: str) -> str:
 
     db = sqlite_utils.Database(conn)
     if ref == "last":
-        rows = list(db.query("SELECT id FROM runs ORDER BY id DESC LIMIT 1"))
+        rows = list(db.query("SELECT id FROM runs ORDER BY seq DESC LIMIT 1"))
     elif "#" in ref:
         pipeline, _, number = ref.rpartition("#")
         if not number.isdigit():
@@ -115,7 +115,7 @@ def list_runs(conn: sqlite3.Connection, *, limit: int = 20) -> list[RunRow]:
     db = sqlite_utils.Database(conn)
     rows = db.query(
         "SELECT id, number, pipeline, state, reason, created_at, started_at, finished_at"
-        " FROM runs ORDER BY id DESC LIMIT ?", [limit])
+        " FROM runs ORDER BY seq DESC LIMIT ?", [limit])
     # The SELECT names exactly the RunRow keys.
     return [cast(RunRow, row) for row in rows]
 
@@ -136,7 +136,9 @@ def list_run_documents(
 ) -> tuple[list[RunDocument], str | None]:
     """Return one page of runs, newest first, and the cursor of the next page (or None).
 
-    The cursor is the last run id of the page: run ids sort by creation time.
+    The cursor is the last run id of the page. Runs sort by ``seq``, the order in which
+    the server accepted them, because an id chosen by a client need not sort by time.
+    A cursor that names no run raises RunNotFound.
     """
     clauses: list[str] = []
     params: list[str | int] = []
@@ -148,10 +150,13 @@ def list_run_documents(
         clauses.append("created_at >= ?")
         params.append(since_ms)
     if cursor:
-        clauses.append("id < ?")
-        params.append(cursor)
+        found = conn.execute("SELECT seq FROM runs WHERE id = ?", (cursor,)).fetchone()
+        if found is None:
+            raise RunNotFound(f"the cursor {cursor!r} names no run; start again without it")
+        clauses.append("seq < ?")
+        params.append(int(found[0]))
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    rows = conn.execute(f"SELECT id FROM runs {where} ORDER BY id DESC LIMIT ?",
+    rows = conn.execute(f"SELECT id FROM runs {where} ORDER BY seq DESC LIMIT ?",
                         (*params, limit + 1)).fetchall()
     ids = [str(row[0]) for row in rows]
     next_cursor = ids[limit - 1] if len(ids) > limit else None

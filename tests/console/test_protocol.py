@@ -84,7 +84,7 @@ def test_server_messages_are_tagged() -> None:
 
 
 def test_run_matches_every_field() -> None:
-    run = RunSummary(id="r", number=1, pipeline="app", tenant_id="t1", state="failed", ref="main")
+    run = RunSummary(id="r", seq=1, number=1, pipeline="app", tenant_id="t1", state="failed", ref="main")
     assert run_matches(run, RunFilter())
     assert run_matches(run, RunFilter(state="failed", pipeline="app", ref="main", tenant="t1"))
     assert not run_matches(run, RunFilter(state="running"))

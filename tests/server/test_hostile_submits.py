@@ -113,6 +113,42 @@ async def test_unknown_cursor_is_rejected(api: httpx.AsyncClient) -> None:
     response = await api.get("/runs", params={"cursor": "zzz"})
     assert response.status_code == 400, response.text
     assert "cursor 'zzz'" in response.json()["message"]
+    console = await api.get("/console/runs", params={"cursor": "zzz"})
+    assert console.status_code == 400, console.text
+    assert console.json()["code"] == "USAGE"
+
+
+async def test_chosen_run_ids_keep_newest_first(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    # Ids chosen by clients sort neither by time nor after the server's own ids: the
+    # lists still give runs in the order the server accepted them.
+    ids = []
+    for run_id in ("zzz-first", None, "aaa-third", None):
+        body = {"source": {"dir": str(tmp_path)}, "pipeline_yaml": ECHO}
+        if run_id:
+            body["run_id"] = run_id
+        response = await api.post("/runs", json=body)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    for run_id in ids:
+        await wait_for_state(api, run_id, {"succeeded", "failed"})
+    newest_first = ids[::-1]
+
+    assert [run["id"] for run in (await api.get("/runs")).json()["items"]] == newest_first
+    pages, cursor = [], None
+    while True:
+        page = (await api.get("/runs", params={"limit": 1, **({"cursor": cursor} if cursor
+                                                               else {})})).json()
+        pages += [run["id"] for run in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == newest_first
+    console = (await api.get("/console/runs", params={"limit": 3})).json()
+    assert [run["id"] for run in console["items"]] == newest_first[:3]
+    assert [run["seq"] for run in console["items"]] == sorted(
+        (run["seq"] for run in console["items"]), reverse=True)
+    rest = (await api.get("/console/runs", params={"cursor": console["next_cursor"]})).json()
+    assert [run["id"] for run in rest["items"]] == newest_first[3:]
 
 
 async def test_reused_key_other_request_rejected(api: httpx.AsyncClient, tmp_path: Path) -> None:

@@ -203,6 +203,47 @@ def test_migration_drops_last_event_id(db_path: Path) -> None:
     assert migrated.execute("SELECT id, state FROM runs").fetchall() == [("R", "succeeded")]
 
 
+def _database_at(db_path: Path, version: int) -> sqlite3.Connection:
+    from cicd.storage import database
+
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for number, _name, sql in database.MIGRATIONS:
+        if number > version:
+            break
+        for statement in database._split_statements(sql):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    return conn
+
+
+def test_runs_sort_by_acceptance_before_and_after_migration(db_path: Path) -> None:
+    # Schema 5 had no seq: runs sorted by id, so a run with a chosen id ('zzz') stayed
+    # on top. A read-only connection to such a file and the migrated file both put the
+    # run accepted last first.
+    from cicd.storage.queries import list_runs, resolve_run_id
+
+    conn = _database_at(db_path, 5)
+    for run_id in ("zzz", "01ABC"):
+        conn.execute("INSERT INTO events (name, version, run_id, correlation_id, tenant_id, ts,"
+                     " body) VALUES ('RunRequested', 1, ?, 'c', 'default', 1, '{}')", (run_id,))
+        conn.execute("INSERT INTO runs (id, number, pipeline, tenant_id, state, source, executor,"
+                     " trigger, pipeline_yaml, created_at) VALUES (?, 1, ?, 'default',"
+                     " 'succeeded', '/', 'local', 'cli', '', 1)", (run_id, run_id))
+    conn.close()
+
+    readonly = open_database(db_path, readonly=True)
+    assert readonly.execute("PRAGMA user_version").fetchone()[0] == 5  # not migrated
+    assert [run["id"] for run in list_runs(readonly)] == ["01ABC", "zzz"]
+    assert resolve_run_id(readonly, "last") == "01ABC"
+    readonly.close()
+
+    migrated = open_database(db_path)
+    assert migrated.execute("SELECT id, seq FROM main.runs ORDER BY seq").fetchall() == [
+        ("zzz", 1), ("01ABC", 2)]
+    assert [run["id"] for run in list_runs(migrated)] == ["01ABC", "zzz"]
+    assert resolve_run_id(migrated, "last") == "01ABC"
+
+
 async def test_writer_locked_database_keeps_loop(db_path: Path) -> None:
     """Another connection's write lock makes the writer wait in a thread, not on the loop."""
     store = EventStore(db_path)

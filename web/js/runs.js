@@ -53,7 +53,8 @@ export class RunsView {
     }
     if (message.counts) this.counts = message.counts;
     if (message.event_id !== undefined) this.eventId = message.event_id;
-    const sorted = [...this.runs.values()].sort((a, b) => (a.id < b.id ? 1 : -1)).slice(0, LIMIT);
+    // seq orders runs as the server accepted them; client-chosen ids do not sort by time.
+    const sorted = [...this.runs.values()].sort((a, b) => b.seq - a.seq).slice(0, LIMIT);
     this.runs = new Map(sorted.map((run) => [run.id, run]));
     this.renderCounts();
     this.renderRows();
