@@ -239,6 +239,38 @@ class EventStore:
 
     @staticmethod
     def _insert_event(conn: sqlite3.Connection, item: _Append) -> None:
+        try:
+            body = EventStore._prepare_event(conn, item)
+        except (UnicodeError, msgspec.EncodeError) as exc:
+            # A string that UTF-8 cannot encode (a lone surrogate) fails this event
+            # alone, before it writes anything. The body holds every field, so once it
+            # is encoded, the statements below cannot fail on such a value.
+            item.error = StorageError(
+                f"event {item.event.name} of run {item.event.run_id!r} cannot be stored: {exc}")
+            logger.error("%s", item.error)
+            return
+        if body is None:
+            return
+        event = item.event
+        cursor = conn.execute(
+            "INSERT INTO events (name, version, run_id, job_id, step_id, worker_id,"
+            " correlation_id, tenant_id, ts, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                event.name, event.version, event.run_id, event.job_id, event.step_id,
+                event.worker_id, event.correlation_id, event.tenant_id, event.ts, body,
+            ),
+        )
+        item.event_id = int(cursor.lastrowid or 0)
+        rejected = apply_event(conn, item.event_id, event)
+        if rejected is not None:
+            logger.warning("run %s: %s rejected: %s -> %s", rejected.run_id,
+                           rejected.rejected_event, rejected.current, rejected.requested)
+            EventStore._insert_event(conn, _Append(rejected, False))
+
+    @staticmethod
+    def _prepare_event(conn: sqlite3.Connection, item: _Append) -> str | None:
+        """Complete ``item.event`` (run number, correlation id) and return its JSON body,
+        or None for a RunRequested whose run exists. Reads only; writes nothing."""
         event = item.event
         if isinstance(event, ev.RunRequested):
             # Submitting the same run id or idempotency key twice gives the first run:
@@ -250,32 +282,17 @@ class EventStore:
                     (event.tenant_id, event.idempotency_key)).fetchone()
             if row is not None:
                 item.existing_run_id = str(row[0])
-                return
+                return None
         if isinstance(event, ev.RunRequested) and event.number is None:
             row = conn.execute(
                 "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE tenant_id = ? AND pipeline = ?",
                 (event.tenant_id, event.pipeline),
             ).fetchone()
             event = msgspec.structs.replace(event, number=int(row[0]))
-            item.event = event
         if not event.correlation_id:
             event = msgspec.structs.replace(event, correlation_id=event.run_id)
-            item.event = event
-        cursor = conn.execute(
-            "INSERT INTO events (name, version, run_id, job_id, step_id, worker_id,"
-            " correlation_id, tenant_id, ts, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                event.name, event.version, event.run_id, event.job_id, event.step_id,
-                event.worker_id, event.correlation_id, event.tenant_id,
-                event.ts, ev.encode_event(event).decode(),
-            ),
-        )
-        item.event_id = int(cursor.lastrowid or 0)
-        rejected = apply_event(conn, item.event_id, event)
-        if rejected is not None:
-            logger.warning("run %s: %s rejected: %s -> %s", rejected.run_id,
-                           rejected.rejected_event, rejected.current, rejected.requested)
-            EventStore._insert_event(conn, _Append(rejected, False))
+        item.event = event
+        return ev.encode_event(event).decode()
 
     async def append(self, event: ev.Event, *, wait: bool = False) -> int:
         """Queue ``event``; with ``wait``, return its id once it is durable, else 0."""
@@ -285,7 +302,8 @@ class EventStore:
             return 0
         await item.done.wait()
         if item.error is not None:
-            raise StorageError(f"event {event.name} of run {event.run_id} was not stored") from item.error
+            raise StorageError(f"event {event.name} of run {event.run_id} was not stored: "
+                               f"{item.error}") from item.error
         return item.event_id
 
     async def submit_run(self, event: ev.RunRequested) -> tuple[str, bool, int]:
@@ -299,7 +317,7 @@ class EventStore:
         assert item.done is not None
         await item.done.wait()
         if item.error is not None:
-            raise StorageError(f"run {event.run_id} was not stored") from item.error
+            raise StorageError(f"run {event.run_id} was not stored: {item.error}") from item.error
         if item.existing_run_id is not None:
             return item.existing_run_id, False, 0
         stored = item.event

@@ -61,6 +61,32 @@ async def test_store_projection_matches_events(db_path: Path) -> None:
     assert _projection_rows(conn) == before
 
 
+async def test_unencodable_event_fails_alone(db_path: Path) -> None:
+    # A lone surrogate cannot be written as UTF-8. The event that carries it fails with
+    # StorageError; the writer, the events around it and the projections are unharmed.
+    from cicd.errors import StorageError
+
+    store = EventStore(db_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await _write_sample_run(store, "R1")
+        with pytest.raises(StorageError, match="StepStarted of run 'R1' cannot be stored"):
+            await store.append(ev.StepStarted(run_id="R1", job="a", step=3,
+                                              step_name="bad \ud800"), wait=True)
+        with pytest.raises(StorageError, match="not stored"):
+            await store.submit_run(ev.RunRequested(run_id="R2", pipeline="\udfff", jobs=["a"],
+                                                   pipeline_yaml="", source="/", executor="local"))
+        await store.append(ev.RunCancelled(run_id="R1"))  # unencodable and valid in one batch
+        await store.append(ev.StepStarted(run_id="R1", job="a", step=4, step_name="\ud800"))
+        await _write_sample_run(store, "R3")
+        await store.close()
+
+    conn = open_database(db_path)
+    assert [row[0] for row in conn.execute("SELECT id FROM runs ORDER BY seq")] == ["R1", "R3"]
+    assert conn.execute("SELECT COUNT(*) FROM steps WHERE run_id = 'R1'").fetchone()[0] == 2
+    assert run_document(conn, "R3").state == "failed"
+
+
 async def test_store_events_ids_monotonic(db_path: Path) -> None:
     store = EventStore(db_path)
     async with trio.open_nursery() as nursery:
