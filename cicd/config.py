@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -21,7 +21,7 @@ from cicd.pipeline.quantities import parse_duration, parse_memory
 
 class ServerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8470
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8470
     # Host names (and addresses) this server answers to; requests with another
     # Host or Origin are rejected, which defeats DNS rebinding.
     server_names: list[str] = msgspec.field(

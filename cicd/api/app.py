@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from urllib.parse import quote
 
 from quart import Response, g, request, websocket
 from quart.typing import ResponseTypes
@@ -82,7 +83,7 @@ async def _finish_request(response: Response) -> Response:
     created = response.headers.get("Location", "") if response.status_code == 201 else ""
     logger.info(
         "%s %s -> %d in %.1f ms (request %s)%s",
-        request.method, request.path, response.status_code, elapsed_ms, request_id,
+        request.method, loggable_path(request.path), response.status_code, elapsed_ms, request_id,
         f", created {created}" if created else "",
     )
     _record_latency(elapsed_ms, request_id)
@@ -128,14 +129,25 @@ async def _finish_websocket(response: ResponseTypes | None) -> ResponseTypes | N
     # A response here rejects the handshake; an accepted WebSocket returns None.
     request_id = current_request_id()
     if response is None:
-        logger.info("WebSocket %s ended (request %s)", websocket.path, request_id)
+        logger.info("WebSocket %s ended (request %s)", loggable_path(websocket.path), request_id)
         return None
     response.headers[REQUEST_ID_HEADER] = request_id
     logger.info(
         "WebSocket %s rejected with %d (request %s)",
-        websocket.path, response.status_code, request_id,
+        loggable_path(websocket.path), response.status_code, request_id,
     )
     return response
+
+
+# Characters of a path that stay as they are in the log; the others are percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def loggable_path(path: str) -> str:
+    """Return the decoded request ``path`` encoded again for the log, so that a line
+    break, an escape sequence or a NUL in a URL cannot forge log lines or reach the
+    terminal of someone reading the log."""
+    return quote(path, safe=_PATH_SAFE, errors="backslashreplace")
 
 
 async def _handle_error(error: Exception) -> Response:

@@ -176,6 +176,18 @@ def _collector_paused() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from cicd.terminal import PrintableStream
+
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout = PrintableStream(stdout)  # type: ignore[assignment]
+    sys.stderr = PrintableStream(stderr)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import socket
 
 import trio
 
@@ -25,11 +26,33 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         trio.run(server.run)
     except BaseExceptionGroup as group:
-        in_use, _ = group.split(lambda exc: isinstance(exc, OSError)
-                                and exc.errno == errno.EADDRINUSE)
-        if in_use is None:
+        failed, _ = group.split(lambda exc: _listen_problem(exc) is not None)
+        if failed is None:
             raise
+        problem = _listen_problem(_first_leaf(failed))
         address = f"{settings.server.host}:{settings.server.port}"
-        raise UsageError(f"cannot listen on {address}: the address is already in use; stop "
-                         "the program that uses it or choose another --port") from None
+        raise UsageError(f"cannot listen on {address}: {problem}") from None
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _listen_problem(exc: BaseException) -> str | None:
+    """Say what is wrong with the address the server could not listen on, or None
+    for an error that is not about the address."""
+    if isinstance(exc, socket.gaierror):
+        return ("the host is neither an IP address nor a name this machine resolves; "
+                "give --host an address such as 127.0.0.1")
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno == errno.EADDRINUSE:
+        return ("the address is already in use; stop the program that uses it or choose "
+                "another --port")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "the address is not one of this machine's; give --host one of its addresses"
+    if exc.errno == errno.EACCES:
+        return "permission denied; ports below 1024 need privileges, choose another --port"
+    return None

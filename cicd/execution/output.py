@@ -7,6 +7,7 @@ import sys
 from typing import BinaryIO, Protocol
 
 from cicd.storage.store import DropLogChunks, LogChunk
+from cicd.terminal import printable
 
 # A partial line longer than this is shown before its newline arrives, so one
 # huge line neither stalls the live view nor grows memory without bound.
@@ -37,7 +38,7 @@ class LivePrinter:
         self._colour_of: dict[str, bytes] = {}
 
     def _prefix(self, job: str, step_name: str) -> bytes:
-        label = f"[{job}/{step_name}] ".encode("utf-8", "replace")
+        label = f"[{printable(job)}/{printable(step_name)}] ".encode()
         if not self.colour:
             return label
         colour = self._colour_of.setdefault(job, _COLOURS[len(self._colour_of) % len(_COLOURS)])
@@ -76,7 +77,7 @@ class LivePrinter:
 
     def note(self, text: str) -> None:
         """Print one status line of cicd's own (not step output)."""
-        self.out.write(text.encode("utf-8", "replace") + b"\n")
+        self.out.write(printable(text).encode() + b"\n")
         self.out.flush()
 
 

@@ -358,6 +358,11 @@ class RunEngine:
             except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
                 pass
 
+    def has_job(self, job_id: str) -> bool | None:
+        """Tell whether the run's pipeline has the job, or None before it is read."""
+        plan = self._plan
+        return None if plan is None else job_id in plan.states
+
     async def cancel_job(self, job_id: str, reason: str = "cancelled") -> bool:
         """Stop one job: a running one gets the stop sequence, a waiting one ends now.
 

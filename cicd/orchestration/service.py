@@ -453,7 +453,7 @@ class RunService:
         document = await self.get_run(run_id)
         job = next((j for j in document.jobs if j.id == job_id), None)
         engine = self.engines.get(run_id)
-        if job is None and engine is None:
+        if job is None and (engine is None or engine.has_job(job_id) is False):
             raise NotFoundError(f"run {run_id} has no job {job_id!r}")
         if job is not None and job.state not in ("pending", "scheduled", "running"):
             return ActionResult(run=document, changed=False,

@@ -75,6 +75,18 @@ async def test_submit_access_line_names_run(api: RunningApi,
     assert lines[0].endswith(f", created /api/v1/runs/{response.json()['id']}")
 
 
+async def test_access_line_escapes_the_path(api: RunningApi,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    # A decoded %0A would start a forged log line; %1B would reach the terminal.
+    with caplog.at_level(logging.INFO, logger="cicd.api"):
+        await api.client.get("/api/v1/runs/x%0A2026-12-05 ERROR cicd.server: forged")
+        await api.client.get("/api/v1/runs/%1B%5B2J%00caf%C3%A9")
+    lines = [r.getMessage() for r in caplog.records if r.name == "cicd.api"]
+    assert lines[0].startswith("GET /api/v1/runs/x%0A2026-12-05%20ERROR%20cicd.server:%20forged ->")
+    assert lines[1].startswith("GET /api/v1/runs/%1B%5B2J%00caf%C3%A9 -> 404")
+    assert not any(c < " " for line in lines for c in line)
+
+
 async def test_submit_idempotency_key_repeats_run(api: RunningApi) -> None:
     headers = {"Idempotency-Key": "3f1c9a52-key"}
     first = await api.client.post("/api/v1/runs", json=SUBMIT, headers=headers)

@@ -147,6 +147,9 @@ jobs:
             if jobs.get("slow", {}).get("state") == "running" and jobs["fast"]["state"] == "succeeded":
                 break
             await trio.sleep(0.1)
+    unknown = await api.post(f"/runs/{run['id']}/jobs/nope/cancel")
+    assert unknown.status_code == 404, unknown.text  # while the run runs, as after it
+    assert unknown.json()["code"] == "NOT-FOUND"
     cancel_job = (await api.post(f"/runs/{run['id']}/jobs/slow/cancel")).json()
     assert cancel_job["changed"] is True
     done = await wait_for_state(api, run["id"], {"failed", "cancelled", "succeeded"})
