@@ -179,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cicd.terminal import PrintableStream
 
     stdout, stderr = sys.stdout, sys.stderr
-    sys.stdout = PrintableStream(stdout)  # type: ignore[assignment]
-    sys.stderr = PrintableStream(stderr)  # type: ignore[assignment]
+    sys.stdout = PrintableStream(stdout)
+    sys.stderr = PrintableStream(stderr)
     try:
         return _main(argv)
     finally:

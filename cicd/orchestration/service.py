@@ -280,6 +280,10 @@ class RunService:
                 except CicdError as exc:
                     logger.warning("removing the objects of run %s on node %s failed: %s; the "
                                    "reaper retries", run_id, node.name, exc)
+                except Exception:
+                    # A cleanup must not end the server: the reaper removes what is left.
+                    logger.exception("removing the objects of run %s on node %s failed; the "
+                                     "reaper retries", run_id, node.name)
 
     def _record_assignment(self, milliseconds: float, node: str) -> None:
         pool = self.cluster.nodes[node].labels.get("pool", node) if node in self.cluster.nodes \

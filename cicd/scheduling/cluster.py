@@ -129,7 +129,8 @@ class ClusterNode:
                  cpu_millis: int = 0, memory_bytes: int = 0,
                  reserved_cpu_millis: int = 0, reserved_memory_bytes: int = 0,
                  max_jobs: int = 0, breaker: Breaker | None = None,
-                 cpu_override: bool = False, memory_override: bool = False) -> None:
+                 cpu_override: bool = False, memory_override: bool = False,
+                 responded: bool = True) -> None:
         self.name = name
         self.provider = provider
         self.labels = dict(labels or {})
@@ -146,6 +147,8 @@ class ClusterNode:
         self.draining = False
         self.fencing = False  # back after a loss: stale containers are being removed
         self.lost_since: float | None = None  # monotonic time it stopped responding
+        # False until the node's engine first responds to a probe; until then it takes no work.
+        self.responded = responded
         self.message = ""
         self.returned = trio.Event()  # set each time it takes work again after a loss
 
@@ -158,13 +161,13 @@ class ClusterNode:
     @property
     def takes_work(self) -> bool:
         return not self.cordoned and not self.draining and not self.fencing \
-            and self.breaker.state == Breaker.CLOSED and self.capacity_known
+            and self.breaker.state == Breaker.CLOSED and self.capacity_known and self.responded
 
     @property
     def state(self) -> str:
         if self.fencing:
             return "fencing"
-        if self.breaker.state != Breaker.CLOSED or not self.capacity_known:
+        if self.breaker.state != Breaker.CLOSED or not self.capacity_known or not self.responded:
             return "unavailable"
         if self.draining:
             return "draining" if self.allocations else "drained"
@@ -198,7 +201,7 @@ class ClusterNode:
             reserved_memory_bytes=min(self.reserved_memory_bytes, self.memory_bytes),
             allocated_cpu_millis=cpu, allocated_memory_bytes=memory, labels=self.labels,
             cordoned=self.cordoned or self.draining or self.fencing,
-            breaker_open=self.breaker.state != Breaker.CLOSED,
+            breaker_open=self.breaker.state != Breaker.CLOSED or not self.responded,
         )
 
 
@@ -315,10 +318,15 @@ class Cluster:
             raise LookupError(f"no node named {name!r}; the nodes are {known}") from None
 
     def set_capacity(self, name: str, cpu_millis: int, memory_bytes: int) -> None:
+        """Record the capacity an engine reported, which also shows that it responds."""
         node = self.nodes[name]
+        first_answer = not node.responded
+        node.responded = True
         cpu = node.cpu_millis if node.cpu_override else cpu_millis
         memory = node.memory_bytes if node.memory_override else memory_bytes
         if (cpu, memory) == (node.cpu_millis, node.memory_bytes):
+            if first_answer:
+                self.node_changed(name)
             return
         node.cpu_millis, node.memory_bytes = cpu, memory
         if node.reserved_cpu_millis >= cpu or node.reserved_memory_bytes >= memory:

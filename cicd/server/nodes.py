@@ -49,7 +49,8 @@ def _tls(node: NodeSettings) -> object:
 
 
 def build_cluster(settings: Settings, owner: str) -> Cluster:
-    """Return the cluster the configuration describes; no engine is contacted yet."""
+    """Return the cluster the configuration describes; no engine is contacted yet, so
+    every node takes work only once its engine responds to a probe (:func:`probe_node`)."""
     scheduling = settings.scheduling
     nodes: list[ClusterNode] = []
     if not settings.nodes:
@@ -61,7 +62,7 @@ def build_cluster(settings: Settings, owner: str) -> Cluster:
         cpu, memory = host_capacity()
         nodes.append(ClusterNode(provider.name, provider, cpu_millis=cpu, memory_bytes=memory,
                                  max_jobs=settings.runs.max_parallel_jobs,
-                                 breaker=_breaker(settings)))
+                                 breaker=_breaker(settings), responded=False))
     for node in settings.nodes:
         provider = DockerProvider(node.host, name=node.name, owner=owner, tls=_tls(node))
         cpu = settings.cpu_millis(node.cpu)
@@ -72,7 +73,7 @@ def build_cluster(settings: Settings, owner: str) -> Cluster:
             reserved_cpu_millis=settings.cpu_millis(node.reserve_cpu),
             reserved_memory_bytes=settings.memory_bytes(node.reserve_memory),
             max_jobs=node.max_jobs or settings.runs.max_parallel_jobs,
-            breaker=_breaker(settings)))
+            breaker=_breaker(settings), responded=False))
     pools = {name: (pool.policy or scheduling.policy,
                     scheduling.backfill if pool.backfill is None else pool.backfill)
              for name, pool in scheduling.pools.items()}

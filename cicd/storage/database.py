@@ -90,8 +90,8 @@ def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sq
 # this version's queries read it anyway: a view shadows the table of the same name,
 # because SQLite looks in `temp` first. Keyed by the migration they stand in for.
 _READ_COMPAT = {
-    6: ["CREATE TEMP VIEW IF NOT EXISTS runs AS SELECT r.*, COALESCE((SELECT MIN(e.id)"
-        " FROM main.events e WHERE e.run_id = r.id), 0) AS seq FROM main.runs r"],
+    6: [("CREATE TEMP VIEW IF NOT EXISTS runs AS SELECT r.*, COALESCE((SELECT MIN(e.id)"
+         " FROM main.events e WHERE e.run_id = r.id), 0) AS seq FROM main.runs r")],
 }
 
 

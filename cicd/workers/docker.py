@@ -214,10 +214,16 @@ class DockerProvider(Provider):
 
     @property
     def client(self) -> docker.DockerClient:
+        """The engine's client, created on first use. Creating it asks the engine for
+        its API version, so an engine that does not answer raises EngineUnavailable
+        here, as a call would."""
         if self._client is None:
             early = _early_clients.pop(self.base_url, None) if self.tls is None else None
-            self._client = early.take() if early is not None else _new_client(self.base_url,
-                                                                               self.tls)
+            try:
+                self._client = early.take() if early is not None else _new_client(
+                    self.base_url, self.tls)
+            except docker.errors.DockerException as exc:
+                raise self._translate(exc) from exc
         return self._client
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -374,3 +374,29 @@ def test_second_server_on_same_database_rejected(server_process: ServerProcess) 
     second = run_cli("serve", "--port", "0", "--db", str(server_process.db), timeout=60)
     assert second.returncode == 2
     assert b"another cicd server uses the database" in second.stderr
+
+
+def test_engine_never_answering_takes_no_work(tmp_path: Path) -> None:
+    # The engine's socket does not exist. From the start the node is unavailable and the
+    # server not ready; a run submitted then waits for a node, and the server lives on.
+    absent = tmp_path / "absent.sock"
+    config = _config(tmp_path, f'[docker]\nhost = "unix://{absent}"\n')
+    server = ServerProcess(tmp_path / "db", tmp_path / "log", "--config", str(config))
+    try:
+        server.start()
+        nodes = httpx.get(f"{server.url}/api/v1/nodes", timeout=30).json()
+        assert [(n["state"], n["breaker"]) for n in nodes] == [("unavailable", "closed")]
+        assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 503
+        run_id = _submit(server.url, f"jobs:\n  a:\n    image: {BUSYBOX}\n"
+                                     "    steps: [{run: echo never}]\n")
+        document = _wait(server.url, run_id, _waits_for_a_node)
+        assert document["state"] == "running"
+        time.sleep(1)
+        assert server.process is not None and server.process.poll() is None
+        assert httpx.get(f"{server.url}/healthz", timeout=30).status_code == 200
+        httpx.post(f"{server.url}/api/v1/runs/{run_id}/cancel", timeout=30)
+        assert _wait(server.url, run_id, _ended)["state"] == "cancelled"
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    finally:
+        server.kill()
