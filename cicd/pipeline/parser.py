@@ -21,6 +21,7 @@ import codecs
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -48,15 +49,20 @@ from cicd.pipeline.quantities import (
     CPU_EXAMPLE,
     DURATION_EXAMPLE,
     MEMORY_EXAMPLE,
+    QUOTE_MAX_CHARS,
+    check_image_reference,
     parse_cpu,
     parse_duration,
     parse_memory,
+    quote,
 )
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 64
 MAX_JOB_ID_CHARS = 63
+# Maximum length of pipeline and step names: a sentence fits, and so does a console line.
+MAX_NAME_CHARS = 200
 
 TOP_LEVEL_KEYS = ("version", "name", "env", "priority", "jobs")
 JOB_KEYS = ("image", "needs", "env", "timeout", "allow_failure", "resources", "runs_on",
@@ -70,6 +76,14 @@ _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
 _JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PLAIN_PATH_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+# C0 and C1 control characters, DEL, and the Unicode line and paragraph separators.
+# None of them belongs in a name that cicd prints on one line of a terminal.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+# Browsers and curl drop these path segments from a URL, so a step with such a name
+# could not be addressed in the REST API.
+_DOT_SEGMENTS = frozenset({".", ".."})
 _NULL_WORDS = frozenset({"", "~", "null", "Null", "NULL"})
 _STR_TAG = "tag:yaml.org,2002:str"
 _BOOLEANS = {
@@ -128,11 +142,14 @@ def render_path(segments: Sequence[str | int]) -> str:
 
     Integers are 1-based list indexes. A key with characters other than letters,
     digits, ``_`` and ``-`` is rendered in brackets as a JSON string: ``jobs["a.b"]``.
+    A key longer than 80 characters is cut, in brackets too: ``env["AAAA..."...]``.
     """
     rendered = ""
     for segment in segments:
         if isinstance(segment, int):
             rendered += f"[{segment}]"
+        elif len(segment) > QUOTE_MAX_CHARS:
+            rendered += f"[{json.dumps(segment[:QUOTE_MAX_CHARS])}...]"
         elif _PLAIN_PATH_SEGMENT.fullmatch(segment):
             rendered += f".{segment}" if rendered else segment
         else:
@@ -178,13 +195,15 @@ class _Alias:
         self.column = column
 
 
-class _TooManyNodesError(Exception):
+class _ComposeLimitError(Exception):
     """Raised by the composer, which does not know the file name for a PipelineError."""
 
-    def __init__(self, line: int, column: int) -> None:
-        super().__init__(line, column)
+    def __init__(self, message: str, line: int, column: int, path: _Path) -> None:
+        super().__init__(message, line, column, path)
+        self.message = message
         self.line = line
         self.column = column
+        self.path = path
 
 
 class _AliasRecordingComposer(Composer):
@@ -193,8 +212,34 @@ class _AliasRecordingComposer(Composer):
         # YAML allows an anchor name to be defined again, and the later one wins.
         self.warn_double_anchors = False
         self.composed_nodes = 0
+        # Key path of the node being composed, for the errors about the limits.
+        self.path: list[str | int] = []
 
     def compose_node(self, parent: Any, index: Any) -> Any:
+        # ruamel.yaml passes the 0-based position in a list, the key node in a
+        # mapping, and None while it composes a key.
+        key = index.target if isinstance(index, _Alias) else index
+        segment = (
+            key + 1
+            if isinstance(key, int)
+            else key.value
+            if isinstance(key, ScalarNode)
+            else None
+        )
+        if segment is not None:
+            self.path.append(segment)
+        try:
+            return self._compose_counted_node(parent, index)
+        except MaxDepthExceededError as exc:
+            mark = exc.problem_mark
+            raise _ComposeLimitError(
+                _too_deep_message(), mark.line + 1, mark.column + 1, tuple(self.path)
+            ) from exc
+        finally:
+            if segment is not None:
+                self.path.pop()
+
+    def _compose_counted_node(self, parent: Any, index: Any) -> Any:
         if not self.parser.check_event(AliasEvent):
             # ruamel.yaml 0.19 composed about 27,000 nodes per second on one AMD EPYC
             # core, so a 1 MiB flow list of 500,000 items took 20 s. Stopping at the
@@ -202,11 +247,27 @@ class _AliasRecordingComposer(Composer):
             self.composed_nodes += 1
             if self.composed_nodes > MAX_NODES:
                 mark = self.parser.peek_event().start_mark
-                raise _TooManyNodesError(mark.line + 1, mark.column + 1)
+                raise _ComposeLimitError(
+                    _too_many_nodes_message(), mark.line + 1, mark.column + 1, tuple(self.path)
+                )
             return super().compose_node(parent, index)
         event = self.parser.peek_event()
         target = super().compose_node(parent, index)
         return _Alias(event.anchor, target, event.start_mark.line + 1, event.start_mark.column + 1)
+
+
+def _too_many_nodes_message() -> str:
+    return (
+        f"the document has more than {MAX_NODES} nodes, the maximum; shorten it, for "
+        "example by moving long lists of commands into a script in the repository"
+    )
+
+
+def _too_deep_message() -> str:
+    return (
+        f"the document is nested deeper than {MAX_DEPTH} levels, the maximum; "
+        "remove the extra levels of lists and mappings"
+    )
 
 
 def _compose(source: str, file: str) -> Any:
@@ -215,20 +276,9 @@ def _compose(source: str, file: str) -> Any:
     yaml.max_depth = MAX_DEPTH
     try:
         return yaml.compose(source)
-    except _TooManyNodesError as exc:
+    except _ComposeLimitError as exc:
         raise PipelineError(
-            f"the document has more than {MAX_NODES} nodes",
-            file=file,
-            line=exc.line,
-            column=exc.column,
-        ) from exc
-    except MaxDepthExceededError as exc:
-        mark = exc.problem_mark
-        raise PipelineError(
-            f"the document is nested deeper than {MAX_DEPTH} levels",
-            file=file,
-            line=mark.line + 1,
-            column=mark.column + 1,
+            exc.message, file=file, line=exc.line, column=exc.column, path=render_path(exc.path)
         ) from exc
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -239,22 +289,36 @@ def _compose(source: str, file: str) -> Any:
             problem = exc.problem or exc.context
             context = f" ({exc.context})" if exc.problem and exc.context else ""
         raise PipelineError(
-            f"invalid YAML: {problem}{context}",
+            f"invalid YAML: {_bounded(problem)}{context}",
             file=file,
             line=None if mark is None else mark.line + 1,
             column=None if mark is None else mark.column + 1,
         ) from exc
     except ReaderError as exc:
         line_start = source.rfind("\n", 0, exc.position) + 1
+        # Text passed as str, such as a pipeline sent to the REST API, can hold a lone
+        # surrogate, and an escape of it would be rejected too.
+        fix = (
+            "is a lone surrogate, which UTF-8 cannot encode; remove it or write the "
+            "character itself"
+            if 0xD800 <= exc.character <= 0xDFFF
+            else "is not allowed; remove it or write it as an escape in a double-quoted string"
+        )
         raise PipelineError(
-            f"invalid YAML: character U+{exc.character:04X} is not allowed; "
-            "remove it or write it as an escape in a double-quoted string",
+            f"invalid YAML: character U+{exc.character:04X} {fix}",
             file=file,
             line=source.count("\n", 0, exc.position) + 1,
             column=exc.position - line_start + 1,
         ) from exc
     except YAMLError as exc:
-        raise PipelineError(f"invalid YAML: {exc}", file=file) from exc
+        raise PipelineError(f"invalid YAML: {_bounded(str(exc))}", file=file) from exc
+
+
+def _bounded(text: str) -> str:
+    # ruamel.yaml quotes names from the file, such as an undefined alias, into its
+    # messages. Those names have no length limit.
+    limit = 4 * QUOTE_MAX_CHARS
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class _Node(msgspec.Struct, frozen=True, kw_only=True):
@@ -286,8 +350,7 @@ def _describe(value: _Value) -> str:
         return "a list" if value.items else "an empty list"
     if value.is_null:
         return "null"
-    text = value.text if len(value.text) <= 60 else value.text[:57] + "..."
-    return repr(text)
+    return quote(value.text)
 
 
 class _Expander:
@@ -306,20 +369,20 @@ class _Expander:
             message, file=self.file, line=line, column=column, path=render_path(self.path)
         )
 
-    def expand(self, node: Any) -> _Value:
+    def expand(self, node: Any, *, is_key: bool = False) -> _Value:
         if isinstance(node, _Alias):
             if id(node.target) in self.open_collections:
                 self.fail(
                     node.line,
                     node.column,
-                    f"alias '*{node.anchor}' is used inside the "
+                    f"alias {quote('*' + node.anchor)} is used inside the "
                     "node it refers to; recursive aliases are not supported",
                 )
             if not self.open_aliases:
                 self.outermost_alias_path = list(self.path)
             self.open_aliases.append(node)
             try:
-                return self.expand(node.target)
+                return self.expand(node.target, is_key=is_key)
             finally:
                 self.open_aliases.pop()
 
@@ -329,13 +392,13 @@ class _Expander:
         line, column = node.start_mark.line + 1, node.start_mark.column + 1
         if self.visited > MAX_NODES:
             if not self.open_aliases:
-                self.fail(line, column, f"the document has more than {MAX_NODES} nodes")
+                self.fail(line, column, _too_many_nodes_message())
             where = self.open_aliases[0]
             self.path = self.outermost_alias_path
             self.fail(
                 where.line,
                 where.column,
-                f"expanding alias '*{where.anchor}' makes the "
+                f"expanding alias {quote('*' + where.anchor)} makes the "
                 f"document larger than {MAX_NODES} nodes; repeat less through aliases",
             )
         if isinstance(node, ScalarNode):
@@ -345,11 +408,13 @@ class _Expander:
                 # scalar with BEL. The reader rejects a literal BEL in the input, so
                 # every BEL in a folded scalar is such a marker.
                 text = text.replace("\a", "")
+            if _SURROGATE.search(text):
+                text = self._join_surrogate_pairs(text, line, column, is_key)
             plain = node.style is None
             is_null = plain and text in _NULL_WORDS and node.tag != _STR_TAG
             return _Scalar(text=text, plain=plain, is_null=is_null, line=line, column=column)
         if len(self.path) >= MAX_DEPTH:
-            self.fail(line, column, f"the document is nested deeper than {MAX_DEPTH} levels")
+            self.fail(line, column, _too_deep_message())
 
         self.open_collections.add(id(node))
         try:
@@ -370,7 +435,7 @@ class _Expander:
         merged: list[tuple[_Scalar, _Value]] = []
         merge_position = 0
         for key_node, value_node in node.value:
-            key = self.expand(key_node)
+            key = self.expand(key_node, is_key=True)
             if not isinstance(key, _Scalar):
                 self.fail(key.line, key.column, f"expected a string key, found {_describe(key)}")
             is_merge = key.plain and key.text == "<<"
@@ -379,7 +444,7 @@ class _Expander:
                 self.fail(
                     key.line,
                     key.column,
-                    f"duplicate key {key.text!r} on lines {earlier.line} and {key.line}",
+                    f"duplicate key {quote(key.text)} on lines {earlier.line} and {key.line}",
                 )
             if is_merge:
                 merged = self._expand_merge_sources(value_node)
@@ -405,6 +470,28 @@ class _Expander:
                 inherited.append((key, value))
         entries[merge_position:merge_position] = inherited
         return _Mapping(entries=tuple(entries), line=line, column=column)
+
+    def _join_surrogate_pairs(self, text: str, line: int, column: int, is_key: bool) -> str:
+        """Join each escaped UTF-16 pair, such as ``\\ud83d\\ude00``, into its character.
+
+        ruamel.yaml decodes each ``\\u`` escape on its own, and JSON writes a character
+        beyond U+FFFF as such a pair. A surrogate left over cannot be encoded as UTF-8.
+        """
+        text = _SURROGATE_PAIR.sub(
+            lambda pair: pair.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le"),
+            text,
+        )
+        lone = _SURROGATE.search(text)
+        if lone is not None:
+            subject = "key" if is_key else "string"
+            self.fail(
+                line,
+                column,
+                f"{subject} {quote(text)} contains the lone surrogate \\u{ord(lone.group()):04x}, "
+                "which UTF-8 cannot encode; write the character itself, or escape it as "
+                "\\U0001F600 or as a high surrogate followed by a low one, such as \\ud83d\\ude00",
+            )
+        return text
 
     def _expand_merge_sources(self, value_node: Any) -> list[tuple[_Scalar, _Value]]:
         self.path.append("<<")
@@ -447,23 +534,31 @@ class _PipelineReader:
         fields = self.read_fields(
             root, (), TOP_LEVEL_KEYS, ("jobs",), "a mapping with a 'jobs' key"
         )
-        version = fields.get("version")
-        if version is not None and (not isinstance(version, _Scalar) or version.text != "1"):
-            self.fail(
-                version,
-                ("version",),
-                f"expected version 1, found {_describe(version)}; this cicd reads version 1 only",
-            )
+        self.check_version(fields.get("version"))
         name = fields.get("name")
         jobs = self.read_jobs(fields["jobs"])
         self.check_needs(jobs)
         return Pipeline(
-            name=None if name is None else self.read_text(name, ("name",), "a non-empty name"),
+            name=(
+                None
+                if name is None
+                else self.read_name(name, ("name",), "a non-empty name", "pipeline name")
+            ),
             env=self.read_env(fields.get("env"), ("env",)),
             priority=self.read_priority(fields.get("priority"), ("priority",)),
             jobs=jobs,
             source_file=self.file,
         )
+
+    def check_version(self, version: _Value | None) -> None:
+        if version is None or (
+            isinstance(version, _Scalar) and version.plain and version.text == "1"
+        ):
+            return
+        found = f"expected version 1, found {_describe(version)}"
+        if isinstance(version, _Scalar) and version.text == "1":
+            self.fail(version, ("version",), f"{found}, which is quoted; write version: 1")
+        self.fail(version, ("version",), f"{found}; this cicd reads version 1 only")
 
     def read_fields(
         self,
@@ -486,7 +581,7 @@ class _PipelineReader:
                     if close
                     else f"valid keys are {', '.join(allowed)}"
                 )
-                self.fail(key, path, f"unknown key {key.text!r}; {hint}")
+                self.fail(key, path, f"unknown key {quote(key.text)}; {hint}")
             fields[key.text] = item
         for name in required:
             if name not in fields:
@@ -504,14 +599,14 @@ class _PipelineReader:
                 self.fail(
                     key,
                     path,
-                    f"invalid job id {key.text!r}; use letters, digits, '_', '.' and '-', "
+                    f"invalid job id {quote(key.text)}; use letters, digits, '_', '.' and '-', "
                     "starting with a letter, digit or '_'",
                 )
             if len(key.text) > MAX_JOB_ID_CHARS:
                 self.fail(
                     key,
                     path,
-                    f"job id {key.text!r} has {len(key.text)} characters; "
+                    f"job id {quote(key.text)} has {len(key.text)} characters; "
                     f"the maximum is {MAX_JOB_ID_CHARS}",
                 )
             jobs[key.text] = self.read_job(key, job_value)
@@ -522,12 +617,10 @@ class _PipelineReader:
         expected = "a job mapping with 'image' and 'steps' keys"
         fields = self.read_fields(value, path, JOB_KEYS, ("image", "steps"), expected)
         image = self.read_text(fields["image"], (*path, "image"), "a non-empty image name")
-        if any(character.isspace() for character in image):
-            self.fail(
-                fields["image"],
-                (*path, "image"),
-                f"expected an image name without spaces, found {image!r}",
-            )
+        try:
+            check_image_reference(image)
+        except ValueError as exc:
+            self.fail(fields["image"], (*path, "image"), str(exc))
         needs = self.read_needs(fields.get("needs"), (*path, "needs"))
         self.needs_entries[key.text] = needs
         timeout = self.read_duration(fields.get("timeout"), (*path, "timeout"))
@@ -559,7 +652,7 @@ class _PipelineReader:
                 self.fail(
                     entry,
                     path,
-                    f"job {entry.text!r} is listed twice, on lines {earlier.line} and {entry.line}",
+                    f"job {quote(entry.text)} is listed twice, on lines {earlier.line} and {entry.line}",
                 )
         return list(seen.values())
 
@@ -572,7 +665,9 @@ class _PipelineReader:
 
                 close = difflib.get_close_matches(entry.text, list(jobs), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"the jobs are {_names(jobs)}"
-                self.fail(entry, ("jobs", job_id, "needs"), f"unknown job {entry.text!r}; {hint}")
+                self.fail(
+                    entry, ("jobs", job_id, "needs"), f"unknown job {quote(entry.text)}; {hint}"
+                )
 
         cycle = graph.find_cycle({job_id: job.needs for job_id, job in jobs.items()})
         if cycle is not None:
@@ -593,7 +688,7 @@ class _PipelineReader:
                     self.fail(
                         name_node,
                         (*path, index, "name"),
-                        f"duplicate step name {step.name!r} "
+                        f"duplicate step name {quote(step.name)} "
                         f"on lines {earlier.line} and {name_node.line}",
                     )
             steps.append(step)
@@ -610,17 +705,10 @@ class _PipelineReader:
         expected = "a step mapping with a 'run' key"
         fields = self.read_fields(value, path, STEP_KEYS, ("run",), expected)
         name_node = fields.get("name")
-        if isinstance(name_node, _Scalar) and name_node.text.strip().isdigit():
-            self.fail(name_node, (*path, "name"),
-                      f"step name {name_node.text!r} is a number, which reads as a step's "
-                      "index wherever steps are named; give a name that is not a number")
+        name = None if name_node is None else self.read_step_name(name_node, (*path, "name"))
         step = Step(
             index=index,
-            name=(
-                None
-                if name_node is None
-                else self.read_text(name_node, (*path, "name"), "a non-empty step name")
-            ),
+            name=name,
             run=self.read_text(fields["run"], (*path, "run"), "a non-empty command"),
             env=self.read_env(fields.get("env"), (*path, "env")),
             timeout=self.read_duration(fields.get("timeout"), (*path, "timeout")),
@@ -628,6 +716,45 @@ class _PipelineReader:
             line=value.line,
         )
         return step, name_node
+
+    def read_step_name(self, value: _Value, path: _Path) -> str:
+        if isinstance(value, _Scalar) and value.text.strip().isdigit():
+            self.fail(value, path,
+                      f"step name {quote(value.text)} is a number, which reads as a step's "
+                      "index wherever steps are named; give a name that is not a number")
+        name = self.read_name(value, path, "a non-empty step name", "step name")
+        if "/" in name:
+            self.fail(value, path, f"step name {quote(name)} contains '/', which the REST API "
+                      "cannot tell apart from the '/' between parts of a URL; "
+                      "use another character, such as '-'")
+        if name in _DOT_SEGMENTS:
+            self.fail(value, path, f"step name {quote(name)} cannot be used, because browsers "
+                      "and curl remove '.' and '..' from URLs, so the REST API could not "
+                      "address the step; give another name")
+        return name
+
+    def read_name(self, value: _Value, path: _Path, expected: str, subject: str) -> str:
+        """Read a name that cicd prints on one line, so without control characters."""
+        name = self.read_text(value, path, expected)
+        self.check_printable(value, path, name, subject)
+        if len(name) > MAX_NAME_CHARS:
+            self.fail(value, path, f"{subject} {quote(name)} is longer than the maximum of "
+                      f"{MAX_NAME_CHARS} characters; shorten it")
+        return name
+
+    def check_printable(self, value: _Value, path: _Path, text: str, subject: str) -> None:
+        control = _CONTROL_CHARACTER.search(text)
+        if control is None:
+            return
+        character = control.group()
+        kind = (
+            "control character"
+            if unicodedata.category(character) == "Cc"
+            else unicodedata.name(character).lower()
+        )
+        self.fail(value, path, f"{subject} {quote(text)} contains the {kind} "
+                  f"U+{ord(character):04X}; remove it, because the {subject} is printed on one "
+                  "line in terminals")
 
     def read_resources(self, value: _Value | None, path: _Path) -> Resources:
         if value is None:
@@ -669,9 +796,11 @@ class _PipelineReader:
         labels: dict[str, str] = {}
         for key, item in value.entries:
             if not _LABEL_KEY.fullmatch(key.text):
-                self.fail(key, path, f"invalid label name {key.text!r}; use up to 63 letters, "
-                          "digits, '_', '.', '/' and '-', starting with a letter or digit")
-            labels[key.text] = self.read_text(item, (*path, key.text), "a label value")
+                self.fail(key, path, f"invalid label name {quote(key.text)}; use up to 63 "
+                          "letters, digits, '_', '.', '/' and '-', starting with a letter or digit")
+            label = self.read_text(item, (*path, key.text), "a label value")
+            self.check_printable(item, (*path, key.text), label, "label value")
+            labels[key.text] = label
         return labels
 
     def read_retry(self, value: _Value | None, path: _Path) -> Retry:
@@ -710,7 +839,7 @@ class _PipelineReader:
                 self.fail(
                     key,
                     path,
-                    f"invalid variable name {key.text!r}; use letters, digits and '_', "
+                    f"invalid variable name {quote(key.text)}; use letters, digits and '_', "
                     "not starting with a digit",
                 )
             if isinstance(item, _Scalar) and item.is_null:

@@ -1,8 +1,9 @@
-"""Durations, CPU amounts and memory sizes as written in a pipeline file.
+"""Durations, CPU amounts, memory sizes and image references as written in a pipeline file.
 
-Each ``parse_*`` function takes the text of one YAML scalar and raises
-``ValueError`` with a message of the form ``expected ..., found ...`` when the text
-is invalid. The parser adds the file, line and key path to that message.
+Each ``parse_*`` and ``check_*`` function takes the text of one YAML scalar and
+raises ``ValueError`` with a message of the form ``expected ..., found ...`` when
+the text is invalid. The parser adds the file, line and key path to that message.
+``quote`` renders the found value in every such message.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ from decimal import Decimal, InvalidOperation
 DURATION_EXAMPLE = "a duration like 30s, 10m or 1h30m"
 CPU_EXAMPLE = "a number of CPUs like 0.5 or 2, or millicores like 500m"
 MEMORY_EXAMPLE = "a memory size like 512Mi, 1Gi or 1000000 (bytes)"
+IMAGE_EXAMPLE = (
+    "an image reference like busybox, python:3.12-slim or registry.example.com:5000/team/app:1.0"
+)
+
+# Error messages show at most this many characters of a value.
+QUOTE_MAX_CHARS = 80
 
 # Policy limit: a longer timeout is almost always a typo such as 10000h.
 MAX_DURATION_SECONDS = 365 * 24 * 3600
@@ -45,6 +52,29 @@ _MEMORY_UNITS: dict[str, int] = {
 }
 _MEMORY_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)")
 
+# Image references follow Docker's grammar, as github.com/distribution/reference
+# v0.5.0 documents it in reference.go: [REGISTRY[:PORT]/]PATH[:TAG][@DIGEST].
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_PATH = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_REGISTRY = re.compile(rf"(?:{_HOST_LABEL}(?:\.{_HOST_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?")
+_IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST_ALGORITHM = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+_IMAGE_DIGEST = re.compile(rf"{_DIGEST_ALGORITHM}:[0-9a-fA-F]{{32,}}")
+# The same source limits the name, registry included, to 255 characters.
+MAX_IMAGE_NAME_CHARS = 255
+
+
+def quote(value: object) -> str:
+    """Render a value for an error message as ``repr`` does, cut after 80 characters.
+
+    ``repr`` escapes control characters and lone surrogates, so a quoted string is
+    one printable line. A longer string ends in ``...`` and its length.
+    """
+    if not isinstance(value, str) or len(value) <= QUOTE_MAX_CHARS:
+        return repr(value)
+    return f"{value[:QUOTE_MAX_CHARS]!r}... ({len(value)} characters)"
+
 
 def parse_duration(text: str) -> float:
     """Parse a duration such as ``30s``, ``10m``, ``1h30m`` or ``500ms`` into seconds.
@@ -52,7 +82,7 @@ def parse_duration(text: str) -> float:
     Components are whole numbers with the units h, m, s and ms, in that order and each
     at most once. The result is greater than 0 and at most 365 days.
     """
-    found = f"expected {DURATION_EXAMPLE}, found {text!r}"
+    found = f"expected {DURATION_EXAMPLE}, found {quote(text)}"
     if _BARE_NUMBER.fullmatch(text):
         raise ValueError(f"{found}; add a unit, e.g. 90s")
     components = _split_duration(text)
@@ -64,9 +94,9 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"{found}; write the units in the order h, m, s, ms, each once")
     total_millis = sum(count * _DURATION_UNITS[unit] for count, unit in components)
     if total_millis == 0:
-        raise ValueError(f"expected a duration greater than 0, found {text!r}")
+        raise ValueError(f"expected a duration greater than 0, found {quote(text)}")
     if total_millis > MAX_DURATION_SECONDS * 1000:
-        raise ValueError(f"expected a duration of at most 8760h (365 days), found {text!r}")
+        raise ValueError(f"expected a duration of at most 8760h (365 days), found {quote(text)}")
     return total_millis / 1000
 
 
@@ -118,7 +148,7 @@ def parse_cpu(value: str | float) -> int:
     A number counts CPUs in steps of 0.001. A string ending in ``m`` counts
     millicores. The result is greater than 0.
     """
-    found = f"expected {CPU_EXAMPLE}, found {value!r}"
+    found = f"expected {CPU_EXAMPLE}, found {quote(value)}"
     if isinstance(value, bool):
         raise TypeError(found)
     if isinstance(value, int):
@@ -142,9 +172,9 @@ def parse_cpu(value: str | float) -> int:
             raise ValueError(found)
 
     if millis <= 0:
-        raise ValueError(f"expected a CPU amount greater than 0, found {value!r}")
+        raise ValueError(f"expected a CPU amount greater than 0, found {quote(value)}")
     if millis > MAX_CPU_MILLIS:
-        raise ValueError(f"expected at most {MAX_CPU_MILLIS // 1000} CPUs, found {value!r}")
+        raise ValueError(f"expected at most {MAX_CPU_MILLIS // 1000} CPUs, found {quote(value)}")
     return millis
 
 
@@ -155,7 +185,7 @@ def parse_memory(value: str | int) -> int:
     in k, M, G or T (powers of 1000). The number may have decimals when the result is
     a whole number of bytes, as in ``1.5Gi``. The result is greater than 0.
     """
-    found = f"expected {MEMORY_EXAMPLE}, found {value!r}"
+    found = f"expected {MEMORY_EXAMPLE}, found {quote(value)}"
     if isinstance(value, bool):
         raise TypeError(found)
     if isinstance(value, int):
@@ -178,10 +208,50 @@ def parse_memory(value: str | int) -> int:
         size = int(exact)
 
     if size <= 0:
-        raise ValueError(f"expected a memory size greater than 0, found {value!r}")
+        raise ValueError(f"expected a memory size greater than 0, found {quote(value)}")
     if size > MAX_MEMORY_BYTES:
-        raise ValueError(f"expected a memory size below 8Ei, found {value!r}")
+        raise ValueError(f"expected a memory size below 8Ei, found {quote(value)}")
     return size
+
+
+def check_image_reference(text: str) -> None:
+    """Check that ``text`` is a Docker image reference such as ``python:3.12-slim``.
+
+    The registry part before the first ``/`` is recognised as Docker does: it
+    contains a ``.`` or a ``:``, is ``localhost``, or has an uppercase letter.
+    """
+    found = f"expected {IMAGE_EXAMPLE}, found {quote(text)}"
+    rest, at_sign, digest = text.partition("@")
+    name, tag = rest, None
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        name, tag = rest[:colon], rest[colon + 1 :]
+    first, slash, remainder = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+        registry, path = first, remainder
+    else:
+        registry, path = None, name
+
+    if len(name) > MAX_IMAGE_NAME_CHARS:
+        raise ValueError(f"{found}; the name before the tag has {len(name)} characters, "
+                         f"and the maximum is {MAX_IMAGE_NAME_CHARS}")
+    if registry is not None and not _REGISTRY.fullmatch(registry):
+        raise ValueError(f"{found}; {quote(registry)} is not a registry host such as "
+                         "registry.example.com:5000")
+    if not _IMAGE_PATH.fullmatch(path):
+        hint = (
+            "; the repository name must be lowercase"
+            if _IMAGE_PATH.fullmatch(path.lower())
+            else "; a repository name is lowercase letters and digits joined by '.', '_', "
+            "'__', dashes or '/', starting and ending with a letter or digit"
+        )
+        raise ValueError(found + hint)
+    if tag is not None and not _IMAGE_TAG.fullmatch(tag):
+        raise ValueError(f"{found}; a tag has up to 128 letters, digits, '_', '.' and '-', "
+                         "not starting with '.' or '-'")
+    if at_sign and not _IMAGE_DIGEST.fullmatch(digest):
+        raise ValueError(f"{found}; a digest is an algorithm and at least 32 hex digits, "
+                         "such as sha256:<64 hex digits>")
 
 
 def _to_decimal(text: str, found: str) -> Decimal:

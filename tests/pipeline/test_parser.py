@@ -27,6 +27,14 @@ from cicd.pipeline import (
 STEP = "steps: [{run: echo}]"
 MINIMAL = f"jobs:\n  a: {{image: x, {STEP}}}\n"
 DURATION = "expected a duration like 30s, 10m or 1h30m, found"
+IMAGE = (
+    "expected an image reference like busybox, python:3.12-slim or "
+    "registry.example.com:5000/team/app:1.0, found"
+)
+SURROGATE_FIX = (
+    "which UTF-8 cannot encode; write the character itself, or escape it as \\U0001F600 or "
+    "as a high surrogate followed by a low one, such as \\ud83d\\ude00"
+)
 
 EXAMPLE = """\
 version: 1               # optional, only 1 is accepted
@@ -172,7 +180,6 @@ VALID: list[tuple[str, str, Callable[[Pipeline], Any], Any]] = [
     ("env plain multiline", with_env("  A: one", "    two"), env_value("A"), "one two"),
     ("env underscore name", with_env("  _A_1: x"), env_value("_A_1"), "x"),
     ("yaml 1.1 directive", "%YAML 1.1\n---\n" + with_env("  A: yes"), env_value("A"), "yes"),
-    ("version quoted", 'version: "1"\n' + MINIMAL, lambda p: p.version, 1),
     ("name", "name: nightly\n" + MINIMAL, lambda p: p.name, "nightly"),
     ("image number", lines("jobs:", f"  a: {{image: 3, {STEP}}}"), job_field("image"), "3"),
     ("allow_failure true", job_with("    allow_failure: true"), job_field("allow_failure"), True),
@@ -334,6 +341,46 @@ VALID: list[tuple[str, str, Callable[[Pipeline], Any], Any]] = [
         {"A": "one", "B": "one", "C": "two", "D": "two"},
     ),
     ("comments only lines", "# pipeline\n\n" + MINIMAL + "# end\n", lambda p: list(p.jobs), ["a"]),
+    ("surrogate pair joined", 'name: "\\ud83d\\ude00"\n' + MINIMAL, lambda p: p.name, "\U0001F600"),
+    ("name 200 chars", f"name: {'n' * 200}\n" + MINIMAL, lambda p: len(p.name), 200),
+    ("name with unicode", "name: Prüfung — nightly\n" + MINIMAL, lambda p: p.name, "Prüfung — nightly"),
+    (
+        "step name 200 chars",
+        lines("jobs:", f"  a: {{image: x, steps: [{{name: {'s' * 200}, run: a}}]}}"),
+        lambda p: len(p.jobs["a"].steps[0].name),
+        200,
+    ),
+    (
+        "step name punctuation",
+        lines("jobs:", "  a: {image: x, steps: [{name: 'unit tests (3.12): a.b%c', run: a}]}"),
+        step_field("name"),
+        "unit tests (3.12): a.b%c",
+    ),
+    (
+        "step name three dots",
+        lines("jobs:", "  a: {image: x, steps: [{name: '...', run: a}]}"),
+        step_field("name"),
+        "...",
+    ),
+    (
+        "run keeps control characters",
+        lines("jobs:", '  a: {image: x, steps: [{run: "printf \'\\e[31m\'\\n\\techo\\r"}]}'),
+        step_field("run"),
+        "printf '\x1b[31m'\n\techo\r",
+    ),
+    ("env keeps newline", with_env('  A: "one\\ntwo\\t"'), env_value("A"), "one\ntwo\t"),
+    (
+        "image registry port",
+        lines("jobs:", f"  a: {{image: 'registry.example.com:5000/team/app:1.0', {STEP}}}"),
+        job_field("image"),
+        "registry.example.com:5000/team/app:1.0",
+    ),
+    (
+        "runs_on label value",
+        job_with("    runs_on: {pool: fast lane}"),
+        job_field("runs_on"),
+        {"pool": "fast lane"},
+    ),
 ]
 
 
@@ -467,7 +514,11 @@ INVALID: list[tuple[str, str, str]] = [
     (
         "image with space",
         lines("jobs:", f"  a: {{image: debian bookworm, {STEP}}}"),
-        ".cicd.yml:2:14: jobs.a.image: expected an image name without spaces, found 'debian bookworm'",
+        (
+            f".cicd.yml:2:14: jobs.a.image: {IMAGE} 'debian bookworm'; a repository name is "
+            "lowercase letters and digits joined by '.', '_', '__', dashes or '/', starting and "
+            "ending with a letter or digit"
+        ),
     ),
     (
         "steps empty",
@@ -824,9 +875,179 @@ INVALID: list[tuple[str, str, str]] = [
         ),
     ),
     (
+        "version quoted",
+        'version: "1"\n' + MINIMAL,
+        ".cicd.yml:1:10: version: expected version 1, found '1', which is quoted; write version: 1",
+    ),
+    (
+        "version single quoted",
+        "version: '1'\n" + MINIMAL,
+        ".cicd.yml:1:10: version: expected version 1, found '1', which is quoted; write version: 1",
+    ),
+    (
+        "lone surrogate in name",
+        'name: "a\\ud800b"\n' + MINIMAL,
+        f".cicd.yml:1:7: name: string 'a\\ud800b' contains the lone surrogate \\ud800, {SURROGATE_FIX}",
+    ),
+    (
+        "surrogate pair reversed",
+        'name: "\\ude00\\ud83d"\n' + MINIMAL,
+        (
+            ".cicd.yml:1:7: name: string '\\ude00\\ud83d' contains the lone surrogate \\ude00, "
+            f"{SURROGATE_FIX}"
+        ),
+    ),
+    (
+        "lone surrogate in key",
+        'env: {"A\\udc00": x}\n' + MINIMAL,
+        f".cicd.yml:1:7: env: key 'A\\udc00' contains the lone surrogate \\udc00, {SURROGATE_FIX}",
+    ),
+    (
+        "pipeline name escape sequence",
+        'name: "\\e[31mred"\n' + MINIMAL,
+        (
+            ".cicd.yml:1:7: name: pipeline name '\\x1b[31mred' contains the control character "
+            "U+001B; remove it, because the pipeline name is printed on one line in terminals"
+        ),
+    ),
+    (
+        "pipeline name line separator",
+        'name: "a\\Lb"\n' + MINIMAL,
+        (
+            ".cicd.yml:1:7: name: pipeline name 'a\\u2028b' contains the line separator U+2028; "
+            "remove it, because the pipeline name is printed on one line in terminals"
+        ),
+    ),
+    (
+        "step name carriage return",
+        lines("jobs:", '  a: {image: x, steps: [{name: "a\\rb", run: a}]}'),
+        (
+            ".cicd.yml:2:32: jobs.a.steps[1].name: step name 'a\\rb' contains the control "
+            "character U+000D; remove it, because the step name is printed on one line in "
+            "terminals"
+        ),
+    ),
+    (
+        "label value NUL",
+        job_with('    runs_on: {pool: "a\\0"}'),
+        (
+            ".cicd.yml:4:21: jobs.a.runs_on.pool: label value 'a\\x00' contains the control "
+            "character U+0000; remove it, because the label value is printed on one line in "
+            "terminals"
+        ),
+    ),
+    (
+        "image path traversal",
+        lines("jobs:", f"  a: {{image: ../../../etc/passwd, {STEP}}}"),
+        (
+            f".cicd.yml:2:14: jobs.a.image: {IMAGE} '../../../etc/passwd'; '..' is not a "
+            "registry host such as registry.example.com:5000"
+        ),
+    ),
+    (
+        "image uppercase",
+        lines("jobs:", f"  a: {{image: Debian:bookworm, {STEP}}}"),
+        (
+            f".cicd.yml:2:14: jobs.a.image: {IMAGE} 'Debian:bookworm'; the repository name "
+            "must be lowercase"
+        ),
+    ),
+    (
+        "image escape sequence",
+        lines("jobs:", f'  a: {{image: "busybox\\e[0m", {STEP}}}'),
+        (
+            f".cicd.yml:2:14: jobs.a.image: {IMAGE} 'busybox\\x1b[0m'; a repository name is "
+            "lowercase letters and digits joined by '.', '_', '__', dashes or '/', starting and "
+            "ending with a letter or digit"
+        ),
+    ),
+    (
+        "image bad tag",
+        lines("jobs:", f"  a: {{image: 'debian:.x', {STEP}}}"),
+        (
+            f".cicd.yml:2:14: jobs.a.image: {IMAGE} 'debian:.x'; a tag has up to 128 letters, "
+            "digits, '_', '.' and '-', not starting with '.' or '-'"
+        ),
+    ),
+    (
+        "image short digest",
+        lines("jobs:", f"  a: {{image: 'debian@sha256:abc', {STEP}}}"),
+        (
+            f".cicd.yml:2:14: jobs.a.image: {IMAGE} 'debian@sha256:abc'; a digest is an "
+            "algorithm and at least 32 hex digits, such as sha256:<64 hex digits>"
+        ),
+    ),
+    (
+        "step name slash",
+        lines("jobs:", "  a: {image: x, steps: [{name: a/b, run: a}]}"),
+        (
+            ".cicd.yml:2:32: jobs.a.steps[1].name: step name 'a/b' contains '/', which the REST "
+            "API cannot tell apart from the '/' between parts of a URL; use another character, "
+            "such as '-'"
+        ),
+    ),
+    (
+        "step name dot",
+        lines("jobs:", "  a: {image: x, steps: [{name: ., run: a}]}"),
+        (
+            ".cicd.yml:2:32: jobs.a.steps[1].name: step name '.' cannot be used, because "
+            "browsers and curl remove '.' and '..' from URLs, so the REST API could not address "
+            "the step; give another name"
+        ),
+    ),
+    (
+        "step name dot dot",
+        lines("jobs:", "  a: {image: x, steps: [{name: .., run: a}]}"),
+        (
+            ".cicd.yml:2:32: jobs.a.steps[1].name: step name '..' cannot be used, because "
+            "browsers and curl remove '.' and '..' from URLs, so the REST API could not address "
+            "the step; give another name"
+        ),
+    ),
+    (
+        "step name too long",
+        lines("jobs:", f"  a: {{image: x, steps: [{{name: {'s' * 201}, run: a}}]}}"),
+        (
+            f".cicd.yml:2:32: jobs.a.steps[1].name: step name '{'s' * 80}'... (201 characters) "
+            "is longer than the maximum of 200 characters; shorten it"
+        ),
+    ),
+    (
+        "pipeline name too long",
+        f"name: {'n' * 201}\n" + MINIMAL,
+        (
+            f".cicd.yml:1:7: name: pipeline name '{'n' * 80}'... (201 characters) is longer "
+            "than the maximum of 200 characters; shorten it"
+        ),
+    ),
+    (
+        "long value cut",
+        job_with(f"    timeout: {'9' * 1000}x"),
+        f".cicd.yml:4:14: jobs.a.timeout: {DURATION} '{'9' * 80}'... (1001 characters)",
+    ),
+    (
+        "long key cut in path",
+        "env: {" + "A" * 100 + ": ~}\n" + MINIMAL,
+        (
+            f'.cicd.yml:1:109: env["{"A" * 80}"...]: expected a string, found null; '
+            'quote it ("") for an empty value'
+        ),
+    ),
+    (
+        "raw lone surrogate",
+        "name: a\udc80\n" + MINIMAL,
+        (
+            ".cicd.yml:1:8: invalid YAML: character U+DC80 is a lone surrogate, which UTF-8 "
+            "cannot encode; remove it or write the character itself"
+        ),
+    ),
+    (
         "nested too deep",
         "jobs: " + "[" * 70 + "]" * 70 + "\n",
-        ".cicd.yml:1:70: the document is nested deeper than 64 levels",
+        (
+            f".cicd.yml:1:70: jobs{'[1]' * 63}: the document is nested deeper than 64 levels, "
+            "the maximum; remove the extra levels of lists and mappings"
+        ),
     ),
 ]
 
@@ -885,8 +1106,25 @@ def test_many_nodes_without_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     text = "env: {" + ", ".join(f"V{index}: x" for index in range(60)) + "}\n" + MINIMAL
     with pytest.raises(PipelineError) as caught:
         parse_pipeline(text)
-    assert caught.value.message == "the document has more than 100 nodes"
+    assert caught.value.message == (
+        "the document has more than 100 nodes, the maximum; shorten it, for example by moving "
+        "long lists of commands into a script in the repository"
+    )
     assert caught.value.line == 1
+    assert caught.value.path == "env.V48"
+
+
+def test_nested_too_deep_through_alias() -> None:
+    rows = ["x: &deep " + "[" * 40 + "]" * 40, "jobs:", "  a:", "    image: x",
+            "    steps: [{run: a, env: " + "[" * 30 + "*deep" + "]" * 30 + "}]"]
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(lines(*rows), file=".cicd.yml")
+    assert caught.value.message == (
+        "the document is nested deeper than 64 levels, the maximum; "
+        "remove the extra levels of lists and mappings"
+    )
+    assert caught.value.path == "jobs.a.steps[1].env" + "[1]" * 59
+    assert (caught.value.line, caught.value.column) == (1, 39)
 
 
 def test_merge_bomb_rejected() -> None:
@@ -971,6 +1209,80 @@ def test_load_pipeline_errors_name_file(tmp_path: Path) -> None:
     with pytest.raises(PipelineError) as caught:
         load_pipeline(path)
     assert str(caught.value).startswith(f"{path}:1:7: jobs: ")
+
+
+# (case id, file text with TEXT where the string goes, key path of the error)
+STRING_PLACES: list[tuple[str, str, str]] = [
+    ("name", 'name: "TEXT"\n' + MINIMAL, "name"),
+    ("top-level key", '"TEXT": x\n' + MINIMAL, ""),
+    ("env value", 'env: {A: "TEXT"}\n' + MINIMAL, "env.A"),
+    ("env name", 'env: {"TEXT": x}\n' + MINIMAL, "env"),
+    ("job id", lines("jobs:", f'  "TEXT": {{image: x, {STEP}}}'), "jobs"),
+    ("image", lines("jobs:", f'  a: {{image: "TEXT", {STEP}}}'), "jobs.a.image"),
+    ("run", lines("jobs:", '  a: {image: x, steps: [{run: "TEXT"}]}'), "jobs.a.steps[1].run"),
+    (
+        "step name",
+        lines("jobs:", '  a: {image: x, steps: [{name: "TEXT", run: a}]}'),
+        "jobs.a.steps[1].name",
+    ),
+    ("needs", job_with('    needs: ["TEXT"]'), "jobs.a.needs[1]"),
+    ("label value", job_with('    runs_on: {pool: "TEXT"}'), "jobs.a.runs_on.pool"),
+    ("timeout", job_with('    timeout: "TEXT"'), "jobs.a.timeout"),
+    ("retry when", job_with('    retry: {max: 1, when: ["TEXT"]}'), "jobs.a.retry.when[1]"),
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "path"), [case[1:] for case in STRING_PLACES], ids=[case[0] for case in STRING_PLACES]
+)
+@pytest.mark.parametrize("escaped", ["\\ud800", "x\\udfffy", "\\ud83d", "\\ude00\\ud83d"])
+def test_lone_surrogate_rejected_everywhere(template: str, path: str, escaped: str) -> None:
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(template.replace("TEXT", escaped))
+    assert "contains the lone surrogate" in caught.value.message
+    assert caught.value.path == path
+    assert str(caught.value).encode("utf-8")
+
+
+# (case id, file text with TEXT where the name goes, key path of the error)
+NAME_PLACES: list[tuple[str, str, str]] = [
+    ("pipeline name", 'name: "aTEXTb"\n' + MINIMAL, "name"),
+    (
+        "step name",
+        lines("jobs:", '  a: {image: x, steps: [{name: "aTEXTb", run: a}]}'),
+        "jobs.a.steps[1].name",
+    ),
+    ("image", lines("jobs:", f'  a: {{image: "busyboxTEXT", {STEP}}}'), "jobs.a.image"),
+    ("label value", job_with('    runs_on: {pool: "aTEXTb"}'), "jobs.a.runs_on.pool"),
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "path"), [case[1:] for case in NAME_PLACES], ids=[case[0] for case in NAME_PLACES]
+)
+@pytest.mark.parametrize(
+    "escaped", ["\\e[31m", "\\r", "\\n", "\\t", "\\a", "\\0", "\\x7f", "\\x85", "\\x9b", "\\P"]
+)
+def test_control_character_rejected(template: str, path: str, escaped: str) -> None:
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(template.replace("TEXT", escaped))
+    assert caught.value.path == path
+    assert str(caught.value).isprintable()
+
+
+def test_huge_value_cut_in_error() -> None:
+    image = "A" * 800_000
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(lines("jobs:", f"  a: {{image: {image}, {STEP}}}"), file=".cicd.yml")
+    assert len(str(caught.value)) < 400
+    assert f"found '{'A' * 80}'... (800000 characters)" in caught.value.message
+
+
+def test_undefined_alias_name_cut_in_error() -> None:
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline("jobs: *" + "n" * 100_000 + "\n")
+    assert caught.value.message.startswith("invalid YAML: found undefined alias 'nnn")
+    assert len(caught.value.message) < 400
 
 
 STEPS_JOB = lines(
