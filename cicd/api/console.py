@@ -210,6 +210,7 @@ async def read_log(run_id: str, job_id: str, step: str) -> Response:
         "X-Log-Offset": str(start),
         "X-Log-Size": str(max(found.size, start + len(data))),
         "X-Log-Complete": "true" if found.complete else "false",
+        "X-Log-Truncated": "true" if found.truncated_bytes else "false",
         "Cache-Control": "no-store",
     }
     return Response(data, status=200, headers=headers, content_type="application/octet-stream")
@@ -248,18 +249,21 @@ def add_console_routes(document: dict[str, Any]) -> dict[str, Any]:
 
     _, schemas = msgspec.json.schema_components([RunList, Overview], ref_template=spec.REF)
     document["components"]["schemas"].update(schemas)
-    text = {"description": "The page or file.", "content": {"text/plain": {"schema": {
-        "type": "string"}}}}
+    string = {"schema": {"type": "string"}}
+    page = {"description": "The page.", "content": {"text/html": string}}
+    file = {"description": "The file.", "content": {
+        kind.partition(";")[0]: string for kind in CONTENT_TYPES.values()}}
     log_headers = {name: {"description": f"As {name} of the log API.",
                           "schema": {"type": "string"}}
-                   for name in ("X-Log-Offset", "X-Log-Size", "X-Log-Complete")}
+                   for name in ("X-Log-Offset", "X-Log-Size", "X-Log-Complete",
+                                "X-Log-Truncated")}
     document["paths"].update({
         "/": {"get": spec._operation(
-            "getConsole", "The browser console's page (HTML)", "console", {"200": text},
+            "getConsole", "The browser console's page (HTML)", "console", {"200": page},
             errors=(404,))},
         "/static/{name}": {"get": spec._operation(
             "getConsoleFile", "A file of the browser console (JavaScript, CSS, SVG)", "console",
-            {"200": text}, errors=(404,),
+            {"200": file}, errors=(404,),
             parameters=[spec._path("name", "The file's path under web/.")])},
         f"{CONSOLE_PREFIX}/runs": {"get": spec._operation(
             "listConsoleRuns", "Run summaries with counts per state, filtered by ref too",

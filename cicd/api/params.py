@@ -6,6 +6,7 @@ Each invalid value raises ApiError (400).
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Collection
 from typing import TypeVar
 
@@ -123,13 +124,24 @@ def path_integer(label: str, raw: str, *, minimum: int, maximum: int = MAX_INTEG
 T = TypeVar("T")
 
 
+# A \u escape of a surrogate (\ud800 to \udfff), which msgspec rejects as "truncated"
+# input when it is not half of a pair.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def decode_body(body: bytes, decoder: msgspec.json.Decoder[T]) -> T:
     """Decode a JSON request body, turning msgspec's error (with its ``$`` path) into ApiError."""
+    if not body.strip():
+        raise ApiError("the request body is empty; send a JSON object")
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise ApiError(f"invalid request body: {exc}") from None
     except msgspec.DecodeError as exc:
+        if str(exc) == "Input data was truncated" and _SURROGATE_ESCAPE.search(body):
+            raise ApiError("the request body is not valid JSON: it ends early, or it escapes "
+                           "a lone surrogate (\\ud800 to \\udfff without its pair), which "
+                           "is no character; send the character itself") from None
         raise ApiError(f"the request body is not valid JSON: {exc}") from None
 
 

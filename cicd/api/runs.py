@@ -30,9 +30,13 @@ def run_location(run_id: str) -> str:
 
 
 def _idempotency_key() -> str | None:
-    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
-    if key is None:
+    keys = request.headers.getlist(IDEMPOTENCY_KEY_HEADER)
+    if not keys:
         return None
+    if len(keys) > 1:
+        raise ApiError(f"the {IDEMPOTENCY_KEY_HEADER} header is given {len(keys)} times; send "
+                       "it once")
+    key = keys[0]
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not set(key) <= _KEY_CHARACTERS:
         raise ApiError(
             f"invalid {IDEMPOTENCY_KEY_HEADER} header: use 1 to {MAX_IDEMPOTENCY_KEY} visible "

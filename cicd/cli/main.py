@@ -241,6 +241,23 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_OK
+    except BaseExceptionGroup as group:
+        # A CicdError raised inside trio.run (a database that is too new, say) arrives
+        # wrapped in groups of one: report it as if it had been raised directly.
+        error = _only_error(group)
+        if not isinstance(error, CicdError):
+            raise
+        print(f"cicd: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _only_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """Return the one exception inside ``group`` and its nested groups, or None when
+    there are several."""
+    if len(group.exceptions) != 1:
+        return None
+    inner = group.exceptions[0]
+    return _only_error(inner) if isinstance(inner, BaseExceptionGroup) else inner
 
 
 def entry() -> NoReturn:

@@ -8,17 +8,24 @@ import sys
 import time
 from pathlib import Path
 
+from cicd.errors import UsageError
 from cicd.storage import default_db_path, open_database
+from cicd.storage.database import lock_for_server
 from cicd.storage.projections import rebuild_projections
 
 
 def rebuild_projections_command(args: argparse.Namespace) -> int:
     path = Path(args.db) if args.db else default_db_path()
-    conn = open_database(path)
-    started = time.perf_counter()
-    count = rebuild_projections(conn)
-    print(f"replayed {count} events into the runs, jobs and steps tables of {path} in "
-          f"{time.perf_counter() - started:.2f}s")
+    lock = lock_for_server(path)
+    if lock is None:
+        raise UsageError(f"a cicd server uses the database {path}; stop it before rebuilding "
+                         "its projections")
+    with lock:
+        conn = open_database(path)
+        started = time.perf_counter()
+        count = rebuild_projections(conn)
+        print(f"replayed {count} events into the runs, jobs and steps tables of {path} in "
+              f"{time.perf_counter() - started:.2f}s")
     return 0
 
 

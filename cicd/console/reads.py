@@ -154,20 +154,23 @@ def changed_runs(conn: sqlite3.Connection, after: int, limit: int) -> tuple[list
 
 
 class StepLog:
-    """The position of one step's output: its index, size, and whether it can still grow."""
+    """The position of one step's output: its index, size, whether it can still grow,
+    and how many bytes of it the log limit dropped."""
 
-    __slots__ = ("complete", "index", "size")
+    __slots__ = ("complete", "index", "size", "truncated_bytes")
 
-    def __init__(self, index: int, size: int, complete: bool) -> None:
+    def __init__(self, index: int, size: int, complete: bool, truncated_bytes: int = 0) -> None:
         self.index = index
         self.size = size
         self.complete = complete
+        self.truncated_bytes = truncated_bytes
 
 
 def step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: str) -> StepLog:
     """Find a step by 1-based index or name; raise ``NotFoundError`` when there is none."""
-    rows = conn.execute("SELECT step, name, state, log_size FROM steps WHERE run_id = ?"
-                        " AND job_id = ? ORDER BY step", (run_id, job_id)).fetchall()
+    rows = conn.execute("SELECT step, name, state, log_size, truncated_bytes FROM steps"
+                        " WHERE run_id = ? AND job_id = ? ORDER BY step",
+                        (run_id, job_id)).fetchall()
     if not rows:
         if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
             raise NotFoundError(f"run {run_id!r} not found")
@@ -178,7 +181,8 @@ def step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: str) -> S
     if chosen is None:
         listing = ", ".join(f"{row[0]} ({row[1]})" for row in rows)
         raise NotFoundError(f"job {job_id} of run {run_id} has no step {step!r}; steps: {listing}")
-    return StepLog(int(chosen[0]), int(chosen[3]), str(chosen[2]) not in _OPEN_STEP_STATES)
+    return StepLog(int(chosen[0]), int(chosen[3]), str(chosen[2]) not in _OPEN_STEP_STATES,
+                   int(chosen[4]))
 
 
 def _first_seq_at(conn: sqlite3.Connection, key: tuple[str, str, int], offset: int) -> int | None:

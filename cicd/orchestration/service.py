@@ -389,6 +389,9 @@ class RunService:
             name = pipeline.name or ""
             yaml_text, path = request.pipeline_yaml, ""
         else:
+            if request.pipeline_path == "":
+                raise UsageError("pipeline_path is empty; leave it out for .cicd.yml, or name "
+                                 "the file")
             path = request.pipeline_path or ".cicd.yml"
             if path.startswith("/") or ".." in Path(path).parts:
                 raise UsageError(f"pipeline_path {path!r} must be a relative path inside the "
@@ -658,8 +661,14 @@ async def _parse(text: str, file: str) -> Pipeline:
     return await trio.to_thread.run_sync(_thd_parse, text, file)
 
 
+# Fields of every event, which an EventRecord gives beside ``data``, not in it.
+_ENVELOPE = ("name", "version", "run_id", "correlation_id", "tenant_id", "ts")
+
+
 def _record(row: queries.EventRow) -> EventRecord:
     data = msgspec.json.decode(row[10])
+    for key in _ENVELOPE:
+        data.pop(key, None)
     return EventRecord(id=int(row[0]), name=str(row[1]), version=int(row[2]),
                        run_id=str(row[3]), job_id=row[4], step_id=row[5],
                        worker_id=row[6], correlation_id=str(row[7]),

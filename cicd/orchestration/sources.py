@@ -77,6 +77,9 @@ def check_git_ref(ref: str) -> None:
 
 
 def check_directory(path: str) -> None:
+    if not os.path.isabs(path):
+        raise UsageError(f"source.dir {path!r} is a relative path, which would depend on the "
+                         "server's working directory; give an absolute path")
     if not os.path.isdir(path):
         raise UsageError(f"source.dir {path!r} is not a directory on the server")
 

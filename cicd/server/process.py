@@ -18,7 +18,6 @@ queued. A second signal skips the rest of the grace period.
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import hashlib
 import logging
@@ -39,6 +38,7 @@ from cicd.pipeline import parse_memory
 from cicd.server.nodes import build_cluster, restore_cordons, watch_nodes
 from cicd.server.supervisor import Startable, periodic, supervise
 from cicd.storage import EventStore, default_db_path
+from cicd.storage.database import lock_for_server
 from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
 from cicd.telemetry.metrics import Metrics
@@ -53,16 +53,11 @@ def server_owner(db_path: Path) -> str:
 
 
 def _lock_database(db_path: Path) -> IO[bytes]:
-    """Hold an exclusive lock beside the database: two servers on one file would both
-    take over the same unfinished runs."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    lock = open(f"{db_path}.server-lock", "wb")  # noqa: SIM115 - held until the server stops
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
+    """Hold the server's lock beside the database until the server stops."""
+    lock = lock_for_server(db_path)
+    if lock is None:
         raise UsageError(f"another cicd server uses the database {db_path}; stop it, or pass "
-                         "--db with another file") from None
+                         "--db with another file")
     return lock
 
 

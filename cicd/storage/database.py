@@ -8,12 +8,14 @@ newer cicd and is rejected rather than misread.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.resources
 import logging
 import os
 import re
 import sqlite3
 from pathlib import Path
+from typing import IO
 
 from cicd.errors import SchemaTooNewError, StorageError
 
@@ -131,3 +133,22 @@ def _split_statements(sql: str) -> list[str]:
     if current.strip():
         statements.append(current.strip())
     return statements
+
+
+def lock_for_server(path: str | os.PathLike[str]) -> IO[bytes] | None:
+    """Take the lock that a server holds beside its database while it runs.
+
+    Returns the open lock file, held until it is closed, or None when a server (or
+    another holder) has it. Two servers on one file would both take over the same
+    unfinished runs, and rebuilding the projections under a server would change its
+    tables while it writes them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(f"{path}.server-lock", "wb")  # noqa: SIM115 - the caller holds it
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock

@@ -117,6 +117,29 @@ async def test_submit_invalid_idempotency_key(api: RunningApi, key: str) -> None
     assert "Idempotency-Key" in response.json()["message"]
 
 
+async def test_submit_repeated_idempotency_key(api: RunningApi) -> None:
+    headers = [(b"Idempotency-Key", b"k2"), (b"Idempotency-Key", b"k3")]
+    response = await api.client.post("/api/v1/runs", json=SUBMIT, headers=headers)
+    assert response.status_code == 400
+    assert_error(response.json(), "REQUEST-INVALID")
+    assert "given 2 times" in response.json()["message"]
+    assert api.service.submitted == []
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    (b"", "the request body is empty"),
+    (b"  \n", "the request body is empty"),
+    (b'{"pipeline_yaml": "\\ud800"}', "escapes a lone surrogate"),
+    (b'{"source": ', "not valid JSON: Input data was truncated"),
+])
+async def test_submit_body_errors_say_what_is_wrong(api: RunningApi, body: bytes,
+                                                    expected: str) -> None:
+    response = await api.client.post("/api/v1/runs", content=body,
+                                     headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert expected in response.json()["message"]
+
+
 async def test_submit_unknown_field_names_path(api: RunningApi) -> None:
     body = {"source": {"dir": "/srv", "branch": "main"}}
     response = await api.client.post("/api/v1/runs", json=body)

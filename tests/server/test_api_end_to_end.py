@@ -78,6 +78,13 @@ async def test_run_lifecycle_and_logs(api: httpx.AsyncClient, server: Server) ->
     assert names[-1] == "RunCompleted"
     assert {"JobRequested", "AssignmentCreated", "JobStarted", "WorkerCreated", "StepStarted",
             "StepCompleted", "JobCompleted", "WorkerTerminated"} <= set(names)
+    started = next(e for e in events["items"] if e["name"] == "JobStarted")
+    assert started["job_id"] == started["data"]["job"]
+    # data holds what the event adds to the fields every event has; it repeats none.
+    assert not {"name", "version", "run_id", "correlation_id", "tenant_id", "ts"} & set(
+        started["data"])
+    worker = next(e for e in events["items"] if e["name"] == "WorkerCreated")
+    assert worker["worker_id"] == worker["data"]["worker"]
     tail = (await api.get("/events", params={"after": events["items"][2]["id"]})).json()
     assert tail["items"][0]["id"] == events["items"][3]["id"]
 

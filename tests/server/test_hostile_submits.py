@@ -109,6 +109,21 @@ async def test_ssh_account_name_accepted(api: httpx.AsyncClient) -> None:
     assert response.status_code == 201, response.text
 
 
+@pytest.mark.parametrize(("source", "extra", "expected"), [
+    ({"dir": "../../etc"}, {}, "source.dir '../../etc' is a relative path"),
+    ({"dir": "."}, {"pipeline_yaml": ECHO}, "source.dir '.' is a relative path"),
+    (None, {"pipeline_path": ""}, "pipeline_path is empty"),
+])
+async def test_ambiguous_sources_rejected(api: httpx.AsyncClient, tmp_path: Path,
+                                          source: dict[str, str] | None, extra: dict[str, str],
+                                          expected: str) -> None:
+    body = {"source": source or {"dir": str(tmp_path)}, **extra}
+    response = await api.post("/runs", json=body)
+    assert response.status_code == 400, response.text
+    assert expected in response.json()["message"]
+    assert (await api.get("/runs")).json()["items"] == []
+
+
 async def test_unknown_cursor_is_rejected(api: httpx.AsyncClient) -> None:
     response = await api.get("/runs", params={"cursor": "zzz"})
     assert response.status_code == 400, response.text

@@ -374,6 +374,27 @@ def test_second_server_on_same_database_rejected(server_process: ServerProcess) 
     second = run_cli("serve", "--port", "0", "--db", str(server_process.db), timeout=60)
     assert second.returncode == 2
     assert b"another cicd server uses the database" in second.stderr
+    rebuild = run_cli("rebuild-projections", "--db", str(server_process.db), timeout=60)
+    assert rebuild.returncode == 2
+    assert b"a cicd server uses the database" in rebuild.stderr
+    assert b"Traceback" not in rebuild.stderr
+    server_process.kill()
+    rebuild = run_cli("rebuild-projections", "--db", str(server_process.db), timeout=60)
+    assert rebuild.returncode == 0, rebuild.stderr
+    assert b"replayed" in rebuild.stdout
+
+
+def test_newer_database_is_a_usage_error(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    connection = sqlite3.connect(db)
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    for args in (("run", "-q", "--executor", "local", "--db", str(db), HELLO),
+                 ("serve", "--port", "0", "--db", str(db))):
+        result = run_cli(*args, timeout=60)
+        assert result.returncode == 2, (args, result.stderr)
+        assert b"Traceback" not in result.stderr
+        assert b"has schema version 99, newer than the" in result.stderr
 
 
 def test_engine_never_answering_takes_no_work(tmp_path: Path) -> None:

@@ -58,5 +58,13 @@ async def test_plain_read_marks_the_gap(tmp_path: Path, docker_engine: object) -
                 first = await api.get(f"/runs/{run['id']}/jobs/a/steps/{step}/log",
                                       params={"offset": 0})
                 assert first.content == OUTPUT[:512]
+                console = await api.get(f"/console/runs/{run['id']}/jobs/a/steps/{step}/log")
+                assert console.headers["x-log-truncated"] == "true"
+            untouched = await api.post("/runs", json={
+                "source": {"dir": str(tmp_path)},
+                "pipeline_yaml": "jobs:\n  b:\n    image: busybox\n    steps: [{run: echo hi}]\n"})
+            await wait_for_state(api, untouched.json()["id"], {"succeeded", "failed"})
+            console = await api.get(f"/console/runs/{untouched.json()['id']}/jobs/b/steps/1/log")
+            assert console.headers["x-log-truncated"] == "false"
         server.request_stop()
         server.request_stop()
