@@ -357,7 +357,12 @@ class RunService:
             if not created:
                 self._reserved -= 1
         if not created and idempotency_key is not None:
-            await self._check_same_request(run_id, event, idempotency_key)
+            await self._check_same_request(run_id, event, f"Idempotency-Key {idempotency_key!r}",
+                                           "key")
+        elif not created:
+            # The run_id named an existing run: return it only for the same request, so
+            # that a chosen id cannot read another tenant's run or hide a changed request.
+            await self._check_same_request(run_id, event, f"run_id {run_id!r}", "run_id")
         if created:
             # The projection contains exactly this, so building it here saves a read.
             return RunDocument(
@@ -367,18 +372,20 @@ class RunService:
                 trigger=event.trigger, created_at=queries.iso_time(event.ts)), True
         return await self.get_run(run_id), False
 
-    async def _check_same_request(self, run_id: str, event: ev.RunRequested,
-                                  idempotency_key: str) -> None:
-        """Raise IdempotencyMismatch unless ``event`` requests what run ``run_id`` was made from."""
+    async def _check_same_request(self, run_id: str, event: ev.RunRequested, used: str,
+                                  noun: str) -> None:
+        """Raise IdempotencyMismatch unless ``event`` requests what run ``run_id`` was made
+        from. ``used`` names what led to the run (the key or the run_id), ``noun`` what to
+        send anew."""
         first = await self._requested_event(run_id)
         fields = ("pipeline_yaml", "pipeline_path", "source", "source_ref", "source_kind",
                   "tenant_id", "priority", "trigger")
         differing = [name for name in fields if getattr(first, name) != getattr(event, name)]
         if differing:
             raise IdempotencyMismatch(
-                f"Idempotency-Key {idempotency_key!r} was first used for run {run_id}, "
-                f"whose request had another {', '.join(differing)}; send a new key for a "
-                "new request, or the first request unchanged to get that run")
+                f"{used} was first used for run {run_id}, whose request had another "
+                f"{', '.join(differing)}; send a new {noun} for a new request, or the first "
+                "request unchanged to get that run")
 
     async def _check_pipeline(self, request: SubmitRequest) -> tuple[str, str, str]:
         """Validate the pipeline where it can be read now; return (yaml, path, run name)."""

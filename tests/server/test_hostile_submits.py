@@ -185,6 +185,27 @@ async def test_reused_key_other_request_rejected(api: httpx.AsyncClient, tmp_pat
     assert "another source" in error["message"]
 
 
+async def test_reused_run_id_other_request_rejected(api: httpx.AsyncClient,
+                                                   tmp_path: Path) -> None:
+    # A run_id names one run on the server: another tenant cannot read that run by
+    # sending its id, and a changed request is not answered with the old run.
+    body = {"source": {"dir": str(tmp_path)}, "pipeline_yaml": ECHO, "run_id": "nightly-7"}
+    first = await api.post("/runs", json=body)
+    assert first.status_code == 201, first.text
+    again = await api.post("/runs", json=body)
+    assert again.status_code == 200
+    assert again.json()["id"] == "nightly-7"
+    for change, field in (({"tenant": "other"}, "tenant_id"),
+                          ({"pipeline_yaml": ECHO + "# changed\n"}, "pipeline_yaml")):
+        changed = await api.post("/runs", json={**body, **change})
+        assert changed.status_code == 422, changed.text
+        error = changed.json()
+        assert error["code"] == "IDEMPOTENCY-MISMATCH"
+        assert "run_id 'nightly-7' was first used for run nightly-7" in error["message"]
+        assert f"another {field}" in error["message"]
+        assert "run" not in (error.get("details") or {})  # nothing of the run is sent back
+
+
 async def test_cancelled_queued_run_never_starts(tmp_path: Path, docker_engine: object) -> None:
     # With one run slot, the second run waits. Cancelled while it waits, it must not
     # start when the slot frees, although this process accepted it moments ago.
