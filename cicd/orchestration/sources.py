@@ -52,7 +52,8 @@ def read_pipeline_file(root: str, relative: str) -> str:
         raise UsageError(f"pipeline file {relative} leads outside the source (a symbolic "
                          "link?); keep the pipeline file inside the source")
     try:
-        with open(real_file, "rb") as handle:
+        # O_NONBLOCK: opening a named pipe must not wait for a writer.
+        with open(os.open(real_file, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise UsageError(f"pipeline file {relative} is not a regular file")
             data = handle.read(_PIPELINE_FILE_LIMIT + 1)

@@ -21,6 +21,7 @@ import codecs
 import json
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -124,7 +125,13 @@ def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
     """Read and parse the pipeline file at ``path``."""
     file = os.fspath(path)
     try:
-        with open(file, "rb") as stream:
+        # O_NONBLOCK: opening a named pipe must not wait for a writer. A regular file
+        # ignores the flag.
+        with open(os.open(file, os.O_RDONLY | os.O_NONBLOCK), "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise PipelineError("the pipeline file is not a regular file (a directory, "
+                                    "a named pipe or a device); give the path of a file",
+                                    file=file)
             data = stream.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError as exc:
         raise PipelineError(

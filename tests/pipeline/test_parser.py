@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -1443,3 +1444,11 @@ def test_job_id_rule(job_id: str) -> None:
     else:
         with pytest.raises(PipelineError, match="job id"):
             parse_pipeline(text)
+
+
+def test_load_pipeline_rejects_named_pipe(tmp_path: Path) -> None:
+    # Opening a named pipe for reading would wait for a writer: the check comes first.
+    fifo = tmp_path / "pipe.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(PipelineError, match="is not a regular file"):
+        load_pipeline(fifo)

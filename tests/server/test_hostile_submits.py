@@ -124,6 +124,15 @@ async def test_ambiguous_sources_rejected(api: httpx.AsyncClient, tmp_path: Path
     assert (await api.get("/runs")).json()["items"] == []
 
 
+async def test_pipeline_fifo_rejected_at_once(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    # Opening a named pipe would wait for a writer and hold the request forever.
+    os.mkfifo(tmp_path / ".cicd.yml")
+    with trio.fail_after(10):
+        response = await api.post("/runs", json={"source": {"dir": str(tmp_path)}})
+    assert response.status_code == 400, response.text
+    assert "pipeline file .cicd.yml is not a regular file" in response.json()["message"]
+
+
 async def test_unknown_cursor_is_rejected(api: httpx.AsyncClient) -> None:
     response = await api.get("/runs", params={"cursor": "zzz"})
     assert response.status_code == 400, response.text
