@@ -713,10 +713,12 @@ class _PipelineReader:
         fields = self.read_fields(value, path, STEP_KEYS, ("run",), expected)
         name_node = fields.get("name")
         name = None if name_node is None else self.read_step_name(name_node, (*path, "name"))
+        run = self.read_text(fields["run"], (*path, "run"), "a non-empty command")
+        self.check_no_nul(fields["run"], (*path, "run"), run)
         step = Step(
             index=index,
             name=name,
-            run=self.read_text(fields["run"], (*path, "run"), "a non-empty command"),
+            run=run,
             env=self.read_env(fields.get("env"), (*path, "env")),
             timeout=self.read_duration(fields.get("timeout"), (*path, "timeout")),
             allow_failure=self.read_bool(fields.get("allow_failure"), (*path, "allow_failure")),
@@ -855,8 +857,17 @@ class _PipelineReader:
                     (*path, key.text),
                     'expected a string, found null; quote it ("") for an empty value',
                 )
-            env[key.text] = self.read_text(item, (*path, key.text), "a string", allow_empty=True)
+            text = self.read_text(item, (*path, key.text), "a string", allow_empty=True)
+            self.check_no_nul(item, (*path, key.text), text)
+            env[key.text] = text
         return env
+
+    def check_no_nul(self, value: _Value, path: _Path, text: str) -> None:
+        """Reject a NUL character: a process receives its command and environment as
+        C strings, which end at the first NUL."""
+        if "\0" in text:
+            self.fail(value, path, f"{quote(text)} contains a NUL character (U+0000), which no "
+                      "process can receive in its command or environment; remove it")
 
     def read_text(
         self, value: _Value, path: _Path, expected: str, *, allow_empty: bool = False

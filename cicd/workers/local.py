@@ -77,7 +77,9 @@ class LocalJobWorker(JobWorker):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: a NUL in the command or the environment, from a pipeline stored
+            # before the parser rejected one (a retry of an older run).
             raise ProviderError(f"starting step {spec.name!r} failed: {exc}") from exc
         return LocalStepProcess(process)
 

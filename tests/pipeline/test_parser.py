@@ -1452,3 +1452,16 @@ def test_load_pipeline_rejects_named_pipe(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(PipelineError, match="is not a regular file"):
         load_pipeline(fifo)
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ('jobs:\n  a:\n    image: x\n    env: {X: "a\\0b"}\n    steps: [{run: echo}]\n', "jobs.a.env.X"),
+    ('env: {X: "\\0"}\njobs:\n  a:\n    image: x\n    steps: [{run: echo}]\n', "env.X"),
+    ('jobs:\n  a:\n    image: x\n    steps: [{run: "echo \\0"}]\n', "jobs.a.steps[1].run"),
+])
+def test_nul_in_command_or_environment_rejected(text: str, where: str) -> None:
+    # The local executor raised "embedded null byte" from deep inside a run; the
+    # Docker engine refused the container. The file is now rejected up front.
+    with pytest.raises(PipelineError, match="contains a NUL character") as caught:
+        parse_pipeline(text, file=".cicd.yml")
+    assert f": {where}: " in str(caught.value)
