@@ -12,6 +12,7 @@ import re
 import msgspec
 
 from cicd.pipeline import graph
+from cicd.pipeline.quantities import quote
 
 DEFAULT_JOB_TIMEOUT_SECONDS = 3600.0
 DISPLAY_NAME_MAX_CHARS = 60
@@ -101,10 +102,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         if matches:
             indexes = ", ".join(str(step.index) for step in matches)
             raise LookupError(
-                f"step {ref!r} of job {self.id!r} is ambiguous: steps {indexes} have "
+                f"step {quote(ref)} of job {self.id!r} is ambiguous: steps {indexes} have "
                 f"that display name; use the step index instead. Steps: {listing}"
             )
-        raise LookupError(f"job {self.id!r} has no step {ref!r}. Steps: {listing}")
+        raise LookupError(f"job {self.id!r} has no step {quote(ref)}. Steps: {listing}")
 
 
 class Pipeline(msgspec.Struct, frozen=True, kw_only=True):

@@ -793,7 +793,11 @@ class _PipelineReader:
     def read_integer(self, value: _Value, path: _Path, low: int, high: int, expected: str) -> int:
         text = value.text.strip() if isinstance(value, _Scalar) and value.plain else None
         if text is None or not re.fullmatch(r"[+-]?[0-9]+", text) or not low <= int(text) <= high:
-            self.fail(value, path, f"expected {expected}, found {_describe(value)}")
+            found = f"expected {expected}, found {_describe(value)}"
+            if (isinstance(value, _Scalar) and not value.plain
+                    and re.fullmatch(r"[+-]?[0-9]+", value.text.strip())):
+                found += ", which is quoted; remove the quotes"
+            self.fail(value, path, found)
         return int(text)
 
     def read_labels(self, value: _Value | None, path: _Path) -> dict[str, str]:

@@ -1465,3 +1465,18 @@ def test_nul_in_command_or_environment_rejected(text: str, where: str) -> None:
     with pytest.raises(PipelineError, match="contains a NUL character") as caught:
         parse_pipeline(text, file=".cicd.yml")
     assert f": {where}: " in str(caught.value)
+
+
+def test_quoted_priority_says_quoted() -> None:
+    text = 'priority: "5"\njobs:\n  a:\n    image: x\n    steps: [{run: x}]\n'
+    with pytest.raises(PipelineError, match="found '5', which is quoted; remove the quotes"):
+        parse_pipeline(text, file=".cicd.yml")
+
+
+def test_find_step_cuts_a_long_reference() -> None:
+    pipeline = parse_pipeline("jobs:\n  a:\n    image: x\n    steps: [{run: x}]\n",
+                              file=".cicd.yml")
+    with pytest.raises(LookupError) as caught:
+        pipeline.jobs["a"].find_step("s" * 100_000)
+    assert len(str(caught.value)) < 300
+    assert "(100000 characters)" in str(caught.value)
