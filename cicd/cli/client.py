@@ -242,12 +242,12 @@ def remote_runs(args: argparse.Namespace, url: str) -> int:
 
     print(f"{'RUN':<26}  {'PIPELINE':<24} {'STATE':<10} {'STARTED':<19} DURATION")
     for run in page.items:
-        # The same columns as the local listing: creation time, in local time.
-        created = ""
-        if run.created_at:
-            created = f"{dt.datetime.fromisoformat(run.created_at).astimezone():%Y-%m-%d %H:%M:%S}"
+        # The same columns as the local listing: start time, in local time.
+        started = "-"
+        if run.started_at:
+            started = f"{dt.datetime.fromisoformat(run.started_at).astimezone():%Y-%m-%d %H:%M:%S}"
         print(f"{run.id:<26}  {run.pipeline + '#' + str(run.number):<24} {run.state:<10} "
-              f"{created:<19} {format_duration_ms(run.duration_ms)}")
+              f"{started:<19} {format_duration_ms(run.duration_ms)}")
     return 0
 
 

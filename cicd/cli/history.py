@@ -45,13 +45,15 @@ def runs_command(args: argparse.Namespace) -> int:
         return 0
     print(f"{'RUN':<26}  {'PIPELINE':<24} {'STATE':<10} {'STARTED':<19} DURATION")
     for row in rows:
-        created = dt.datetime.fromtimestamp(row["created_at"] / 1000)
+        started = "-"  # a pending run has not started
+        if row["started_at"] is not None:
+            started = f"{dt.datetime.fromtimestamp(row['started_at'] / 1000):%Y-%m-%d %H:%M:%S}"
         duration = None
         if row["started_at"] is not None and row["finished_at"] is not None:
             duration = row["finished_at"] - row["started_at"]
         name = f"{row['pipeline']}#{row['number']}"
         print(f"{row['id']!s:<26}  {name:<24} {row['state']!s:<10} "
-              f"{created:%Y-%m-%d %H:%M:%S} {format_duration_ms(duration)}")
+              f"{started:<19} {format_duration_ms(duration)}")
     return 0
 
 

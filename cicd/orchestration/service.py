@@ -91,6 +91,7 @@ class RunService:
         # The RunRequested events of runs this process accepted and has not started:
         # starting one then needs no read of the log. At most the intake's size.
         self._accepted: dict[str, ev.RunRequested] = {}
+        self._cancelling: set[str] = set()  # pending runs whose RunCancelled is being stored
         self._tenant_slots: dict[str, trio.CapacityLimiter] = {}
         self._runs_nursery: trio.Nursery | None = None
         self.subscribers: dict[str, Subscriber] = {}
@@ -457,9 +458,22 @@ class RunService:
             return ActionResult(run=await self.get_run(run_id), changed=not already,
                                 message="cancelling: running steps get SIGTERM, then SIGKILL "
                                         f"after {self.grace:g}s")
-        self._accepted.pop(run_id, None)  # _run reads the state from the log instead
-        await self.store.append(ev.RunCancelled(run_id=run_id, tenant_id=document.tenant_id,
-                                                reason="cancelled before it started"), wait=True)
+        if document.state != "pending" or run_id in self._cancelling:
+            # A run that was running when read and has no engine now has just ended; a
+            # second cancel of a pending run finds the first one storing its event.
+            document = await self.get_run(run_id)
+            ended = document.state not in _ACTIVE
+            return ActionResult(run=document, changed=False, message=(
+                f"run {run_id} already ended {document.state}; nothing to cancel" if ended
+                else f"run {run_id} is already being cancelled"))
+        self._cancelling.add(run_id)
+        try:
+            self._accepted.pop(run_id, None)  # _run reads the state from the log instead
+            await self.store.append(ev.RunCancelled(run_id=run_id, tenant_id=document.tenant_id,
+                                                    reason="cancelled before it started"),
+                                    wait=True)
+        finally:
+            self._cancelling.discard(run_id)
         return ActionResult(run=await self.get_run(run_id), changed=True,
                             message="cancelled before it started")
 

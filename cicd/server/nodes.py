@@ -82,6 +82,10 @@ def build_cluster(settings: Settings, owner: str) -> Cluster:
                    aging_interval_ms=aging_ms, per_tenant_jobs=scheduling.per_tenant_jobs)
 
 
+# Seconds a probe waits for an engine's answer; then the probe counts as a failure.
+PROBE_TIMEOUT = 10.0
+
+
 async def probe_node(cluster: Cluster, node: ClusterNode, owner: str) -> None:
     """Probe ``node`` once: health and capacity, breaker, loss and fencing."""
     breaker = node.breaker
@@ -91,14 +95,15 @@ async def probe_node(cluster: Cluster, node: ClusterNode, owner: str) -> None:
         return  # no calls while open; half-open lets the next probe through
     provider = node.provider
     try:
-        with trio.fail_after(10):
+        with trio.fail_after(PROBE_TIMEOUT):
             if isinstance(provider, DockerProvider):
                 cpu, memory = await provider.capacity()
             else:
                 await provider.check()
                 cpu, memory = host_capacity()
     except (CicdError, trio.TooSlowError) as exc:
-        node.message = str(exc) or "the engine did not respond within 10s"
+        node.message = str(exc) or (f"the engine did not respond within {PROBE_TIMEOUT:g}s; "
+                                    "check that it runs and is not stopped or overloaded")
         state = breaker.record(False)
         if state != Breaker.CLOSED:
             cluster.mark_lost(node)

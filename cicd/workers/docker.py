@@ -228,9 +228,15 @@ class DockerProvider(Provider):
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking docker-py call in a thread, translating its errors."""
+        return await self._call(functools.partial(fn, *args, **kwargs), abandon_on_cancel=False)
+
+    async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool) -> T:
+        """Run ``fn`` in a thread. With ``abandon_on_cancel``, a cancelled caller returns
+        at once and the thread's result is dropped when it comes; without it, the caller
+        waits for the call, up to docker-py's own timeout (120 s)."""
         try:
             return await trio.to_thread.run_sync(
-                functools.partial(fn, *args, **kwargs), limiter=self.api_limiter
+                fn, limiter=self.api_limiter, abandon_on_cancel=abandon_on_cancel
             )
         except docker.errors.DockerException as exc:
             raise self._translate(exc) from exc
@@ -248,11 +254,14 @@ class DockerProvider(Provider):
         )
 
     async def check(self) -> None:
-        await self.call(lambda: self.client.ping())
+        # Abandoned on cancel: a probe's time limit must work on an engine that accepts
+        # connections and never answers (a frozen dockerd).
+        await self._call(lambda: self.client.ping(), abandon_on_cancel=True)
 
     async def capacity(self) -> tuple[int, int]:
-        """Return the engine's (millicores, memory bytes), from ``docker info``."""
-        info = await self.call(lambda: self.client.info())
+        """Return the engine's (millicores, memory bytes), from ``docker info``. A caller's
+        time limit ends the wait even when the engine never answers."""
+        info = await self._call(lambda: self.client.info(), abandon_on_cancel=True)
         return int(info.get("NCPU") or 1) * 1000, int(info.get("MemTotal") or 0)
 
     def job_worker(self, *, run_id: str, job_id: str, image: str, cpu_millis: int | None,

@@ -9,6 +9,7 @@ and pipeline.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -142,6 +143,15 @@ def test_cancel_and_retry_last(server: ServerProcess, api: httpx.Client, tmp_pat
     _wait_state(api, third["id"], {"cancelled"})
     listed = _cli(server, "runs").stdout.decode().splitlines()
     assert listed[0].split() == ["RUN", "PIPELINE", "STATE", "STARTED", "DURATION"]
+    # STARTED is the start time (the first run was seen running): the listing and the
+    # run document agree.
+    row = next(line for line in listed if line.startswith(run_id))
+    document = api.get(f"/runs/{run_id}").json()
+    started = dt.datetime.fromisoformat(document["started_at"]).astimezone()
+    assert f"{started:%Y-%m-%d %H:%M:%S}" in row
+    local = run_cli("runs", "--db", str(server.db)).stdout.decode().splitlines()
+    assert f"{started:%Y-%m-%d %H:%M:%S}" in next(line for line in local
+                                                 if line.startswith(run_id))
 
 
 def test_number_of_several_tenants(server: ServerProcess, api: httpx.Client,

@@ -235,7 +235,17 @@ async def test_cancelled_queued_run_never_starts(tmp_path: Path, docker_engine: 
             await wait_for_state(api, first["id"], {"running"})
             queued = (await api.post("/runs", json={"source": {"dir": str(tmp_path)},
                                                     "pipeline_yaml": ECHO})).json()
-            cancel = (await api.post(f"/runs/{queued['id']}/cancel")).json()
+            # Two cancels at once: one cancels the run, the other finds it done.
+            answers: list[dict[str, object]] = []
+
+            async def cancel_it() -> None:
+                answers.append((await api.post(f"/runs/{queued['id']}/cancel")).json())
+
+            async with trio.open_nursery() as both:
+                both.start_soon(cancel_it)
+                both.start_soon(cancel_it)
+            assert sorted(answer["changed"] for answer in answers) == [False, True]
+            cancel = next(answer for answer in answers if answer["changed"])
             assert cancel["message"] == "cancelled before it started"
             await wait_for_state(api, first["id"], {"succeeded"})
             await trio.sleep(0.5)
