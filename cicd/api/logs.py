@@ -19,7 +19,7 @@ from cicd.api.responses import ENCODER, ApiError
 from cicd.api.state import current_request_id, current_service
 from cicd.api.streaming import aclose_iterator, stream_to_websocket
 from cicd.errors import CicdError
-from cicd.orchestration.documents import LogSlice
+from cicd.orchestration.documents import LogSlice, gap_marker
 
 logger = logging.getLogger("cicd.api")
 
@@ -31,12 +31,6 @@ OCTETS = "application/octet-stream"
 # trio-websocket clients reject messages over 1 MiB unless they raise max_message_size.
 # Smaller messages also let a slow client apply backpressure sooner.
 MAX_MESSAGE_BYTES = 64 * 1024
-
-
-def gap_marker(dropped: int) -> bytes:
-    """Return the line that stands for ``dropped`` bytes cut from the middle of a log."""
-    return (f"\n[cicd: {dropped} bytes of output dropped here; a step's stored log keeps "
-            "its first and last parts (storage.log_limit)]\n").encode()
 
 
 async def _read_whole(service: RunServiceProtocol, run_id: str, job_id: str,

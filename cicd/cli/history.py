@@ -179,8 +179,9 @@ def logs_command(args: argparse.Namespace) -> int:
         if not matches:
             names = ", ".join(f"{s.index} ({s.name})" for s in job.steps)
             raise UsageError(f"job {job.id} has no step {step_ref!r}; its steps are: {names}")
-        # One step: exactly the bytes it wrote, nothing added.
-        for chunk in iter_step_log(conn, run_id, job.id, matches[0].index):
+        # One step: exactly the bytes it wrote, and a marker line where the log limit
+        # dropped some, as the server's log API gives them.
+        for chunk in iter_step_log(conn, run_id, job.id, matches[0].index, gaps=True):
             out.write(chunk)
         out.flush()
         return 0
@@ -188,7 +189,7 @@ def logs_command(args: argparse.Namespace) -> int:
         for step in job.steps:
             out.write(f"==> {job.id}/{step.name} ({step.state}) <==\n".encode())
             last = b"\n"
-            for chunk in iter_step_log(conn, run_id, job.id, step.index):
+            for chunk in iter_step_log(conn, run_id, job.id, step.index, gaps=True):
                 out.write(chunk)
                 last = chunk[-1:]
             if last != b"\n":

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from cicd import __version__
-from cicd.errors import CicdError, UsageError
+from cicd.errors import CicdError, SchemaTooNewError, StorageError, UsageError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -248,6 +248,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if not isinstance(error, CicdError):
             raise
         print(f"cicd: error: {error}", file=sys.stderr)
+        if isinstance(error, StorageError) and not isinstance(error, SchemaTooNewError):
+            return EXIT_FAILED  # the database failed while in use (a full disk, say)
         return EXIT_USAGE
 
 

@@ -317,10 +317,11 @@ class Feeds:
                     for listener in list(self.listeners):
                         listener.notify(after, [])
                     return
-                if run_ids:
+                if last > after:
                     after = last
-                    for listener in list(self.listeners):
-                        listener.notify(last, run_ids)
+                    if run_ids:
+                        for listener in list(self.listeners):
+                            listener.notify(last, run_ids)
                     continue
                 await changed.wait()
                 await trio.sleep_until(read_at + READ_INTERVAL_SECONDS)

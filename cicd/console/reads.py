@@ -144,13 +144,14 @@ def state_counts(conn: sqlite3.Connection, wanted: RunFilter, refs: RefIndex) ->
 def changed_runs(conn: sqlite3.Connection, after: int, limit: int) -> tuple[list[str], int]:
     """Return the distinct run ids of the events after ``after`` and the last event id read.
 
-    At most ``limit`` events are read.
+    At most ``limit`` events are read. Events of no run (a node's CapacityUpdated has an
+    empty run id) move the last id on but name no run.
     """
     rows = conn.execute("SELECT id, run_id FROM events WHERE id > ? ORDER BY id LIMIT ?",
                         (after, limit)).fetchall()
     if not rows:
         return [], after
-    return list(dict.fromkeys(str(row[1]) for row in rows)), int(rows[-1][0])
+    return list(dict.fromkeys(str(row[1]) for row in rows if row[1])), int(rows[-1][0])
 
 
 class StepLog:

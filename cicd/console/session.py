@@ -58,7 +58,9 @@ from cicd.console.protocol import (
 )
 from cicd.console.ring import Behind, ChangedRuns
 from cicd.errors import CicdError
+from cicd.orchestration.states import State
 
+RUN_STATES = tuple(state.value for state in State)
 logger = logging.getLogger("cicd.console")
 
 # A runs subscription that falls this many changed runs behind gets a new snapshot.
@@ -181,6 +183,7 @@ class ConsoleSession:
             await self.send(Ping(ts=int(time.time() * 1000)))
 
     async def _subscribe(self, nursery: trio.Nursery, message: Subscribe) -> None:
+        """Start ``message``'s subscription in ``nursery``, or send why it cannot start."""
         previous = self._subscriptions.pop(message.sub, None)
         if previous is not None:
             previous.cancel()
@@ -189,6 +192,13 @@ class ConsoleSession:
                 sub=message.sub, code="REQUEST-INVALID",
                 message=f"this connection has {MAX_SUBSCRIPTIONS} subscriptions, the maximum; "
                         "unsubscribe from one first"))
+            return
+        state = message.filter.state
+        if state and state not in RUN_STATES:
+            # The same check as the state query parameter of the runs routes.
+            await self.send(ErrorMessage(
+                sub=message.sub, code="REQUEST-INVALID",
+                message=f"filter.state {state!r} is not one of: {', '.join(RUN_STATES)}"))
             return
         scope = trio.CancelScope()
         self._subscriptions[message.sub] = scope

@@ -175,3 +175,9 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     error: str
     failed_at: str | None = None
     replayed_at: str | None = None
+
+
+def gap_marker(dropped: int) -> bytes:
+    """Return the line that stands for ``dropped`` bytes cut from the middle of a log."""
+    return (f"\n[cicd: {dropped} bytes of output dropped here; a step's stored log keeps "
+            "its first and last parts (storage.log_limit)]\n").encode()

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import TypedDict, cast
 
-from cicd.orchestration.documents import JobDocument, RunDocument, StepDocument
+from cicd.orchestration.documents import JobDocument, RunDocument, StepDocument, gap_marker
 
 
 def iso_time(ms: int | None) -> str | None:
@@ -120,13 +120,23 @@ def list_runs(conn: sqlite3.Connection, *, limit: int = 20) -> list[RunRow]:
     return [cast(RunRow, row) for row in rows]
 
 
-def iter_step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: int) -> Iterator[bytes]:
-    """Yield the stored chunks of one step's output in order."""
+def iter_step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: int, *,
+                  gaps: bool = False) -> Iterator[bytes]:
+    """Yield the stored chunks of one step's output in order.
+
+    With ``gaps``, a :func:`gap_marker` line comes where the log limit dropped bytes
+    from the middle, as the log API's plain read gives it.
+    """
     cursor = conn.execute(
-        "SELECT data FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ? ORDER BY seq",
+        "SELECT data, byte_offset FROM step_logs WHERE run_id = ? AND job_id = ? AND step = ?"
+        " ORDER BY seq",
         (run_id, job_id, step),
     )
-    for (data,) in cursor:
+    position = 0
+    for data, offset in cursor:
+        if gaps and offset > position:
+            yield gap_marker(offset - position)
+        position = offset + len(data)
         yield bytes(data)
 
 

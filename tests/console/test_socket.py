@@ -162,6 +162,31 @@ async def test_runs_resume_sends_changes_since(local_server: Server, tmp_path: P
     assert resumed["event_id"] > before
 
 
+async def test_node_events_change_no_run(local_server: Server, tmp_path: Path) -> None:
+    # Cordoning stores a CapacityUpdated event of no run (its run id is empty). It must
+    # not reach the runs list as a change, live or on resume.
+    port = local_server.port
+    assert port is not None
+    async with console(port) as socket, httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}/api/v1") as api:
+        await send(socket, type="subscribe", sub="a", topic="runs")
+        before = (await receive(socket))["event_id"]
+        node = (await api.get("/nodes")).json()[0]["name"]
+        for action in ("cordon", "uncordon"):
+            assert (await api.post(f"/nodes/{node}/{action}")).status_code == 200
+        run_id = await submit(port, tmp_path, LINES_PIPELINE)
+        message = await receive(socket)
+        assert message["type"] == "runs_changed"
+        assert "" not in message["removed"]
+        assert [run["id"] for run in message["runs"]] == [run_id]
+    await wait_state(port, run_id, {"succeeded"})
+    async with console(port) as socket:
+        await send(socket, type="subscribe", sub="a", topic="runs", after=before)
+        resumed = await receive(socket)
+    assert resumed["removed"] == []
+    assert [run["id"] for run in resumed["runs"]] == [run_id]
+
+
 async def test_run_topic_sends_document(local_server: Server, tmp_path: Path) -> None:
     port = local_server.port
     assert port is not None
@@ -276,6 +301,10 @@ async def test_invalid_messages_get_errors(local_server: Server) -> None:
         await send(socket, type="subscribe", sub="l", topic="log", run_id="nope", job_id="j",
                    step="1")
         assert (await receive(socket))["code"] == "NOT-FOUND"
+        await send(socket, type="subscribe", sub="s", topic="runs", filter={"state": "bogus"})
+        bogus = await receive(socket)
+        assert (bogus["type"], bogus["code"], bogus["sub"]) == ("error", "REQUEST-INVALID", "s")
+        assert "'bogus'" in bogus["message"]
 
 
 async def test_foreign_origin_rejected(local_server: Server) -> None:

@@ -421,3 +421,29 @@ def test_engine_never_answering_takes_no_work(tmp_path: Path) -> None:
         assert server.wait(timeout=60) == 0
     finally:
         server.kill()
+
+
+def test_full_disk_stops_with_status_1(tmp_path: Path) -> None:
+    # A 1 MiB tmpfs holds the database; one step's output fills it. The server must
+    # stop with exit status 1 and a one-line error, not hang or report a usage error.
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    server = ServerProcess(small / "db", tmp_path / "log", "--executor", "local")
+    try:
+        server.start()
+        run_id = _submit(server.url, "jobs:\n  a:\n    image: none\n    steps:\n"
+                                     "      - run: head -c 3000000 /dev/zero\n")
+        assert server.wait(timeout=60) == 1
+        log = server.log_path.read_text()
+        assert "database or disk is full" in log
+        assert "Traceback" not in log
+        assert run_id
+    finally:
+        server.kill()
+        subprocess.run(["umount", str(small)], check=False)

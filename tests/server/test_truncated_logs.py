@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,7 @@ import trio
 
 from cicd.config import load_settings
 from cicd.server.process import Server
-from tests.conftest import BUSYBOX
+from tests.conftest import BUSYBOX, run_cli
 from tests.server.conftest import wait_for_state
 
 pytestmark = pytest.mark.docker
@@ -60,6 +61,12 @@ async def test_plain_read_marks_the_gap(tmp_path: Path, docker_engine: object) -
                 assert first.content == OUTPUT[:512]
                 console = await api.get(f"/console/runs/{run['id']}/jobs/a/steps/{step}/log")
                 assert console.headers["x-log-truncated"] == "true"
+                # The CLI reading the database shows the same marker line.
+                local = await trio.to_thread.run_sync(functools.partial(
+                    run_cli, "logs", "--db", str(tmp_path / "db"), run["id"], f"a/{step}",
+                    env={"CICD_SERVER": ""}))
+                assert local.returncode == 0, local.stderr
+                assert local.stdout == whole.content
             untouched = await api.post("/runs", json={
                 "source": {"dir": str(tmp_path)},
                 "pipeline_yaml": "jobs:\n  b:\n    image: busybox\n    steps: [{run: echo hi}]\n"})
