@@ -33,17 +33,24 @@ def submit(server: ServerProcess, source: Path, yaml: str) -> str:
     return str(response.json()["id"])
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh English page; dialogs (an alert from injected script) are recorded."""
-    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+def new_page(browser: Any, locale: str = "en-US") -> Any:
+    """Open a page in a new 1280 x 900 context, recording its dialogs (an alert from
+    injected script) in ``page.dialogs`` and its uncaught errors in ``page.errors``."""
+    context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.dialogs = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.errors = []
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    return page
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh English page."""
+    page = new_page(browser)
     yield page
-    context.close()
+    page.context.close()
 
 
 def log_lines(page: Any) -> list[str]:

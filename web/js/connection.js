@@ -55,7 +55,7 @@ export class Connection {
       this.socket = null;
       const delay = Math.min(MAX_BACKOFF_MS, this.backoff) * (0.75 + Math.random() * 0.5);
       this.backoff = Math.min(MAX_BACKOFF_MS, this.backoff * 2);
-      this.setStatus({ state: "closed", retryIn: Math.ceil(delay / 1000) });
+      this.setStatus({ state: "closed", retryIn: Math.ceil(delay / 1000), retryAt: Date.now() + delay });
       setTimeout(() => this.connect(), delay);
     });
   }

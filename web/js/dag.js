@@ -2,7 +2,7 @@
 // the deepest job it needs), edges from each needed job to the job that needs it.
 
 import { svg } from "./dom.js";
-import { stateLabel } from "./i18n.js";
+import { stateLabel, t } from "./i18n.js";
 
 const WIDTH = 150;
 const HEIGHT = 44;
@@ -41,9 +41,12 @@ export function layout(jobs) {
   };
 }
 
+// Draw the graph. Each job's node is a button: a click, Enter or Space calls
+// onSelect(jobId). The graph is a labelled group, not an image, so assistive
+// technology reaches the buttons inside it.
 export function drawDag(jobs, onSelect) {
   const { position, width, height } = layout(jobs);
-  const graph = svg("svg", { class: "dag", width, height, viewBox: `0 0 ${width} ${height}`, role: "img" },
+  const graph = svg("svg", { class: "dag", width, height, viewBox: `0 0 ${width} ${height}`, role: "group", "aria-label": t("run.graph") },
     svg("defs", {}, svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" },
       svg("path", { d: "M0,0 L10,5 L0,10 z", class: "dag-arrow" }))));
   for (const job of jobs) {
@@ -62,11 +65,18 @@ export function drawDag(jobs, onSelect) {
   for (const job of jobs) {
     const { x, y } = position.get(job.id);
     const label = job.id.length > 18 ? `${job.id.slice(0, 17)}…` : job.id;
+    const name = t("run.graphNode", { job: job.id, state: stateLabel(job.state, "job") });
     graph.append(svg("g", {
       class: `dag-node state-${job.state}`, transform: `translate(${x},${y})`, "data-job": job.id,
-      "data-state": job.state, tabindex: 0, onclick: () => onSelect(job.id),
+      "data-state": job.state, "data-focus": `dag/${job.id}`, tabindex: 0, role: "button", "aria-label": name,
+      onclick: () => onSelect(job.id),
+      onkeydown: (event) => {
+        if (event.key !== "Enter" && event.key !== " ") return;
+        event.preventDefault(); // Space would scroll the page
+        onSelect(job.id);
+      },
     },
-    svg("title", { text: `${job.id}: ${stateLabel(job.state, "job")}` }),
+    svg("title", { text: name }),
     svg("rect", { width: WIDTH, height: HEIGHT, rx: 6 }),
     svg("text", { x: 10, y: 18, class: "dag-name", text: label }),
     svg("text", { x: 10, y: 35, class: "dag-state", text: stateLabel(job.state, "job") })));

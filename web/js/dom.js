@@ -42,6 +42,18 @@ export function clear(element) {
   return element;
 }
 
+// Run `rebuild`, which replaces elements inside `root`, and then focus the new element
+// that has the same id or `data-focus` key as the element focused before, if any.
+// Views call this when a message changes what they show, so keyboard focus survives.
+export function keepFocus(root, rebuild) {
+  const focused = document.activeElement;
+  const key = focused && focused !== root && root.contains(focused)
+    ? (focused.id ? `#${CSS.escape(focused.id)}` : focused.dataset?.focus && `[data-focus="${CSS.escape(focused.dataset.focus)}"]`)
+    : null;
+  rebuild();
+  if (key && !root.contains(focused)) root.querySelector(key)?.focus({ preventScroll: true });
+}
+
 // Ask for confirmation in the page's <dialog>; resolves true when the user confirms.
 export function confirmAction(text, confirmLabel) {
   const dialog = document.getElementById("confirm");

@@ -94,8 +94,8 @@ export class LogView {
     this.status = h("span", { class: "log-status", id: "log-status" });
     this.rows = h("div", { class: "log-rows" });
     this.spacer = h("div", { class: "log-spacer" }, this.rows);
-    this.viewport = h("div", { class: "log-viewport", id: "log-viewport", tabindex: 0,
-      onscroll: () => this.onScroll() }, this.spacer);
+    this.viewport = h("div", { class: "log-viewport", id: "log-viewport", tabindex: 0, role: "region",
+      "aria-label": t("log.output", { job: this.jobId, step: this.step }), onscroll: () => this.onScroll() }, this.spacer);
     this.title = h("h1", { text: t("log.title", { job: this.jobId, step: this.step }) });
     this.root = h("section", { class: "log-view" },
       h("nav", { class: "crumbs" }, h("a", { href: `#/runs/${encodeURIComponent(this.runId)}`, text: t("log.back") })),
@@ -140,8 +140,9 @@ export class LogView {
 
   accept(slice) {
     this.size = Math.max(this.size, slice.size);
-    this.complete = slice.complete && this.store.serverEnd + slice.data.length >= slice.size;
+    // After append(), serverEnd has also moved past any bytes dropped before slice.offset.
     this.append(slice.offset, slice.data);
+    this.complete = slice.complete && this.store.serverEnd >= slice.size;
   }
 
   append(offset, data) {

@@ -3,7 +3,7 @@
 
 import { postJson, runPath } from "./api.js";
 import { drawDag } from "./dag.js";
-import { clear, confirmAction, h } from "./dom.js";
+import { clear, confirmAction, h, keepFocus } from "./dom.js";
 import { formatBytes, formatDateTime, formatDuration, reasonLabel, t, triggerLabel } from "./i18n.js";
 import { stateBadge } from "./runs.js";
 
@@ -28,6 +28,20 @@ function elapsed(item, now) {
   if (item.duration_ms !== null && item.duration_ms !== undefined) return item.duration_ms;
   if (item.started_at && !item.finished_at) return now - Date.parse(item.started_at);
   return null;
+}
+
+// Attributes of an element that shows how long `item` took. While the item runs, its
+// start time goes into data-started, so RunView.tick() can update the text in place.
+function durationAttributes(item, now) {
+  const running = (item.duration_ms === null || item.duration_ms === undefined) && item.started_at && !item.finished_at;
+  return { text: formatDuration(elapsed(item, now)), dataset: running ? { started: Date.parse(item.started_at) } : null };
+}
+
+// Scroll to a job's box and focus it, for a click or a key on its node in the graph.
+function showJob(jobId) {
+  const article = document.getElementById(`job-${jobId}`);
+  article?.scrollIntoView();
+  article?.focus({ preventScroll: true });
 }
 
 export class RunView {
@@ -59,8 +73,10 @@ export class RunView {
         this.render();
       },
     });
+    // Only the durations change from second to second: they are updated in place, so
+    // focus and text selections stay.
     this.timer = setInterval(() => {
-      if (this.run && ACTIVE.has(this.run.state)) this.render();
+      if (this.run && ACTIVE.has(this.run.state)) this.tick();
     }, 1000);
   }
 
@@ -103,7 +119,18 @@ export class RunView {
     });
   }
 
+  tick() {
+    const now = Date.now();
+    for (const element of this.root.querySelectorAll("[data-started]")) {
+      element.textContent = formatDuration(now - Number(element.dataset.started));
+    }
+  }
+
   render() {
+    keepFocus(this.root, () => this.draw());
+  }
+
+  draw() {
     const run = this.run;
     clear(this.root);
     if (!run) {
@@ -122,14 +149,14 @@ export class RunView {
           h("dt", { text: t("run.tenant") }), h("dd", { text: run.tenant_id }),
           h("dt", { text: t("runs.created") }), h("dd", { text: formatDateTime(Date.parse(run.created_at)) }),
           run.started_at ? [h("dt", { text: t("runs.started") }), h("dd", { text: formatDateTime(Date.parse(run.started_at)) })] : null,
-          h("dt", { text: t("runs.duration") }), h("dd", { class: "run-duration", text: formatDuration(elapsed(run, now)) }),
+          h("dt", { text: t("runs.duration") }), h("dd", { class: "run-duration", ...durationAttributes(run, now) }),
           reason ? [h("dt", { text: t("run.reason") }), h("dd", { class: "reason", text: reason })] : null),
         h("div", { class: "actions" },
           h("button", { class: "danger", id: "cancel-run", disabled: !active, text: t("run.cancel"), onclick: () => this.cancelRun() }),
           h("button", { id: "retry-run", disabled: active, text: t("run.retry"), onclick: () => this.retry() })),
         this.notice ? h("p", { class: "notice", text: this.notice }) : null),
       h("h2", { text: t("run.graph") }),
-      h("div", { class: "dag-box" }, drawDag(run.jobs, (jobId) => document.getElementById(`job-${jobId}`)?.scrollIntoView())),
+      h("div", { class: "dag-box" }, drawDag(run.jobs, showJob)),
       h("h2", { text: t("run.jobs") }),
       ...run.jobs.map((job) => this.renderJob(job, now)));
   }
@@ -140,15 +167,16 @@ export class RunView {
     const reason = ENDED_UNSUCCESSFULLY.has(job.state) ? reasonText(job) : "";
     const failure = reason ? t(`job.${job.state}`, { reason }) : "";
     const duration = elapsed(job, now);
-    return h("article", { class: "job", id: `job-${job.id}`, dataset: { job: job.id, state: job.state } },
+    return h("article", { class: "job", id: `job-${job.id}`, tabindex: -1, dataset: { job: job.id, state: job.state } },
       h("header", {},
         h("h3", {}, job.id, " ", stateBadge(job.state, "job")),
         h("span", { class: "meta" }, `${t("run.image")}: `, h("code", { text: job.image }),
           job.node ? ` · ${t("run.node")}: ${job.node}` : "",
           job.attempt > 1 ? ` · ${t("run.attempt", { attempt: job.attempt })}` : "",
           job.needs.length ? ` · ${t("run.needs")}: ${job.needs.join(", ")}` : "",
-          duration !== null ? ` · ${formatDuration(duration)}` : ""),
-        active ? h("button", { class: "danger small", "data-cancel-job": job.id, text: t("run.cancelJob"), onclick: () => this.cancelJob(job.id) }) : null),
+          duration !== null ? [" · ", h("span", { class: "duration", ...durationAttributes(job, now) })] : ""),
+        active ? h("button", { class: "danger small", "data-cancel-job": job.id, dataset: { focus: `cancel/${job.id}` },
+                               text: t("run.cancelJob"), onclick: () => this.cancelJob(job.id) }) : null),
       job.state === "pending" && waitReason ? h("p", { class: "wait-reason", text: waitReason }) : null,
       failure ? h("p", { class: "failure-reason", text: failure }) : null,
       h("table", { class: "steps" },
@@ -160,12 +188,13 @@ export class RunView {
   renderStep(job, step, now) {
     const reason = step.state !== "succeeded" ? reasonText(step) : "";
     return h("tr", { dataset: { step: step.index, state: step.state } },
-      h("td", {}, `${step.index}. `, step.name),
+      h("td", { class: "step-name" }, `${step.index}. `, step.name),
       h("td", {}, stateBadge(step.state, "job"), reason ? h("span", { class: "reason", text: ` ${reason}` }) : null),
       h("td", { class: "number exit-code", text: step.exit_code ?? "" }),
-      h("td", { class: "number", text: formatDuration(elapsed(step, now)) }),
+      h("td", { class: "number", ...durationAttributes(step, now) }),
       h("td", { class: "number", text: formatBytes(step.log_size) }),
-      h("td", {}, h("a", { href: `#/runs/${encodeURIComponent(this.runId)}/jobs/${encodeURIComponent(job.id)}/steps/${step.index}`, text: t("run.log") })));
+      h("td", {}, h("a", { class: "log-link", href: `#/runs/${encodeURIComponent(this.runId)}/jobs/${encodeURIComponent(job.id)}/steps/${step.index}`,
+                           dataset: { focus: `log/${job.id}/${step.index}` }, text: t("run.log") })));
   }
 
   relabel() {
