@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import BUSYBOX
 from tests.server.conftest import ServerProcess
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.docker, pytest.mark.browser, pytest.mark.timeout(120)]
 
 WAIT_MS = 30_000
 

@@ -17,7 +17,7 @@ from tests.conftest import BUSYBOX
 from tests.console.test_browser import WAIT_MS, new_page, pipeline, submit, wait_for_run
 from tests.server.conftest import ServerProcess
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
 # Returns whether the element matched by `selector` lies inside the window, and the
 # page is no wider than the window.
