@@ -431,12 +431,12 @@ class RunService:
     async def list_runs(self, *, state: str | None, tenant: str | None, pipeline: str | None,
                         since_ms: int | None, cursor: str | None, limit: int) -> RunPage:
         def read(conn: sqlite3.Connection) -> tuple[list[RunDocument], str | None] | None:
-            if cursor and conn.execute("SELECT 1 FROM runs WHERE id = ?", (cursor,)).fetchone() \
-                    is None:
+            try:
+                return queries.list_run_documents(
+                    conn, state=state, tenant=tenant, pipeline=pipeline, since_ms=since_ms,
+                    cursor=cursor, limit=limit)
+            except queries.RunNotFound:  # the cursor names no run
                 return None
-            return queries.list_run_documents(
-                conn, state=state, tenant=tenant, pipeline=pipeline, since_ms=since_ms,
-                cursor=cursor, limit=limit)
 
         page = await self.readers.run(read)
         if page is None:
@@ -459,8 +459,8 @@ class RunService:
                                 message="cancelling: running steps get SIGTERM, then SIGKILL "
                                         f"after {self.grace:g}s")
         if document.state != "pending" or run_id in self._cancelling:
-            # A run that was running when read and has no engine now has just ended; a
-            # second cancel of a pending run finds the first one storing its event.
+            # A run that was running when read but has no engine now has just ended. A
+            # second cancel of a pending run finds the first cancel storing its event.
             document = await self.get_run(run_id)
             ended = document.state not in _ACTIVE
             return ActionResult(run=document, changed=False, message=(

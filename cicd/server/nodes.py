@@ -82,7 +82,7 @@ def build_cluster(settings: Settings, owner: str) -> Cluster:
                    aging_interval_ms=aging_ms, per_tenant_jobs=scheduling.per_tenant_jobs)
 
 
-# Seconds a probe waits for an engine's answer; then the probe counts as a failure.
+# Seconds a probe waits for the engine to respond. After that the probe counts as failed.
 PROBE_TIMEOUT = 10.0
 
 

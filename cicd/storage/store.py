@@ -243,8 +243,8 @@ class EventStore:
             body = EventStore._prepare_event(conn, item)
         except (UnicodeError, msgspec.EncodeError) as exc:
             # A string that UTF-8 cannot encode (a lone surrogate) fails this event
-            # alone, before it writes anything. The body holds every field, so once it
-            # is encoded, the statements below cannot fail on such a value.
+            # alone, before it writes anything. The body contains every field, so once
+            # it is encoded, the statements below cannot fail on such a value.
             item.error = StorageError(
                 f"event {item.event.name} of run {item.event.run_id!r} cannot be stored: {exc}")
             logger.error("%s", item.error)

@@ -214,9 +214,9 @@ class DockerProvider(Provider):
 
     @property
     def client(self) -> docker.DockerClient:
-        """The engine's client, created on first use. Creating it asks the engine for
-        its API version, so an engine that does not answer raises EngineUnavailable
-        here, as a call would."""
+        """The engine's client, created on first use. Creating it requests the engine's
+        API version, so an engine that does not respond raises EngineUnavailable here,
+        as a call would."""
         if self._client is None:
             early = _early_clients.pop(self.base_url, None) if self.tls is None else None
             try:
@@ -232,8 +232,8 @@ class DockerProvider(Provider):
 
     async def _call(self, fn: Callable[[], T], *, abandon_on_cancel: bool) -> T:
         """Run ``fn`` in a thread. With ``abandon_on_cancel``, a cancelled caller returns
-        at once and the thread's result is dropped when it comes; without it, the caller
-        waits for the call, up to docker-py's own timeout (120 s)."""
+        at once and the thread's result is dropped. Without it, the caller waits for the
+        call, up to docker-py's own timeout (120 s)."""
         try:
             return await trio.to_thread.run_sync(
                 fn, limiter=self.api_limiter, abandon_on_cancel=abandon_on_cancel
@@ -254,13 +254,13 @@ class DockerProvider(Provider):
         )
 
     async def check(self) -> None:
-        # Abandoned on cancel: a probe's time limit must work on an engine that accepts
-        # connections and never answers (a frozen dockerd).
+        # Abandoned on cancel, so that a probe's time limit also ends the wait on an
+        # engine that accepts connections and never responds (a frozen dockerd).
         await self._call(lambda: self.client.ping(), abandon_on_cancel=True)
 
     async def capacity(self) -> tuple[int, int]:
         """Return the engine's (millicores, memory bytes), from ``docker info``. A caller's
-        time limit ends the wait even when the engine never answers."""
+        time limit ends the wait even when the engine never responds."""
         info = await self._call(lambda: self.client.info(), abandon_on_cancel=True)
         return int(info.get("NCPU") or 1) * 1000, int(info.get("MemTotal") or 0)
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from array import array
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from cicd.scheduling.core import Outcome, pack_nodes, reference
 from cicd.scheduling.core.tables import (
     INT32,
     INT64,
+    Options,
     assigned_decisions,
     make_options,
     pack_jobs,
@@ -28,6 +30,12 @@ from tests.scheduling.conftest import GiB, job, native_module, node
 from tests.scheduling.test_equivalence import random_case, reference_exhaustive
 
 
+def _options(case: Any) -> Options:
+    """Return the validated per-call settings of a random case."""
+    return make_options(case.options["policy"], case.options["backfill"],
+                        case.options["now_ms"], case.options["aging_interval_ms"])
+
+
 def test_pack_queue_packs_one_buffer() -> None:
     table = pack_nodes([node("a", labels={"zone": "a"})])
     queue = pack_queue([job("x", cpu=1500), job("y", tenant="u", required_labels={"zone": "a"})], table,
@@ -36,9 +44,11 @@ def test_pack_queue_packs_one_buffer() -> None:
     header = array(INT64, queue.packed[:32])
     assert list(header) == [2, 2, 2, 1]  # jobs, tenants, label classes, label ids in classes
     assert len(queue.packed) % 8 == 0
-    assert queue.cpu.format == INT64 and queue.tenant.format == INT32
+    assert queue.cpu.format == INT64
+    assert queue.tenant.format == INT32
     assert list(queue.cpu) == [1500, 1000]
-    assert list(queue.tenant) == [0, 1] and list(queue.label_class) == [0, 1]
+    assert list(queue.tenant) == [0, 1]
+    assert list(queue.label_class) == [0, 1]
     with pytest.raises(TypeError):
         queue.cpu[0] = 1  # read-only: the columns and the buffer cannot disagree
     lists = pack_jobs([job("x", cpu=1500), job("y", tenant="u", required_labels={"zone": "a"})], table,
@@ -52,8 +62,7 @@ def test_packed_and_column_paths_agree_for_every_size() -> None:
     native = native_module()
     case = random_case(5, node_count=90, job_count=200)
     table = pack_nodes(case.nodes)
-    options = make_options(case.options["policy"], case.options["backfill"],
-                           case.options["now_ms"], case.options["aging_interval_ms"])
+    options = _options(case)
     for size in (0, 1, 2, 31, 32, 33, 200, 1):
         jobs = case.jobs[:size]
         packed = pack_queue(jobs, table, case.options["tenants"], case.options["tenant_limits"])
@@ -63,11 +72,12 @@ def test_packed_and_column_paths_agree_for_every_size() -> None:
             for queue in (packed, lists):
                 placement = implementation.place_tables(table, queue, options, latencies=True)
                 assert to_decisions(placement) == expected, (implementation.__name__, size)
-                assert placement.latency_ns is not None and len(placement.latency_ns) == size
+                assert placement.latency_ns is not None
+                assert len(placement.latency_ns) == size
 
 
 def test_damaged_packed_buffer_falls_back_to_the_columns() -> None:
-    # A buffer that no longer matches its header is refused by the core; the wrapper
+    # The core rejects a buffer that no longer matches its header. The wrapper
     # then decides from the columns, which name a bad job if there is one.
     native = native_module()
     table = pack_nodes([node("a", cpu=4000)])
@@ -101,7 +111,7 @@ def test_core_refuses_malformed_packed_buffers() -> None:
     assert lib.sched_place_packed(handle, good, len(good), options, result) == lib.SCHED_OK
     assert result.node[0] == 0
 
-    def refused(data: bytes, size: int | None = None, offset: int = 0) -> bool:
+    def rejected(data: bytes, size: int | None = None, offset: int = 0) -> bool:
         storage = ffi.new("char[]", len(data) + 16)
         start = storage + (-int(ffi.cast("uintptr_t", storage)) % 8) + offset
         ffi.memmove(start, data, len(data))
@@ -109,16 +119,16 @@ def test_core_refuses_malformed_packed_buffers() -> None:
                                       options, result)
         return bool(code == lib.SCHED_ERR_JOB and result.error_index == -1)
 
-    assert not refused(good)
-    assert refused(good, offset=4)                 # misaligned
-    assert refused(good, size=len(good) - 8)        # shorter than the header says
-    assert refused(good, size=len(good) + 8)
-    assert refused(good[:24], size=24)             # no whole header
+    assert not rejected(good)
+    assert rejected(good, offset=4)                 # misaligned
+    assert rejected(good, size=len(good) - 8)        # shorter than the header says
+    assert rejected(good, size=len(good) + 8)
+    assert rejected(good[:24], size=24)             # no whole header
     for field, value in ((0, -1), (1, -1), (2, -1), (3, -1), (0, 1 << 31), (2, (1 << 31) - 1),
                          (3, 1 << 62)):
         header = array(INT64, good[:32])
         header[field] = value
-        assert refused(header.tobytes() + good[32:]), (field, value)
+        assert rejected(header.tobytes() + good[32:]), (field, value)
     assert lib.sched_place_packed(handle, ffi.NULL, 0, options, result) == lib.SCHED_ERR_JOB
 
 
@@ -128,8 +138,7 @@ def test_packed_queue_decides_as_place(seed: int) -> None:
     case = random_case(seed, node_count=60, job_count=2000)
     table = pack_nodes(case.nodes)
     queue = pack_queue(case.jobs, table, case.options["tenants"], case.options["tenant_limits"])
-    options = make_options(case.options["policy"], case.options["backfill"],
-                           case.options["now_ms"], case.options["aging_interval_ms"])
+    options = _options(case)
     expected = reference.place(case.nodes, case.jobs, **case.options)
 
     for implementation in (native, reference):
@@ -211,8 +220,7 @@ def test_list_and_packed_tables_decide_alike() -> None:
     native = native_module()
     case = random_case(2, node_count=80, job_count=500)
     table = pack_nodes(case.nodes)
-    options = make_options(case.options["policy"], case.options["backfill"],
-                           case.options["now_ms"], case.options["aging_interval_ms"])
+    options = _options(case)
     lists = pack_jobs(case.jobs, table, None, case.options["tenant_limits"])
     packed = pack_queue(case.jobs, table, None, case.options["tenant_limits"])
     assert (to_decisions(native.place_tables(table, lists, options))

@@ -80,7 +80,7 @@ async def test_run_lifecycle_and_logs(api: httpx.AsyncClient, server: Server) ->
             "StepCompleted", "JobCompleted", "WorkerTerminated"} <= set(names)
     started = next(e for e in events["items"] if e["name"] == "JobStarted")
     assert started["job_id"] == started["data"]["job"]
-    # data holds what the event adds to the fields every event has; it repeats none.
+    # data contains what the event adds to the fields every event has, and repeats none.
     assert not {"name", "version", "run_id", "correlation_id", "tenant_id", "ts"} & set(
         started["data"])
     worker = next(e for e in events["items"] if e["name"] == "WorkerCreated")

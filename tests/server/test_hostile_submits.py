@@ -196,8 +196,8 @@ async def test_reused_key_other_request_rejected(api: httpx.AsyncClient, tmp_pat
 
 async def test_reused_run_id_other_request_rejected(api: httpx.AsyncClient,
                                                    tmp_path: Path) -> None:
-    # A run_id names one run on the server: another tenant cannot read that run by
-    # sending its id, and a changed request is not answered with the old run.
+    # A run_id names one run on the server. Another tenant cannot read that run by
+    # sending its id, and a changed request does not get the old run back.
     body = {"source": {"dir": str(tmp_path)}, "pipeline_yaml": ECHO, "run_id": "nightly-7"}
     first = await api.post("/runs", json=body)
     assert first.status_code == 201, first.text

@@ -424,7 +424,7 @@ def test_engine_never_answering_takes_no_work(tmp_path: Path) -> None:
 
 
 def test_full_disk_stops_with_status_1(tmp_path: Path) -> None:
-    # A 1 MiB tmpfs holds the database; one step's output fills it. The server must
+    # The database is on a 1 MiB tmpfs, and one step's output fills it. The server must
     # stop with exit status 1 and a one-line error, not hang or report a usage error.
     import os
     import subprocess

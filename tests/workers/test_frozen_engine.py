@@ -1,6 +1,6 @@
-"""An engine that accepts connections and never answers, as a stopped (SIGSTOP) dockerd.
+"""An engine that accepts connections and never responds, as a stopped (SIGSTOP) dockerd.
 
-A listening socket that nobody reads stands in for the engine: a real dockerd can be
+A listening socket that nobody reads takes the engine's place. A real dockerd can be
 frozen too, but each probe would then cost the full timeout of a slow test.
 """
 
@@ -23,7 +23,7 @@ def silent_socket(tmp_path: Path) -> Iterator[str]:
     path = tmp_path / "frozen.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
-    listener.listen(16)  # connections wait in the backlog; nothing ever answers
+    listener.listen(16)  # connections wait in the backlog, and nothing ever responds
     try:
         yield f"unix://{path}"
     finally:

@@ -48,7 +48,7 @@ export class RunsView {
       params: () => ({ filter: this.filter, limit: LIMIT, after: this.eventId }),
       onMessage: (message) => this.receive(message),
     });
-    // Only the durations of running runs change from second to second: they are updated
+    // Only the durations of running runs change from second to second. They are updated
     // in place, so focus and text selections stay.
     this.timer = setInterval(() => this.tick(), 1000);
   }
@@ -67,7 +67,7 @@ export class RunsView {
     }
     if (message.counts) this.counts = message.counts;
     if (message.event_id !== undefined) this.eventId = message.event_id;
-    // seq orders runs as the server accepted them; client-chosen ids do not sort by time.
+    // seq orders runs as the server accepted them. Ids chosen by clients do not sort by time.
     const sorted = [...this.runs.values()].sort((a, b) => b.seq - a.seq);
     this.runs = new Map(sorted.slice(0, LIMIT).map((run) => [run.id, run]));
     for (const run of this.runs.values()) this.older.delete(run.id);
