@@ -11,9 +11,15 @@ followed by ``assigned_decisions``, which builds a Decision for the placed jobs 
   of ``place_tables``), given as p50 and p99. The packing cost per job is given
   apart, and so is the C core's throughput through ``place`` (JobRequests in,
   a Decision per job out), which includes packing;
-- one job per call: a pass over a one-job queue packed beforehand, on a node
-  table packed once, timed around the call, against the same cluster state every
-  time; and, for the C core, ``place(table, [job])``, which packs the job too.
+- one job per call: ``place_one(nodes, job, options)`` of each implementation,
+  with the job packed beforehand by ``pack_job`` and the nodes packed once, against
+  the same cluster state every time. Decisions per second come from a loop of
+  calls timed as a whole; p50 and p99 from timing each call apart, which adds the
+  cost of reading the clock to each. The same calls on a job that never fits give
+  the fixed cost of a call ("floor");
+- one-job passes: ``place_tables`` over a one-job queue packed beforehand, as a
+  caller of the batch interface does with one job; and, for the C core,
+  ``place(table, [job])``, which packs the job too.
 
 Both implementations run in the same invocation on the same jobs. Where the
 reference would take too long, it runs on the first jobs of the queue only (the
@@ -37,11 +43,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cicd.scheduling.core import JobRequest, NodeState, pack_nodes, reference
+from cicd.scheduling.core.model import MAX_QUANTITY
 from cicd.scheduling.core.tables import (
     JobTable,
     NodeTable,
+    PackedJob,
     assigned_decisions,
     make_options,
+    pack_job,
     pack_queue,
 )
 
@@ -146,6 +155,23 @@ class CallRow:
                           # through the wrapper can reach a higher ratio
 
 
+@dataclass
+class OneRow:
+    nodes: int
+    native_calls: int
+    native_decisions_per_s: float  # from loops of calls timed as a whole
+    native_p50_us: float           # each call timed apart
+    native_p99_us: float
+    native_floor_us: float         # mean call on a job that never fits: the fixed cost
+    reference_calls: int
+    reference_decisions_per_s: float
+    reference_p50_us: float
+    reference_p99_us: float
+    ratio: float          # mean reference call / mean C call, on the same jobs
+    ratio_bound: float    # mean reference call / C floor: no C core can reach a higher ratio
+                          # through this interface
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -240,15 +266,74 @@ def core_latencies_per_call(place_tables: Callable[..., Any], table: NodeTable,
             for queue in queues]
 
 
+def time_one_loop(place_one: Callable[..., Any], table: NodeTable, jobs: list[PackedJob],
+                  repetitions: int) -> float:
+    """Return the mean seconds per call of ``place_one`` over ``jobs``: the median of
+    ``repetitions`` loops, each timed as a whole on the wall clock."""
+    means = []
+    clock = time.perf_counter
+    for _ in range(repetitions):
+        started = clock()
+        for job in jobs:
+            place_one(table, job, OPTIONS)
+        means.append((clock() - started) / len(jobs))
+    return statistics.median(means)
+
+
+def time_one_calls(place_one: Callable[..., Any], table: NodeTable,
+                   jobs: list[PackedJob]) -> list[float]:
+    """Return the seconds of each ``place_one`` call, timed apart."""
+    durations = []
+    clock = time.perf_counter_ns
+    for job in jobs:
+        started = clock()
+        place_one(table, job, OPTIONS)
+        durations.append((clock() - started) / 1e9)
+    return durations
+
+
+def one_job_row(native: Any, node_count: int, table: NodeTable,
+                queue: list[JobRequest]) -> OneRow:
+    """Measure ``place_one`` of both implementations on the first jobs of ``queue``."""
+    native_jobs = [pack_job(job, table) for job in queue[:NATIVE_CALLS]]
+    reference_jobs = native_jobs[:REFERENCE_CALLS.get(node_count, 100)]
+    # The C loop over the reference's jobs repeats until it is as long as the C loop
+    # over all of its jobs, so both C figures rest on as many calls.
+    rounds = max(1, len(native_jobs) // len(reference_jobs))
+    native_mean = time_one_loop(native.place_one, table, native_jobs, BATCH_REPETITIONS)
+    native_same = time_one_loop(native.place_one, table, reference_jobs * rounds,
+                                BATCH_REPETITIONS)
+    reference_mean = time_one_loop(reference.place_one, table, reference_jobs, 1)
+    never = pack_job(JobRequest(job_id="never", tenant="t", cpu_millis=MAX_QUANTITY,
+                                memory_bytes=0), table)
+    floor = time_one_loop(native.place_one, table, [never] * len(native_jobs),
+                          BATCH_REPETITIONS)
+    native_calls = time_one_calls(native.place_one, table, native_jobs)
+    reference_calls = time_one_calls(reference.place_one, table, reference_jobs)
+    return OneRow(
+        nodes=node_count, native_calls=len(native_jobs),
+        native_decisions_per_s=1 / native_mean,
+        native_p50_us=percentile(native_calls, 0.5) * 1e6,
+        native_p99_us=percentile(native_calls, 0.99) * 1e6,
+        native_floor_us=floor * 1e6,
+        reference_calls=len(reference_jobs),
+        reference_decisions_per_s=1 / reference_mean,
+        reference_p50_us=percentile(reference_calls, 0.5) * 1e6,
+        reference_p99_us=percentile(reference_calls, 0.99) * 1e6,
+        ratio=reference_mean / native_same,
+        ratio_bound=reference_mean / floor,
+    )
+
+
 def progress(message: str) -> None:
     print(f"benchmarks.scheduler: {message}", file=sys.stderr, flush=True)
 
 
 def run(node_counts: Sequence[int], queue_lengths: Sequence[int], seed: int
-        ) -> tuple[list[BatchRow], list[CallRow]]:
+        ) -> tuple[list[BatchRow], list[OneRow], list[CallRow]]:
     from cicd.scheduling.core import native  # ImportError when the extension is not built
 
-    batch_rows, call_rows = [], []
+    batch_rows, one_rows, call_rows = [], [], []
     for node_count in node_counts:
         rng = random.Random(seed + node_count)
         cluster = make_cluster(node_count, rng)
@@ -295,6 +380,9 @@ def run(node_counts: Sequence[int], queue_lengths: Sequence[int], seed: int
             ))
 
         progress(f"one job per call: {node_count} nodes")
+        one_rows.append(one_job_row(native, node_count, table, queue))
+
+        progress(f"one-job passes: {node_count} nodes")
         native_jobs = queue[:NATIVE_CALLS]
         reference_jobs = queue[:REFERENCE_CALLS.get(node_count, 100)]
         native_queues = [pack_queue([job], table, None, TENANT_LIMITS) for job in native_jobs]
@@ -328,7 +416,7 @@ def run(node_counts: Sequence[int], queue_lengths: Sequence[int], seed: int
             core_ratio=statistics.fmean(reference_core) / statistics.fmean(native_core),
             ratio_bound=reference_mean / percentile(empty_durations, 0.5),
         ))
-    return batch_rows, call_rows
+    return batch_rows, one_rows, call_rows
 
 
 def cpu_model() -> str:
@@ -349,8 +437,8 @@ def load_average() -> str:
         return "unknown"
 
 
-def format_report(batch_rows: list[BatchRow], call_rows: list[CallRow], seconds: float,
-                  load_before: str) -> str:
+def format_report(batch_rows: list[BatchRow], one_rows: list[OneRow],
+                  call_rows: list[CallRow], seconds: float, load_before: str) -> str:
     lines = [
         "# Scheduling core: C against the Python reference",
         "",
@@ -384,14 +472,39 @@ def format_report(batch_rows: list[BatchRow], call_rows: list[CallRow], seconds:
         "",
         "## One job per call",
         "",
-        ("A pass over a one-job queue packed beforehand, with the nodes packed once, "
-        "timed around the call on the wall clock. \"Core\" is the time inside the C "
-        "core, or inside the reference's decision loop, from separate calls on the same "
-        "jobs; \"C via place\" times `place(table, [job])`, which also packs the job and "
-        "builds its Decision. \"Empty pass\" is a C pass over an empty queue: the "
-        "lock, the call and the results, with no job to decide. No one-job pass can "
-        "cost less, so the reference's mean call divided by it (\"bound\") is the "
-        "highest whole-call ratio any C core could reach through this interface."),
+        ("`place_one(nodes, job, options)` with the job packed beforehand (`pack_job`) "
+        "and the nodes packed once, on the wall clock. Decisions per second come from "
+        "loops of calls timed as a whole; p50 and p99 from timing each call apart, "
+        "which adds reading the clock to each call. The ratio divides the reference's "
+        "mean call by the C core's on the same jobs. \"Floor\" is the C core's mean "
+        "call on a job that never fits, which returns after one check: the cost of the "
+        "call itself. The reference's mean call divided by it (\"bound\") is the "
+        "highest ratio that any C code could reach through this interface."),
+        "",
+        ("| nodes | C calls | C decisions/s | C p50 µs | C p99 µs | C floor µs | "
+        "reference calls | reference decisions/s | reference p50 µs | reference p99 µs | "
+        "ratio | bound |"),
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for o in one_rows:
+        lines.append(
+            f"| {o.nodes:,} | {o.native_calls:,} | {o.native_decisions_per_s:,.0f} | "
+            f"{o.native_p50_us:.2f} | {o.native_p99_us:.2f} | {o.native_floor_us:.2f} | "
+            f"{o.reference_calls:,} | {o.reference_decisions_per_s:,.0f} | "
+            f"{o.reference_p50_us:.1f} | {o.reference_p99_us:.1f} | {o.ratio:.1f} | "
+            f"{o.ratio_bound:.1f} |")
+    lines += [
+        "",
+        "## One-job passes",
+        "",
+        ("A pass of the batch interface over a one-job queue packed beforehand, with "
+        "the nodes packed once, timed around the call on the wall clock. \"Core\" is "
+        "the time inside the C core, or inside the reference's decision loop, from "
+        "separate calls on the same jobs; \"C via place\" times `place(table, [job])`, "
+        "which also packs the job and builds its Decision. \"Empty pass\" is a C pass "
+        "over an empty queue: the lock, the call and the results, with no job to "
+        "decide; the reference's mean pass divided by it is the \"bound\" of this "
+        "interface."),
         "",
         ("| nodes | C calls | C decisions/s | C p50 µs | C p99 µs | C core p50 µs | "
         "C core p99 µs | C empty pass p50 µs | C via place p50 µs | C via place p99 µs | "
@@ -409,56 +522,43 @@ def format_report(batch_rows: list[BatchRow], call_rows: list[CallRow], seconds:
             f"{c.reference_decisions_per_s:,.0f} | {c.reference_p50_us:.1f} | "
             f"{c.reference_p99_us:.1f} | {c.reference_core_p50_us:.1f} | {c.ratio:.1f} | "
             f"{c.core_ratio:.1f} | {c.ratio_bound:.1f} |")
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---:|---|"]
+    lines += target_lines(batch_rows, one_rows, call_rows)
+    return "\n".join(lines) + "\n"
 
-    batch_ratios = [r.ratio for r in batch_rows]
-    call_ratios = [c.ratio for c in call_rows]
+
+def target_lines(batch_rows: list[BatchRow], one_rows: list[OneRow],
+                 call_rows: list[CallRow]) -> list[str]:
+    def ratio_line(what: str, ratios: list[float]) -> str:
+        lowest = min(ratios, default=0)
+        return (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, {what}) | "
+                f"{lowest:.1f}x | {yes_no(lowest >= TARGET_RATIO)} |")
+
+    def p99_line(what: str, values: list[float]) -> str:
+        return (f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, {what} | "
+                f"{max(values):.1f} µs | {yes_no(max(values) < TARGET_P99_US)} |")
+
+    lines = [ratio_line("batches, whole pass", [r.ratio for r in batch_rows]),
+             ratio_line("batches, core alone", [r.core_ratio for r in batch_rows])]
+    for o in one_rows:
+        lines.append(f"| C at least {TARGET_RATIO:g}x the reference, one job per call, "
+                     f"{o.nodes:,} nodes (bound {o.ratio_bound:.1f}x: "
+                     f"{'within reach' if o.ratio_bound >= TARGET_RATIO else 'out of reach'}) "
+                     f"| {o.ratio:.1f}x | {yes_no(o.ratio >= TARGET_RATIO)} |")
+    lines.append(ratio_line("one-job passes, core alone", [c.core_ratio for c in call_rows]))
     largest = max((r.nodes for r in batch_rows), default=0)
     p99_batch = [r.native_p99_us for r in batch_rows if r.nodes == largest]
-    p99_call = [c.native_p99_us for c in call_rows if c.nodes == largest]
-    p99_call_core = [c.native_core_p99_us for c in call_rows if c.nodes == largest]
-    core_ratios = [r.core_ratio for r in batch_rows]
-    call_core_ratios = [c.core_ratio for c in call_rows]
-    lines += [
-        "",
-        "## Targets",
-        "",
-        "| target | measured | met |",
-        "|---|---:|---|",
-        (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, whole pass, batches) | "
-        f"{min(batch_ratios, default=0):.1f}x | "
-        f"{yes_no(min(batch_ratios, default=0) >= TARGET_RATIO)} |"),
-        (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, one job per call) | "
-        f"{min(call_ratios, default=0):.1f}x | "
-        f"{yes_no(min(call_ratios, default=0) >= TARGET_RATIO)} |"),
-        (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, core alone, batches) | "
-        f"{min(core_ratios, default=0):.1f}x | "
-        f"{yes_no(min(core_ratios, default=0) >= TARGET_RATIO)} |"),
-        (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, core alone, one job "
-        f"per call) | {min(call_core_ratios, default=0):.1f}x | "
-        f"{yes_no(min(call_core_ratios, default=0) >= TARGET_RATIO)} |"),
-    ]
-    for c in call_rows:
-        if c.ratio < TARGET_RATIO:
-            lines.append(f"| (one job per call, {c.nodes:,} nodes: highest whole-call ratio "
-                         f"the wrapper allows) | {c.ratio_bound:.1f}x | "
-                         f"{'within reach' if c.ratio_bound >= TARGET_RATIO else 'out of reach'}"
-                         f" |")
+    p99_one = [o.native_p99_us for o in one_rows if o.nodes == largest]
+    p99_core = [c.native_core_p99_us for c in call_rows if c.nodes == largest]
+    p99_place = [c.native_place_p99_us for c in call_rows if c.nodes == largest]
     if p99_batch:
-        lines.append(f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, "
-                     f"in a batch | {max(p99_batch):.1f} µs | "
-                     f"{yes_no(max(p99_batch) < TARGET_P99_US)} |")
-    if p99_call:
-        lines.append(f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, "
-                     f"one job per call, whole call | {max(p99_call):.1f} µs | "
-                     f"{yes_no(max(p99_call) < TARGET_P99_US)} |")
-        lines.append(f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, "
-                     f"one job per call, core alone | {max(p99_call_core):.1f} µs | "
-                     f"{yes_no(max(p99_call_core) < TARGET_P99_US)} |")
-        p99_place = [c.native_place_p99_us for c in call_rows if c.nodes == largest]
-        lines.append(f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, "
-                     f"one job per `place` call | {max(p99_place):.1f} µs | "
-                     f"{yes_no(max(p99_place) < TARGET_P99_US)} |")
-    return "\n".join(lines) + "\n"
+        lines.append(p99_line("in a batch", p99_batch))
+    if p99_one:
+        lines.append(p99_line("one job per call, whole call", p99_one))
+    if p99_core:
+        lines.append(p99_line("one-job pass, core alone", p99_core))
+        lines.append(p99_line("one job per `place` call", p99_place))
+    return lines
 
 
 def yes_no(met: bool) -> str:
@@ -490,7 +590,7 @@ def run_benchmark() -> BenchmarkResult:
     from benchmarks.measure import BenchmarkResult, Observation
 
     args = parse_args([])
-    batch_rows, call_rows = run(args.nodes, args.jobs, args.seed)
+    batch_rows, one_rows, call_rows = run(args.nodes, args.jobs, args.seed)
     result = BenchmarkResult(NAME, TITLE)
     for row in batch_rows:
         result.observations.append(Observation(
@@ -498,9 +598,15 @@ def run_benchmark() -> BenchmarkResult:
             f"C {row.native_decisions_per_s:,.0f} decisions/s (p99 {row.native_p99_us:.1f} µs), "
             f"reference {row.reference_decisions_per_s:,.0f}/s; ratio {row.ratio:.1f}x whole "
             f"pass, {row.core_ratio:.1f}x core alone", asdict(row)))
+    for one in one_rows:
+        result.observations.append(Observation(
+            f"one job per call, {one.nodes:,} nodes",
+            f"C {one.native_decisions_per_s:,.0f} decisions/s (p99 {one.native_p99_us:.1f} µs), "
+            f"reference {one.reference_decisions_per_s:,.0f}/s; ratio {one.ratio:.1f}x, "
+            f"bound {one.ratio_bound:.1f}x", asdict(one)))
     for call in call_rows:
         result.observations.append(Observation(
-            f"one job per call, {call.nodes:,} nodes",
+            f"one-job pass, {call.nodes:,} nodes",
             f"C p50 {call.native_p50_us:.1f} µs, p99 {call.native_p99_us:.1f} µs "
             f"(core p99 {call.native_core_p99_us:.1f} µs); ratio {call.ratio:.1f}x whole call, "
             f"{call.core_ratio:.1f}x core alone, bound {call.ratio_bound:.1f}x",
@@ -515,16 +621,17 @@ def main(argv: list[str]) -> int:
     load_before = load_average()
     started = time.perf_counter()
     try:
-        batch_rows, call_rows = run(args.nodes, args.jobs, args.seed)
+        batch_rows, one_rows, call_rows = run(args.nodes, args.jobs, args.seed)
     except ImportError as exc:
         print(f"benchmarks.scheduler: the C core is not built ({exc}); run "
               f"`python3 -m pip install -e .` first", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started
-    print(format_report(batch_rows, call_rows, seconds, load_before))
+    print(format_report(batch_rows, one_rows, call_rows, seconds, load_before))
     if args.json:
         args.json.write_text(json.dumps({
-            "batch": [asdict(r) for r in batch_rows], "calls": [asdict(c) for c in call_rows],
+            "batch": [asdict(r) for r in batch_rows], "one_job": [asdict(o) for o in one_rows],
+            "passes": [asdict(c) for c in call_rows],
             "seconds": seconds, "nproc": os.cpu_count(), "cpu_model": cpu_model(),
         }, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -202,11 +202,19 @@ def test_scalar_scan_decides_as_reference() -> None:
     native_module()
     code = (
         "from cicd.scheduling.core import native, reference\n"
+        "from cicd.scheduling.core.tables import make_options, pack_job, pack_nodes\n"
         "from tests.scheduling.test_equivalence import random_case\n"
         "for seed in range(6):\n"
         "    case = random_case(seed, node_count=300, job_count=1500)\n"
         "    assert native.place(case.nodes, case.jobs, **case.options) == "
         "reference.place(case.nodes, case.jobs, **case.options), seed\n"
+        "    table = pack_nodes(case.nodes)\n"
+        "    for policy in ('binpack', 'spread'):\n"
+        "        options = make_options(policy, False, None, 0)\n"
+        "        for job in case.jobs[:300]:\n"
+        "            packed = pack_job(job, table)\n"
+        "            assert native.place_one(table, packed, options) == "
+        "reference.place_one(table, packed, options), (seed, policy)\n"
         "print('ok')\n"
     )
     completed = subprocess.run(

@@ -30,7 +30,14 @@ from cicd.scheduling.core.model import (
     Reason,
     TenantUsage,
 )
-from cicd.scheduling.core.tables import NodeTable, pack_nodes
+from cicd.scheduling.core.tables import (
+    NodeTable,
+    Options,
+    PackedJob,
+    make_options,
+    pack_job,
+    pack_nodes,
+)
 
 __all__ = [
     "Decision",
@@ -38,13 +45,18 @@ __all__ = [
     "NativeCoreUnavailable",
     "NodeState",
     "NodeTable",
+    "Options",
     "Outcome",
+    "PackedJob",
     "Policy",
     "Reason",
     "TenantUsage",
     "active_backend",
+    "make_options",
+    "pack_job",
     "pack_nodes",
     "place",
+    "place_one",
 ]
 
 logger = logging.getLogger("cicd.scheduling")
@@ -55,10 +67,10 @@ class NativeCoreUnavailable(RuntimeWarning):
 
 
 @functools.cache
-def _backend() -> tuple[str, Callable[..., list[Decision]]]:
+def _backend() -> tuple[str, Callable[..., list[Decision]], Callable[..., Decision]]:
     """Import the C wrapper once; on failure warn and log once, and use the reference.
 
-    Returns the name and the ``place`` function of the implementation.
+    Returns the name, and the ``place`` and ``place_one`` functions of the implementation.
     """
     try:
         native = importlib.import_module("cicd.scheduling.core.native")
@@ -68,8 +80,9 @@ def _backend() -> tuple[str, Callable[..., list[Decision]]]:
                    f"or `python3 setup.py build_ext --inplace`")
         logger.warning("%s", message)
         warnings.warn(message, NativeCoreUnavailable, stacklevel=3)
-        return "reference", reference.place
-    return "native", cast(Callable[..., list[Decision]], native.place)
+        return "reference", reference.place, reference.place_one
+    return ("native", cast(Callable[..., list[Decision]], native.place),
+            cast(Callable[..., Decision], native.place_one))
 
 
 def active_backend() -> str:
@@ -106,3 +119,18 @@ def place(
     return _backend()[1](nodes, jobs, policy, backfill=backfill, tenants=tenants,
                          tenant_limits=tenant_limits, now_ms=now_ms,
                          aging_interval_ms=aging_interval_ms)
+
+
+def place_one(nodes: NodeTable, job: PackedJob, options: Options, *,
+              tenant_at_limit: bool = False) -> Decision:
+    """Decide one job alone: the Decision that ``place`` returns for a batch of just this job.
+
+    For a caller that places jobs one at a time as they arrive, against nodes it
+    keeps packed: ``nodes`` comes from :func:`pack_nodes`, ``job`` from
+    :func:`pack_job` on the same table, and ``options`` from :func:`make_options`.
+    Only the policy matters, since backfill and aging change nothing for a single
+    job. Pass ``tenant_at_limit=True`` when the job's tenant already runs as many
+    jobs as its limit allows: the job then waits (unless it never fits). The call
+    places nothing: the node table stays as it was, like after ``place``.
+    """
+    return _backend()[2](nodes, job, options, tenant_at_limit=tenant_at_limit)

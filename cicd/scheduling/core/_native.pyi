@@ -36,6 +36,8 @@ class _Lib:
     SCHED_ERR_TENANT: int
     SCHED_ERR_JOB: int
     SCHED_ERR_RESULT: int
+    SCHED_ERR_BUSY: int
+    SCHED_ONE_NOT_ASSIGNED: int
 
     def sched_cluster_new(self, nodes: Any, cluster: Any, error_index: Any, /) -> int: ...
     def sched_cluster_free(self, cluster: Any, /) -> None: ...
@@ -43,6 +45,8 @@ class _Lib:
                     result: Any, /) -> int: ...
     def sched_place_packed(self, cluster: Any, packed: bytes, size: int, options: Any,
                            result: Any, /) -> int: ...
+    def sched_place_one(self, cluster: Any, job: bytes, size: int, policy: int,
+                        tenant_at_limit: int, /) -> int: ...
 
 class _FFI:
     NULL: Any

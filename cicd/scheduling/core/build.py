@@ -58,6 +58,8 @@ CDEF = """
 #define SCHED_ERR_TENANT ...
 #define SCHED_ERR_JOB ...
 #define SCHED_ERR_RESULT ...
+#define SCHED_ERR_BUSY ...
+#define SCHED_ONE_NOT_ASSIGNED ...
 
 struct sched_nodes {
     int32_t count;
@@ -131,6 +133,9 @@ int sched_place(struct sched_cluster *cluster,
 
 int sched_place_packed(struct sched_cluster *cluster, const char *packed, int64_t size,
                        const struct sched_options *options, struct sched_result *result);
+
+int64_t sched_place_one(struct sched_cluster *cluster, const char *job, int64_t size,
+                        int32_t policy, int32_t tenant_at_limit);
 """
 
 # Python's own compiler flags may include -fwrapv, which defines signed overflow and

@@ -3,13 +3,15 @@
 It validates inputs (through :mod:`cicd.scheduling.core.tables`), hands the columns
 to the C core (without a copy when they are arrays from ``pack_queue``, copied into
 C arrays that it reuses between calls otherwise), runs ``sched_place`` once for the
-whole batch, and turns its return codes into exceptions. Importing this module
-raises ImportError when the extension is not built.
+whole batch, and turns its return codes into exceptions. ``place_one`` decides a
+single job with ``sched_place_one``, in one call with five arguments. Importing
+this module raises ImportError when the extension is not built.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,9 +19,12 @@ from typing import Any
 from cicd.scheduling.core._native import ffi, lib
 from cicd.scheduling.core.model import (
     DEFAULT_AGING_INTERVAL_MS,
+    OUTCOMES,
+    REASONS,
     Decision,
     JobRequest,
     NodeState,
+    Outcome,
     Policy,
     TenantUsage,
 )
@@ -29,6 +34,7 @@ from cicd.scheduling.core.tables import (
     JobTable,
     NodeTable,
     Options,
+    PackedJob,
     Placement,
     make_options,
     pack_jobs,
@@ -49,6 +55,21 @@ _REJECTED = {
     lib.SCHED_ERR_JOB: "jobs",
     lib.SCHED_ERR_RESULT: "the result arrays",
 }
+
+
+# sched_place_one() returns NOT_ASSIGNED - (outcome << 8 | reason) for a job it does
+# not assign; UNASSIGNED[outcome << 8 | reason] is the Decision for it. Decisions are
+# immutable, so every call may return the same one.
+_NOT_ASSIGNED = lib.SCHED_ONE_NOT_ASSIGNED
+_UNASSIGNED: list[Decision | None] = [None] * (len(OUTCOMES) << 8)
+for _outcome in (lib.SCHED_OUTCOME_WAITS, lib.SCHED_OUTCOME_NEVER_FITS):
+    for _reason in range(1, len(REASONS)):
+        _UNASSIGNED[_outcome << 8 | _reason] = Decision(0, OUTCOMES[_outcome], None,
+                                                        REASONS[_reason])
+_ASSIGNED = Outcome.ASSIGNED
+_LOWEST_UNASSIGNED = _NOT_ASSIGNED - len(_UNASSIGNED)
+_BUSY = lib.SCHED_ERR_BUSY
+_place_one = lib.sched_place_one
 
 
 class NativeCoreError(RuntimeError):
@@ -264,9 +285,11 @@ def _is_packed(jobs: JobTable) -> bool:
 
 
 class _Cluster:
-    """A prepared C cluster, its reusable buffers, and the lock that keeps calls on
+    """A prepared C cluster, its reusable buffers, and the lock that keeps batches on
     it from overlapping: cffi releases the GIL during ``sched_place``, which
-    modifies the cluster while it runs and restores it before returning."""
+    modifies the cluster while it runs and restores it before returning, and the
+    buffers belong to one call at a time. The core also refuses overlapping calls
+    itself (``SCHED_ERR_BUSY``), which ``place_one`` relies on instead of the lock."""
 
     __slots__ = ("buffers", "handle", "lock")
 
@@ -341,12 +364,16 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
         result = buffers.result
         if latency is not None:
             result.latency_ns = latency
-        if packed is None:
-            code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants,
-                                   buffers.jobs, buffers.options, result)
-        else:
-            code = lib.sched_place_packed(cluster.handle, packed, len(packed), buffers.options,
-                                          result)
+        while True:
+            if packed is None:
+                code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants,
+                                       buffers.jobs, buffers.options, result)
+            else:
+                code = lib.sched_place_packed(cluster.handle, packed, len(packed),
+                                              buffers.options, result)
+            if code != _BUSY:
+                break
+            time.sleep(0)  # a place_one call, which takes no lock, holds the core briefly
         if latency is not None:
             result.latency_ns = ffi.NULL
         if code == lib.SCHED_OK:
@@ -356,7 +383,58 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
             buffers.fill(jobs, options)
             code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants,
                                    buffers.jobs, buffers.options, result)
+            while code == _BUSY:
+                time.sleep(0)
+                code = lib.sched_place(cluster.handle, buffers.classes, buffers.tenants,
+                                       buffers.jobs, buffers.options, result)
             if code == lib.SCHED_OK:
                 return buffers.read(jobs.count, None)
         _raise_for(code, result.error_index, nodes.count, jobs.count)
         raise AssertionError("_raise_for returned")
+
+
+def place_one(nodes: NodeTable, job: PackedJob, options: Options, *,
+              tenant_at_limit: bool = False) -> Decision:
+    """Decide one job alone, in one C call; see ``cicd.scheduling.core.place_one``.
+
+    The core itself refuses to run two calls on one cluster at once, so this call
+    takes no lock unless the core reports another call running (``SCHED_ERR_BUSY``).
+    """
+    cluster: Any = nodes.caches.get("native")
+    if cluster is None:
+        cluster = _cluster(nodes)
+    code = _place_one(cluster.handle, job.packed, job.size, options.policy, tenant_at_limit)
+    if code >= 0:
+        return Decision(0, _ASSIGNED, code)
+    if _LOWEST_UNASSIGNED < code <= _NOT_ASSIGNED:
+        decision = _UNASSIGNED[_NOT_ASSIGNED - code]
+        if decision is not None:
+            return decision
+    return _place_one_again(code, nodes, cluster, job, options, tenant_at_limit)
+
+
+def _place_one_again(code: int, nodes: NodeTable, cluster: _Cluster, job: PackedJob,
+                     options: Options, tenant_at_limit: bool) -> Decision:
+    """Handle a code other than a decision: wait while the core is busy, then decide or raise.
+
+    A batch holds the cluster's lock while the core runs it, so waiting for the
+    lock waits for the batch. Another ``place_one`` takes no lock but holds the
+    core for microseconds only.
+    """
+    while code == _BUSY:
+        time.sleep(0)
+        with cluster.lock:
+            code = _place_one(cluster.handle, job.packed, job.size, options.policy,
+                              tenant_at_limit)
+    if code >= 0:
+        return Decision(0, _ASSIGNED, code)
+    if _LOWEST_UNASSIGNED < code <= _NOT_ASSIGNED:
+        decision = _UNASSIGNED[_NOT_ASSIGNED - code]
+        if decision is not None:
+            return decision
+    if code == lib.SCHED_ERR_JOB:
+        raise ValueError(f"the C scheduling core rejected the job {job!r}: a value is out of "
+                         f"range, or its labels are not ids of this node table; build it "
+                         f"with pack_job on the same table")
+    _raise_for(code, -1, nodes.count, 1)
+    raise AssertionError("_raise_for returned")

@@ -19,9 +19,11 @@ from collections.abc import Mapping, Sequence
 
 from cicd.scheduling.core.model import (
     DEFAULT_AGING_INTERVAL_MS,
+    REASONS,
     Decision,
     JobRequest,
     NodeState,
+    Outcome,
     Policy,
     TenantUsage,
 )
@@ -31,6 +33,7 @@ from cicd.scheduling.core.tables import (
     JobTable,
     NodeTable,
     Options,
+    PackedJob,
     Placement,
     place_with,
 )
@@ -128,6 +131,13 @@ class _Prepared:
         self.score = [_share_ppm(a, u) + _share_ppm(b, v) for a, u, b, v in zip(
             self.allocated_cpu, self.slot_cpu, self.allocated_memory, self.slot_memory)]
         self.blocks = _Blocks(self.free_cpu, self.free_memory, self.score, BLOCK)
+        self._shared_pool: _Pool | None = None
+
+    def shared_pool(self) -> _Pool:
+        """Return a pool over this state itself, not a copy, for calls that only read it."""
+        if self._shared_pool is None:
+            self._shared_pool = _Pool(self, exhaustive=False, copy=False)
+        return self._shared_pool
 
     def label_set(self, need: frozenset[int]) -> _LabelSet:
         found = self.label_sets.get(need)
@@ -213,18 +223,27 @@ def _prepared(nodes: NodeTable) -> _Prepared:
 
 
 class _Pool:
-    """The slots' state during one call, copied from the prepared table."""
+    """The slots' state during one call, copied from the prepared table, or with
+    ``copy=False`` the prepared lists themselves, which the caller must not assign to."""
 
-    def __init__(self, prepared: _Prepared, exhaustive: bool) -> None:
+    def __init__(self, prepared: _Prepared, exhaustive: bool, *, copy: bool = True) -> None:
         self.node = prepared.slot_node
         self.labels = prepared.slot_labels
         self.usable_cpu = prepared.slot_cpu
         self.usable_memory = prepared.slot_memory
-        self.allocated_cpu = prepared.allocated_cpu.copy()
-        self.allocated_memory = prepared.allocated_memory.copy()
-        self.free_cpu = prepared.free_cpu.copy()
-        self.free_memory = prepared.free_memory.copy()
-        self.score = prepared.score.copy()
+        self.allocated_cpu = prepared.allocated_cpu
+        self.allocated_memory = prepared.allocated_memory
+        self.free_cpu = prepared.free_cpu
+        self.free_memory = prepared.free_memory
+        self.score = prepared.score
+        self.blocks = prepared.blocks
+        if not copy:
+            return
+        self.allocated_cpu = self.allocated_cpu.copy()
+        self.allocated_memory = self.allocated_memory.copy()
+        self.free_cpu = self.free_cpu.copy()
+        self.free_memory = self.free_memory.copy()
+        self.score = self.score.copy()
         if exhaustive:
             self.blocks = _Blocks(self.free_cpu, self.free_memory, self.score,
                                   max(len(self.score), 1))
@@ -440,3 +459,30 @@ def place_tables(nodes: NodeTable, jobs: JobTable, options: Options, *,
         if latencies:
             latency_out[j] = timer() - started
     return result
+
+
+def place_one(nodes: NodeTable, job: PackedJob, options: Options, *,
+              tenant_at_limit: bool = False) -> Decision:
+    """Decide one job alone; see ``cicd.scheduling.core.place_one``.
+
+    The checks of ``place_tables`` for a job with no job before it in the queue: no
+    queue is blocked and no node is reserved. A lone job changes no state, so the
+    pool is read in place instead of copied.
+    """
+    prepared = _prepared(nodes)
+    cpu, memory, need = job.cpu, job.memory, job.need
+    label_set = prepared.label_set(need)
+    every, available = prepared.fronts_of(need, label_set)
+    if not every.holds(cpu, memory):
+        return Decision(0, Outcome.NEVER_FITS, None,
+                        REASONS[prepared.never_fits_reason(every, cpu, memory)])
+    if tenant_at_limit:
+        return Decision(0, Outcome.WAITS, None, REASONS[TENANT_LIMIT])
+    if not available.holds(cpu, memory):
+        return Decision(0, Outcome.WAITS, None, REASONS[NODE_UNAVAILABLE])
+    matches = prepared.slot_matches(need, label_set) if need else None
+    pool = prepared.shared_pool()
+    best, capacity_elsewhere, _ = pool.scan(cpu, memory, matches, -1, options.policy)
+    if best >= 0:
+        return Decision(0, Outcome.ASSIGNED, pool.node[best])
+    return Decision(0, Outcome.WAITS, None, REASONS[LABELS if capacity_elsewhere else CAPACITY])

@@ -17,6 +17,8 @@
  * - Once no node but the reserved one has room for the smallest request of the
  *   call, nothing more can be placed: the rest of the queue is decided without
  *   scans, in one sort (finish_frozen()).
+ * - A one-job call (sched_place_one()) visits the blocks best first, in orders
+ *   computed with the cluster, and stops at a block that cannot hold a better node.
  * reference.py has the first three, except the remembered best node.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -113,7 +115,10 @@ struct sched_cluster {
     struct label_set *sets;       /* LABEL_SET_SLOTS entries, open addressing */
     int32_t set_count;
     struct run_buffers *buffers;  /* working arrays of sched_place(), reused by each call */
+    int32_t *binpack_order;       /* blocks by highest score, then index: see scan_one() */
+    int32_t *spread_order;        /* blocks by lowest score, then index */
     int avx2_scan;                /* use best_key_in_avx2(); see sched_cluster_new() */
+    int busy;                     /* a call is running; atomic, see cluster_enter() */
 };
 
 struct shape {
@@ -315,6 +320,18 @@ static uint64_t divide_by(uint64_t value, uint64_t divisor, uint64_t reciprocal)
 static int in_range(int64_t value, int64_t low, int64_t high)
 {
     return value >= low && value <= high;
+}
+
+/* Mark the cluster as used by this call; false if another call uses it. One atomic
+ * exchange, so a caller needs no lock of its own for the common case. */
+static int cluster_enter(struct sched_cluster *c)
+{
+    return !__atomic_exchange_n(&c->busy, 1, __ATOMIC_ACQUIRE);
+}
+
+static void cluster_leave(struct sched_cluster *c)
+{
+    __atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE);
 }
 
 /* Check a list of id lists: offsets start at 0 and never fall, ids ascend strictly
@@ -544,6 +561,8 @@ void sched_cluster_free(struct sched_cluster *c)
     free(c->blocks.free_memory);
     free(c->blocks.max_score);
     free(c->blocks.min_score);
+    free(c->binpack_order);
+    free(c->spread_order);
     if (c->sets) {
         for (int32_t i = 0; i < LABEL_SET_SLOTS; i++)
             label_set_free(&c->sets[i]);
@@ -593,13 +612,40 @@ static int cluster_alloc(struct sched_cluster *c, const struct sched_nodes *node
     c->blocks.free_memory = malloc(blocks * sizeof(int64_t));
     c->blocks.max_score = malloc(blocks * sizeof(int64_t));
     c->blocks.min_score = malloc(blocks * sizeof(int64_t));
+    c->binpack_order = malloc(blocks * sizeof(int32_t));
+    c->spread_order = malloc(blocks * sizeof(int32_t));
     c->sets = calloc(LABEL_SET_SLOTS, sizeof(struct label_set));
     c->buffers = calloc(1, sizeof *c->buffers);
     return c->buffers && c->flags && c->label_offsets && c->label_ids && c->by_size && c->scratch && p->node
            && p->free_cpu && p->free_memory && p->score && p->binpack_key && p->spread_key
            && p->cpu_allocated && p->memory_allocated
            && p->cpu_usable && p->memory_usable && c->blocks.free_cpu && c->blocks.free_memory
-           && c->blocks.max_score && c->blocks.min_score && c->sets;
+           && c->blocks.max_score && c->blocks.min_score && c->binpack_order
+           && c->spread_order && c->sets;
+}
+
+static int compare_descending(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x < y) - (x > y);
+}
+
+/* Fill `order` with the blocks by descending rank, ties by ascending index. The rank
+ * of block b is rank[b], from 0 to 2 * PPM. Returns 0 when out of memory. */
+static int order_blocks(int32_t *order, const int64_t *rank, int32_t count, int spread)
+{
+    uint64_t *keys = malloc(((size_t)count + 1) * sizeof *keys);
+    if (!keys)
+        return 0;
+    for (int32_t b = 0; b < count; b++) {
+        uint64_t value = (uint64_t)(spread ? 2 * PPM - rank[b] : rank[b]);
+        keys[b] = (value << 32) | (uint64_t)(UINT32_MAX - (uint32_t)b);
+    }
+    qsort(keys, (size_t)count, sizeof *keys, compare_descending);
+    for (int32_t i = 0; i < count; i++)
+        order[i] = (int32_t)(UINT32_MAX - (uint32_t)keys[i]);
+    free(keys);
+    return 1;
 }
 
 int sched_cluster_new(const struct sched_nodes *nodes, struct sched_cluster **cluster,
@@ -656,6 +702,11 @@ int sched_cluster_new(const struct sched_nodes *nodes, struct sched_cluster **cl
     c->blocks.count = (p->count + BLOCK - 1) / BLOCK;
     for (int32_t b = 0; b < c->blocks.count; b++)
         block_refresh(c, b);
+    if (!order_blocks(c->binpack_order, c->blocks.max_score, c->blocks.count, 0)
+        || !order_blocks(c->spread_order, c->blocks.min_score, c->blocks.count, 1)) {
+        sched_cluster_free(c);
+        return SCHED_ERR_NO_MEMORY;
+    }
     *cluster = c;
     return SCHED_OK;
 }
@@ -1926,6 +1977,8 @@ int sched_place(struct sched_cluster *cluster,
     int rc = check_call(cluster, classes, tenants, jobs, options, result);
     if (rc != SCHED_OK)
         return rc;
+    if (!cluster_enter(cluster))
+        return SCHED_ERR_BUSY;
 
     struct run r;
     memset(&r, 0, sizeof r);
@@ -1972,6 +2025,7 @@ done:
     restore(&r);
     buffers_keep(&r);
     run_free(&r);
+    cluster_leave(cluster);
     return rc;
 }
 
@@ -2010,4 +2064,140 @@ int sched_place_packed(struct sched_cluster *cluster, const char *packed, int64_
         .count = (int32_t)c, .offsets = narrow + 2 * n, .label_ids = narrow + 2 * n + c + 1,
     };
     return sched_place(cluster, &classes, &tenants, &jobs, options, result);
+}
+
+/* scan_pool() for a one-job call with binpack or spread. Between calls the block
+ * summaries are those of sched_cluster_new() (each call restores them), so the
+ * blocks can be visited best first, in the order computed there. Once a block's
+ * best possible score is worse than the best slot found, so is every later one;
+ * a block whose best possible score only ties cannot win if it comes after the
+ * best slot, since ties go to the lowest slot. */
+static struct scan scan_one(const struct run *r, int64_t cpu, int64_t memory,
+                            const uint64_t *masks)
+{
+    const struct sched_cluster *c = r->cluster;
+    const struct pool *p = &c->pool;
+    const struct blocks *blocks = &c->blocks;
+    int spread = r->options->policy == SCHED_POLICY_SPREAD;
+    const int32_t *order = spread ? c->spread_order : c->binpack_order;
+    const int64_t *bound = spread ? blocks->min_score : blocks->max_score;
+    const uint64_t *keys = spread ? p->spread_key : p->binpack_key;
+    struct scan s = {-1, 0, 0};
+    uint64_t best_key = 0;
+    int64_t best_score = 0;
+
+    for (int32_t k = 0; k < blocks->count; k++) {
+        int32_t b = order[k];
+        if (best_key) {
+            if (spread ? bound[b] > best_score : bound[b] < best_score)
+                break;
+            if (bound[b] == best_score && b > s.best / BLOCK)
+                continue;
+        }
+        if (blocks->free_cpu[b] < cpu || blocks->free_memory[b] < memory)
+            continue;
+        int32_t low = b * BLOCK, high = low + BLOCK < p->count ? low + BLOCK : p->count;
+        uint64_t mask = masks ? masks[b] : ~(uint64_t)0;
+        if (!mask)
+            continue;
+        uint64_t key;
+#if HAVE_AVX2_SCAN
+        if (c->avx2_scan)
+            key = best_key_in_avx2(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+        else
+#endif
+            key = best_key_in(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+        if (key > best_key) {
+            best_key = key;
+            s.best = (int32_t)(UINT32_MAX - (uint32_t)key);
+            best_score = p->score[s.best];
+        }
+    }
+    if (s.best < 0)
+        s.capacity_elsewhere = masks && capacity_anywhere(r, cpu, memory);
+    return s;
+}
+
+/* Label ids of a one-job call up to this many are copied to the stack. */
+#define ONE_JOB_LABELS 32
+
+int64_t sched_place_one(struct sched_cluster *cluster, const char *job, int64_t size,
+                        int32_t policy, int32_t tenant_at_limit)
+{
+    enum { HEADER = 16 };
+    if (policy < SCHED_POLICY_FIFO || policy > SCHED_POLICY_SPREAD)
+        return SCHED_ERR_OPTIONS;
+    if (cluster == NULL || job == NULL || size < HEADER || (size - HEADER) % 4 != 0
+        || (size - HEADER) / 4 > (int64_t)cluster->label_count + 1)
+        return SCHED_ERR_JOB;
+    int64_t cpu, memory;
+    memcpy(&cpu, job, sizeof cpu);
+    memcpy(&memory, job + 8, sizeof memory);
+    int32_t label_count = (int32_t)((size - HEADER) / 4);
+    if (!in_range(cpu, 0, SCHED_MAX_QUANTITY) || !in_range(memory, 0, SCHED_MAX_QUANTITY))
+        return SCHED_ERR_JOB;
+
+    /* Class 0 is the empty set, as in every call; the job's labels are class 1. */
+    int32_t local[ONE_JOB_LABELS];
+    int32_t *ids = local;
+    if (label_count > ONE_JOB_LABELS && !(ids = malloc((size_t)label_count * sizeof *ids)))
+        return SCHED_ERR_NO_MEMORY;
+    memcpy(ids, job + HEADER, (size_t)label_count * sizeof *ids);
+    int32_t offsets[3] = {0, 0, label_count};
+    const struct sched_label_classes classes = {.count = 2, .offsets = offsets, .label_ids = ids};
+    const struct sched_options options = {.policy = policy, .now_ms = SCHED_NO_AGING};
+    struct label_set *sets[2] = {NULL, NULL};
+    struct run r;
+    memset(&r, 0, sizeof r);
+    r.cluster = cluster;
+    r.classes = &classes;
+    r.options = &options;
+    r.sets = sets;
+    r.reserved = -1;
+    int32_t label_class = label_count > 0 ? 1 : 0;
+
+    int64_t rc = SCHED_ERR_JOB;
+    for (int32_t i = 0; i < label_count; i++)
+        if (ids[i] < 0 || ids[i] > cluster->label_count || (i > 0 && ids[i] <= ids[i - 1]))
+            goto done;
+    rc = SCHED_ERR_BUSY;
+    if (!cluster_enter(cluster))
+        goto done;
+
+    /* The checks of decide(), in the order of the rules, for a job that has no
+     * job before it: no queue is blocked and no node is reserved. */
+    rc = SCHED_ERR_NO_MEMORY;
+    const struct fronts *f = fronts_of(&r, label_class);
+    if (!f)
+        goto leave;
+    uint8_t outcome = SCHED_OUTCOME_WAITS, reason;
+    if (!frontier_holds(&f->all, cpu, memory)) {
+        outcome = SCHED_OUTCOME_NEVER_FITS;
+        reason = never_fits_reason(&r, &f->all, cpu, memory);
+    } else if (tenant_at_limit) {
+        reason = SCHED_REASON_TENANT_LIMIT;
+    } else if (!frontier_holds(&f->available, cpu, memory)) {
+        reason = SCHED_REASON_NODE_UNAVAILABLE;
+    } else {
+        int no_memory;
+        const uint64_t *masks = mask_of(&r, label_class, &no_memory);
+        if (no_memory)
+            goto leave;
+        struct scan s = policy == SCHED_POLICY_FIFO ? scan_pool(&r, cpu, memory, masks)
+                                                    : scan_one(&r, cpu, memory, masks);
+        if (s.best >= 0) {
+            rc = cluster->pool.node[s.best];
+            goto leave;
+        }
+        reason = s.capacity_elsewhere ? SCHED_REASON_LABELS : SCHED_REASON_CAPACITY;
+    }
+    rc = SCHED_ONE_NOT_ASSIGNED - ((int64_t)outcome << 8 | reason);
+
+leave:
+    cluster_leave(cluster);
+done:
+    run_free(&r);
+    if (ids != local)
+        free(ids);
+    return rc;
 }

@@ -60,6 +60,7 @@
 #define SCHED_ERR_TENANT (-5)
 #define SCHED_ERR_JOB (-6)
 #define SCHED_ERR_RESULT (-7)
+#define SCHED_ERR_BUSY (-8)              /* another call on the same cluster is running */
 
 struct sched_nodes {
     int32_t count;
@@ -137,9 +138,10 @@ void sched_cluster_free(struct sched_cluster *cluster);
  * SCHED_ERR_* code; on error the result arrays hold no meaningful values. The
  * cluster is the same after the call as before it, but it is modified during the
  * call (its cache of per-label-set results grows, and it keeps its working arrays,
- * grown to the largest call so far), so calls on one cluster must not overlap.
- * Calls on different clusters may run in parallel. The job arrays are only read
- * during the call. */
+ * grown to the largest call so far), so calls on one cluster must not overlap: a
+ * call that starts while another runs on the same cluster returns SCHED_ERR_BUSY
+ * at once and changes nothing. Calls on different clusters may run in parallel.
+ * The job arrays are only read during the call. */
 int sched_place(struct sched_cluster *cluster,
                 const struct sched_label_classes *classes,
                 const struct sched_tenants *tenants,
@@ -162,5 +164,29 @@ int sched_place(struct sched_cluster *cluster,
  * buffer is misaligned or its size does not match its header. */
 int sched_place_packed(struct sched_cluster *cluster, const char *packed, int64_t size,
                        const struct sched_options *options, struct sched_result *result);
+
+/* The base of sched_place_one()'s result for a job it does not assign: the result
+ * is this value minus (outcome << 8 | reason), below any SCHED_ERR_* code. */
+#define SCHED_ONE_NOT_ASSIGNED (-1024)
+
+/* Decide one job alone: the decision sched_place() makes for a batch of just this
+ * job, without building a queue. The job is `size` bytes, in native byte order
+ * and with no alignment required:
+ *
+ *   int64_t cpu, memory
+ *   int32_t label_ids[k]  the ids of its required labels, strictly ascending, each
+ *                         at most the cluster's label_count; size is 16 + 4 * k
+ *
+ * `tenant_at_limit` is 1 when the job's tenant already runs as many jobs as its
+ * limit allows. Backfill and aging change nothing for a single job, so the policy
+ * is the only option.
+ *
+ * Returns the node index (0 or more) when the job is assigned. For a job that
+ * waits or never fits it returns a value at or below SCHED_ONE_NOT_ASSIGNED (see
+ * above). On an error it returns SCHED_ERR_OPTIONS (policy), SCHED_ERR_JOB (the
+ * job's bytes), SCHED_ERR_NO_MEMORY or SCHED_ERR_BUSY. Like sched_place(), it may grow the
+ * cluster's cache of per-label-set results. */
+int64_t sched_place_one(struct sched_cluster *cluster, const char *job, int64_t size,
+                        int32_t policy, int32_t tenant_at_limit);
 
 #endif /* CICD_SCHEDULER_H */

@@ -497,6 +497,36 @@ def pack_queue(
     return table
 
 
+class PackedJob(msgspec.Struct, frozen=True, kw_only=True):
+    """One job from :func:`pack_job`, for ``place_one`` on the node table it was packed for.
+
+    ``packed`` holds the request and the ids of the required labels in the layout
+    of ``sched_place_one`` (scheduler.h), for the C core, and ``need`` the same ids
+    as a set, for the reference.
+    """
+
+    cpu: int
+    memory: int
+    need: frozenset[int]
+    packed: bytes
+    size: int
+
+
+def pack_job(job: JobRequest, nodes: NodeTable) -> PackedJob:
+    """Validate one job as :func:`pack_jobs` does, and pack it for ``place_one``.
+
+    Like a table from :func:`pack_queue`, the result refers to the label ids of
+    ``nodes``, so it is valid only with tables of the same nodes.
+    """
+    table = pack_jobs([job], nodes)
+    label_class = table.label_class[0]
+    ids = table.class_label_ids[table.class_offsets[label_class]:
+                                table.class_offsets[label_class + 1]]
+    packed = array(INT64, (table.cpu[0], table.memory[0])).tobytes() + array(INT32, ids).tobytes()
+    return PackedJob(cpu=table.cpu[0], memory=table.memory[0], need=frozenset(ids),
+                     packed=packed, size=len(packed))
+
+
 # ---- options and results -----------------------------------------------------------
 
 
