@@ -58,16 +58,14 @@ _REJECTED = {
 
 
 # sched_place_one() returns NOT_ASSIGNED - (outcome << 8 | reason) for a job it does
-# not assign; UNASSIGNED[outcome << 8 | reason] is the Decision for it. Decisions are
-# immutable, so every call may return the same one.
+# not assign. Decisions are immutable, so every such call returns one built here.
 _NOT_ASSIGNED = lib.SCHED_ONE_NOT_ASSIGNED
-_UNASSIGNED: list[Decision | None] = [None] * (len(OUTCOMES) << 8)
-for _outcome in (lib.SCHED_OUTCOME_WAITS, lib.SCHED_OUTCOME_NEVER_FITS):
-    for _reason in range(1, len(REASONS)):
-        _UNASSIGNED[_outcome << 8 | _reason] = Decision(0, OUTCOMES[_outcome], None,
-                                                        REASONS[_reason])
+_UNASSIGNED: dict[int, Decision] = {
+    _NOT_ASSIGNED - (outcome << 8 | reason): Decision(0, OUTCOMES[outcome], None, REASONS[reason])
+    for outcome in (lib.SCHED_OUTCOME_WAITS, lib.SCHED_OUTCOME_NEVER_FITS)
+    for reason in range(1, len(REASONS))
+}
 _ASSIGNED = Outcome.ASSIGNED
-_LOWEST_UNASSIGNED = _NOT_ASSIGNED - len(_UNASSIGNED)
 _BUSY = lib.SCHED_ERR_BUSY
 _place_one = lib.sched_place_one
 
@@ -404,13 +402,20 @@ def place_one(nodes: NodeTable, job: PackedJob, options: Options, *,
     if cluster is None:
         cluster = _cluster(nodes)
     code = _place_one(cluster.handle, job.packed, job.size, options.policy, tenant_at_limit)
+    # _decision_for(code), written out: a function call would add a tenth to the call.
     if code >= 0:
         return Decision(0, _ASSIGNED, code)
-    if _LOWEST_UNASSIGNED < code <= _NOT_ASSIGNED:
-        decision = _UNASSIGNED[_NOT_ASSIGNED - code]
-        if decision is not None:
-            return decision
+    decision = _UNASSIGNED.get(code)
+    if decision is not None:
+        return decision
     return _place_one_again(code, nodes, cluster, job, options, tenant_at_limit)
+
+
+def _decision_for(code: int) -> Decision | None:
+    """Return the Decision of a ``sched_place_one`` result, or None for an error code."""
+    if code >= 0:
+        return Decision(0, _ASSIGNED, code)
+    return _UNASSIGNED.get(code)
 
 
 def _place_one_again(code: int, nodes: NodeTable, cluster: _Cluster, job: PackedJob,
@@ -426,12 +431,9 @@ def _place_one_again(code: int, nodes: NodeTable, cluster: _Cluster, job: Packed
         with cluster.lock:
             code = _place_one(cluster.handle, job.packed, job.size, options.policy,
                               tenant_at_limit)
-    if code >= 0:
-        return Decision(0, _ASSIGNED, code)
-    if _LOWEST_UNASSIGNED < code <= _NOT_ASSIGNED:
-        decision = _UNASSIGNED[_NOT_ASSIGNED - code]
-        if decision is not None:
-            return decision
+    decision = _decision_for(code)
+    if decision is not None:
+        return decision
     if code == lib.SCHED_ERR_JOB:
         raise ValueError(f"the C scheduling core rejected the job {job!r}: a value is out of "
                          f"range, or its labels are not ids of this node table; build it "

@@ -1413,6 +1413,20 @@ static uint64_t best_key_in_avx2(const uint64_t *keys, const int64_t *free_cpu,
 }
 #endif
 
+/* best_key_in() over the slots [low, high) of one block, with AVX2 where the cluster
+ * uses it. */
+static uint64_t block_best_key(const struct sched_cluster *c, const uint64_t *keys,
+                               int32_t low, int32_t high, int64_t cpu, int64_t memory,
+                               uint64_t mask)
+{
+    const struct pool *p = &c->pool;
+#if HAVE_AVX2_SCAN
+    if (c->avx2_scan)
+        return best_key_in_avx2(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+#endif
+    return best_key_in(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+}
+
 /* The first slot in [low, high) with the free capacity and its bit set in `mask`, or -1. */
 static int32_t first_fit_in(const struct pool *p, int32_t low, int32_t high, int64_t cpu,
                             int64_t memory, uint64_t mask)
@@ -1476,13 +1490,7 @@ static struct scan scan_pool(const struct run *r, int64_t cpu, int64_t memory, c
                 return s;
             continue;
         }
-        uint64_t key;
-#if HAVE_AVX2_SCAN
-        if (r->cluster->avx2_scan)
-            key = best_key_in_avx2(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
-        else
-#endif
-            key = best_key_in(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+        uint64_t key = block_best_key(r->cluster, keys, low, high, cpu, memory, mask);
         if (key > best_key) {
             best_key = key;
             s.best = (int32_t)(UINT32_MAX - (uint32_t)key);
@@ -2100,13 +2108,7 @@ static struct scan scan_one(const struct run *r, int64_t cpu, int64_t memory,
         uint64_t mask = masks ? masks[b] : ~(uint64_t)0;
         if (!mask)
             continue;
-        uint64_t key;
-#if HAVE_AVX2_SCAN
-        if (c->avx2_scan)
-            key = best_key_in_avx2(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
-        else
-#endif
-            key = best_key_in(keys, p->free_cpu, p->free_memory, low, high, cpu, memory, mask);
+        uint64_t key = block_best_key(c, keys, low, high, cpu, memory, mask);
         if (key > best_key) {
             best_key = key;
             s.best = (int32_t)(UINT32_MAX - (uint32_t)key);
