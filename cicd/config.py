@@ -147,6 +147,13 @@ _SIZE_KEYS = {("storage", "log_limit"), ("retention", "max_total_log_size")}
 _POLICIES = ("fifo", "binpack", "spread")
 
 
+def _shown(value: object) -> str:
+    """Return a configuration value as the file may have written it: 2, not 2.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
 def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None = None,
                   overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read ``path`` (if any), apply ``CICD_*`` variables, then ``overrides`` ("section.key")."""
@@ -258,10 +265,15 @@ def _check_scheduling(settings: Settings, path: str | None) -> None:
                 raise UsageError(f"scheduling.{key} = {value!r}: {exc}") from None
     seen: set[str] = set()
     label_name = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
+    node_name = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
     for number, node in enumerate(settings.nodes, start=1):
         where = f"{path + ': ' if path else ''}[[nodes]] number {number} ({node.name!r})"
         if not node.name or node.name in seen:
             raise UsageError(f"{where}: each node needs a name of its own")
+        if not node_name.fullmatch(node.name):
+            raise UsageError(f"{where}: name = {node.name!r}: use up to 63 letters, digits, "
+                             "'_', '.' and '-', starting with a letter or digit (the name "
+                             "appears in URLs and commands such as `cicd cordon NAME`)")
         seen.add(node.name)
         if not node.host.startswith(("unix://", "tcp://", "ssh://", "npipe://")):
             raise UsageError(f"{where}: host = {node.host!r}: expected unix://PATH, "
@@ -275,29 +287,29 @@ def _check_scheduling(settings: Settings, path: str | None) -> None:
             if not label_name.fullmatch(label):
                 raise UsageError(f"{where}: label {label!r}: use up to 63 letters, digits, '_', "
                                  "'.', '/' and '-', starting with a letter or digit")
-        for key in ("cpu", "reserve_cpu"):
+        for key, parse in (("cpu", parse_cpu), ("reserve_cpu", parse_cpu),
+                           ("memory", parse_memory), ("reserve_memory", parse_memory)):
             value = getattr(node, key)
-            if value not in ("", 0):
-                try:
-                    parse_cpu(value)
-                except (ValueError, TypeError) as exc:
-                    raise UsageError(f"{where}: {key} = {value!r}: {exc}") from None
-        for key in ("memory", "reserve_memory"):
-            value = getattr(node, key)
-            if value:
-                try:
-                    parse_memory(value)
-                except ValueError as exc:
-                    raise UsageError(f"{where}: {key} = {value!r}: {exc}") from None
+            if value == "" or (value == 0 and key.startswith("reserve_")):
+                continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # TOML's 2 arrives as 2.0: name it as written
+            try:
+                parse(value)
+            except (ValueError, TypeError) as exc:
+                hint = "" if key.startswith("reserve_") else (
+                    f"; leave {key} out to use what the engine reports")
+                raise UsageError(f"{where}: {key} = {_shown(value)}: {exc}{hint}") from None
         for capacity_key, reserve_key, to_int in (
                 ("cpu", "reserve_cpu", settings.cpu_millis),
                 ("memory", "reserve_memory", settings.memory_bytes)):
             capacity = to_int(getattr(node, capacity_key))
             reserve = to_int(getattr(node, reserve_key))
             if capacity and reserve >= capacity:
-                raise UsageError(f"{where}: {reserve_key} = {getattr(node, reserve_key)!r} is "
-                                 f"not below {capacity_key} = {getattr(node, capacity_key)!r}, "
-                                 "so the node could take no job; lower the reserve")
+                raise UsageError(f"{where}: {reserve_key} = {_shown(getattr(node, reserve_key))} "
+                                 f"is not below {capacity_key} = "
+                                 f"{_shown(getattr(node, capacity_key))}, so the node could "
+                                 "take no job; lower the reserve")
         if node.max_jobs < 0:
             raise UsageError(f"{where}: max_jobs = {node.max_jobs}: expected 0 or more")
         for path_key in ("tls_ca", "tls_cert", "tls_key"):

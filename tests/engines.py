@@ -199,6 +199,22 @@ class Engine:
                                   f"{timeout:.0f}s after SIGKILL")
             time.sleep(0.05)
 
+    def freeze(self) -> None:
+        """Stop dockerd with SIGSTOP: its socket accepts connections, nothing answers.
+
+        The containers go on running, as on a host whose engine hangs.
+        """
+        pid = self.pid()
+        if pid is None:
+            raise EngineError(f"{self.name}: dockerd is not running, so it cannot be frozen")
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen dockerd go on (SIGCONT); nothing happens when it is not frozen."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+
     def stop_cleanly(self, timeout: float = 60) -> None:
         """Stop dockerd with SIGTERM, which also stops its running containers."""
         _run_script("stop-one", self.name, str(self.base_dir), images=self.images,

@@ -107,6 +107,7 @@ def engines() -> Iterator[list[Engine]]:
 def fresh_engines(engines: list[Engine]) -> list[Engine]:
     """The session's engines, each started again if a test stopped it, with no containers."""
     for engine in engines:
+        engine.thaw()  # a test that froze it may have failed before it thawed it
         if not engine.responds():
             engine.start()
         engine.remove_all_containers()

@@ -82,6 +82,14 @@ def test_nodes_and_scheduling_from_toml(tmp_path: Path) -> None:
     ('[[nodes]]\nname = "a"\nhost = "tcp://a:2376"\ntls_ca = "/missing/ca.pem"\n',
      "tls_ca = '/missing/ca.pem': no such file"),
     ('[scheduling]\nbreaker_error_rate = 1.5\n', "breaker_error_rate = 1.5"),
+    ('[[nodes]]\nname = "bad name/x"\nhost = "unix:///a"\n',
+     "name = 'bad name/x': use up to 63 letters"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\ncpu = 0\n',
+     "cpu = 0: expected a CPU amount greater than 0, found 0; leave cpu out"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\nmemory = "0"\n',
+     "memory = '0': expected a memory size greater than 0"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\ncpu = 2\nreserve_cpu = 4\n',
+     "reserve_cpu = 4 is not below cpu = 2,"),
 ])
 def test_invalid_scheduling_settings(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "cicd.toml"

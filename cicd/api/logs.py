@@ -62,6 +62,7 @@ def _log_headers(log: LogSlice) -> dict[str, str]:
         "X-Log-Size": str(log.size),
         "X-Log-Complete": "true" if log.complete else "false",
         "X-Log-Truncated": "true" if log.truncated else "false",
+        "X-Log-Pruned": "true" if log.pruned else "false",
         "Accept-Ranges": "bytes",
         "Cache-Control": "no-store",
     }

@@ -202,6 +202,8 @@ _LOG_HEADERS = {
          {"type": "string", "enum": ["true", "false"]}),
         ("X-Log-Truncated", "true when the middle of the output was dropped.",
          {"type": "string", "enum": ["true", "false"]}),
+        ("X-Log-Pruned", "true when retention removed the run's output: no byte is left.",
+         {"type": "string", "enum": ["true", "false"]}),
     ]
 }
 

@@ -1,8 +1,9 @@
 """Retention: removing the logs and workspaces of old runs; the run records stay.
 
-A finished run loses its step logs (and its git workspace) when it is older than
-``max_age``, when its pipeline has more than ``max_runs_per_pipeline`` newer
-runs, or, oldest first, while all stored logs exceed ``max_total_log_size``.
+A finished run loses its step logs (and its git workspace) when it ended more than
+``max_age`` ago, when it is not among the ``max_runs_per_pipeline`` newest runs of
+its pipeline and tenant, or, oldest first, while all stored logs exceed
+``max_total_log_size``.
 Each removal is recorded as a LogsPruned event naming the policy.
 """
 
@@ -30,7 +31,8 @@ def _thd_candidates(conn: sqlite3.Connection, *, now_ms: int, max_age_ms: int, m
     """Return (run id, tenant, policy) of runs whose logs go, oldest first."""
     chosen: dict[str, tuple[str, str]] = {}
     for run_id, tenant in conn.execute(
-            f"SELECT id, tenant_id FROM runs WHERE {_FINISHED} AND created_at < ? ORDER BY id",
+            f"SELECT id, tenant_id FROM runs WHERE {_FINISHED}"
+            f" AND COALESCE(finished_at, created_at) < ? ORDER BY id",
             (now_ms - max_age_ms,)):
         chosen[run_id] = (tenant, "max_age")
     for run_id, tenant in conn.execute(

@@ -278,6 +278,9 @@ def remote_logs(args: argparse.Namespace, url: str) -> int:
     if step_ref and not selected:
         names = ", ".join(f"{s.index} ({s.name})" for s in jobs[0].steps)
         raise UsageError(f"job {jobs[0].id} has no step {step_ref!r}; its steps are: {names}")
+    from cicd.cli.history import note_pruned
+
+    note_pruned(document)
     out = sys.stdout.buffer
     last = b"\n"
     for job, step in selected:

@@ -158,6 +158,13 @@ def print_document(document: RunDocument) -> None:
                   + (f"  {step.reason}" if step.reason else ""))
 
 
+def note_pruned(document: RunDocument) -> None:
+    """Print to stderr that retention removed the run's output, which explains an empty log."""
+    if document.logs_pruned:
+        print(f"cicd: retention removed the output of run {document.id} (LogsPruned in its "
+              "events); only the run's record is left", file=sys.stderr)
+
+
 def logs_command(args: argparse.Namespace) -> int:
     conn = _open(args)
     try:
@@ -166,6 +173,7 @@ def logs_command(args: argparse.Namespace) -> int:
     except RunNotFound as exc:
         raise UsageError(str(exc)) from None
     out = sys.stdout.buffer
+    note_pruned(document)
     job_ref, _, step_ref = (args.target or "").partition("/")
     if document.state == "pending" and not document.jobs:
         raise UsageError(f"run {run_id} is pending: it has not started, so it has no logs yet")

@@ -22,7 +22,7 @@ def serve_command(args: argparse.Namespace) -> int:
         "runs.executor": args.executor,
     }
     settings = load_settings(args.config, overrides=overrides)
-    server = Server(settings)
+    server = Server(settings, exit_on_storage_error=True)
     try:
         trio.run(server.run)
     except BaseExceptionGroup as group:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import trio
@@ -18,6 +19,8 @@ from cicd.execution.step import StepOutcome, deadline_after, run_step
 from cicd.orchestration.states import State
 from cicd.pipeline import Job, Pipeline
 from cicd.workers.base import JobWorker, StepSpec
+
+T = TypeVar("T")
 
 logger = logging.getLogger("cicd.execution")
 
@@ -39,6 +42,9 @@ class JobContext(msgspec.Struct, kw_only=True):
     # node_lost(node) tells, after an engine error, whether the node stopped responding.
     # The job then ends failed with reason node_lost.
     node_lost: Callable[[str], Awaitable[bool]] | None = None
+    # lost_signal(node) returns an event set once the node is marked lost: a step
+    # running there ends at once, failed, instead of waiting for an engine that is stuck.
+    lost_signal: Callable[[str], trio.Event | None] | None = None
 
 
 class ResumePoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,11 +114,16 @@ async def run_job(
         await emit(ev.JobStarted(**base, node=node))
         try:
             with trio.move_on_at(job_deadline) as prepare_scope:
-                await worker.prepare()
+                prepared, _ = await _unless_lost(ctx, node, worker.prepare)
         except ProviderError as exc:
             reason = await _lost_or(ctx, node, _reason_of(exc))
             return await _fail_before_steps(ctx, job, emit, base, State.FAILED,
                                             reason, str(exc), printer)
+        if not prepare_scope.cancelled_caught and not prepared:
+            reason = await _lost_or(ctx, node, "engine_unavailable")
+            return await _fail_before_steps(ctx, job, emit, base, State.FAILED, reason,
+                                            _lost_message(node, "the job was prepared"),
+                                            printer)
         if prepare_scope.cancelled_caught:
             return await _fail_before_steps(ctx, job, emit, base, State.TIMED_OUT, "timeout",
                                             "the job's timeout expired while preparing it", printer)
@@ -173,11 +184,16 @@ async def _step_loop(ctx: JobContext, job: Job, worker: JobWorker, *, ahead: tri
                                       worker=worker.id), durable=True)
         ahead.start_soon(_work_ahead_quietly, worker, specs[step.index:])
         try:
-            outcome = await run_step(
-                worker, spec, sink=sink, step_deadline=deadline_after(step.timeout),
+            finished, outcome = await _unless_lost(ctx, node, functools.partial(
+                run_step, worker, spec, sink=sink, step_deadline=deadline_after(step.timeout),
                 job_deadline=job_deadline, grace=ctx.grace, stop=stop,
                 attach_to=None if attach_to is None else (
-                    attach_to.container_id, attach_to.log_size))
+                    attach_to.container_id, attach_to.log_size)))
+            if not finished or outcome is None:
+                # An engine reason, so _lost_or turns the job's reason into node_lost.
+                outcome = StepOutcome(state=State.FAILED, exit_code=None,
+                                      reason="engine_unavailable",
+                                      message=_lost_message(node, "the step ran"))
         except CicdError as exc:
             outcome = StepOutcome(state=State.FAILED, exit_code=None, reason=_reason_of(exc),
                                   message=str(exc))
@@ -227,6 +243,32 @@ async def _fail_before_steps(ctx: JobContext, job: Job, emit: Emit, base: dict[s
     await emit(ev.JobFailed(**base, state=state.value, reason=reason, message=message,
                             allowed=job.allow_failure))
     return JobResult(job_id=job.id, state=state, reason=reason)
+
+
+async def _unless_lost(ctx: JobContext, node: str,
+                       run: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+    """Return (True, ``run()``'s result), or (False, None) after cancelling ``run()``
+    once the node is marked lost."""
+    gone = ctx.lost_signal(node) if ctx.lost_signal is not None else None
+    if gone is None:
+        return True, await run()
+    if gone.is_set():
+        return False, None
+    result: tuple[bool, T | None] = (False, None)
+    with single_error():
+        async with trio.open_nursery() as nursery:
+            async def watch() -> None:
+                await gone.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            result = (True, await run())
+            nursery.cancel_scope.cancel()
+    return result
+
+
+def _lost_message(node: str, what: str) -> str:
+    return f"node {node} stopped responding while {what}"
 
 
 async def _work_ahead_quietly(worker: JobWorker, upcoming: list[StepSpec]) -> None:

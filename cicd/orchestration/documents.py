@@ -62,6 +62,8 @@ class RunDocument(msgspec.Struct, kw_only=True):
     started_at: str | None = None
     finished_at: str | None = None
     duration_ms: int | None = None
+    # Retention removed the run's step output: its log routes answer with no bytes.
+    logs_pruned: bool = False
     jobs: list[JobDocument] = []
 
 
@@ -155,6 +157,7 @@ class LogSlice(msgspec.Struct, kw_only=True):
     size: int  # bytes the step has written so far (truncated bytes included)
     complete: bool  # the step has ended: ``size`` is final
     truncated: bool = False  # the middle of the output was dropped to keep the step's limit
+    pruned: bool = False  # retention removed the stored output: no byte is left
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):

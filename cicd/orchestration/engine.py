@@ -81,6 +81,12 @@ class RunResume(msgspec.Struct, kw_only=True):
     nodes: dict[str, str] = {}  # reattached job -> the node it runs on
     attempts: dict[str, int] = {}  # reattached job -> its attempt number, when above 1
     lost: dict[str, int]  # running jobs without a live container: job -> running step (0: none)
+    # Running jobs on a node that did not respond at the restart: job -> (node, running
+    # step, attempt). Their containers may still run there, so they end node_lost.
+    node_lost: dict[str, tuple[str, int, int]] = {}
+    # Jobs whose next attempt waits until a lost node is fenced: job -> (node, attempt,
+    # whether JobRetried is in the log already).
+    lost_retries: dict[str, tuple[str, int, bool]] = {}
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -154,7 +160,8 @@ class RunEngine:
         cluster = self.cluster or single_node_cluster(self.provider, max_jobs=request.parallel)
         ctx = JobContext(run_id=run_id, pipeline=pipeline, pipeline_name=name,
                          tenant_id=request.tenant_id, grace=request.grace,
-                         log_limit=self.log_limit, node_lost=cluster.confirm_lost)
+                         log_limit=self.log_limit, node_lost=cluster.confirm_lost,
+                         lost_signal=cluster.lost_signal)
         source = SourceArchive(request.source_dir)
         plan = RunPlan(pipeline, only=request.only_jobs)
         self._plan = plan
@@ -217,20 +224,24 @@ class RunEngine:
                 allowed=pipeline.jobs[job_id].allow_failure))
             return JobResult(job_id=job_id, state=State.FAILED, reason="unschedulable")
 
-        async def before_retry(job_id: str, node_name: str, attempt: int) -> JobResult | None:
+        async def before_retry(job_id: str, node_name: str, attempt: int,
+                               recorded: bool = False) -> JobResult | None:
             # The new attempt is recorded now (the job is pending again), but it is placed
             # only once the lost one cannot be running: see Cluster.wait_lost_or_fenced.
+            # ``recorded``: a previous server process recorded it and waited already.
             job = pipeline.jobs[job_id]
             stop = self.job_stops[job_id]
-            for step in job.steps:
-                await self.store.append_log(DropLogChunks(run_id, job_id, step.index, 0, 2**62))
-            await self._emit(ev.JobRetried(**base, job=job_id, attempt=attempt,
-                                           reason="node_lost", previous_node=node_name))
             limit = self.node_lost_after if self.node_lost_after is not None else job.timeout
-            await self._emit(ev.AssignmentRejected(
-                **base, job=job_id, reason="node_lost",
-                message=f"waiting for node {node_name} to come back and remove the lost "
-                        f"attempt's containers (at most {limit:g}s)"))
+            if not recorded:
+                for step in job.steps:
+                    await self.store.append_log(
+                        DropLogChunks(run_id, job_id, step.index, 0, 2**62))
+                await self._emit(ev.JobRetried(**base, job=job_id, attempt=attempt,
+                                               reason="node_lost", previous_node=node_name))
+                await self._emit(ev.AssignmentRejected(
+                    **base, job=job_id, reason="node_lost",
+                    message=f"waiting for node {node_name} to come back and remove the lost "
+                            f"attempt's containers (at most {limit:g}s)"))
             fenced = await cluster.wait_lost_or_fenced(node_name, limit,
                                                        stopped=lambda: stop.requested)
             if stop.requested:
@@ -257,6 +268,7 @@ class RunEngine:
                                 never_fits=never_fits, before_retry=before_retry,
                                 on_assigned=self.on_assigned,
                                 assigned_before=dict(resume.nodes) if resume else {},
+                                lost_before=dict(resume.lost_retries) if resume else {},
                                 stop_for=self.job_stops.__getitem__, withdrawn=withdrawn)
         dispatcher.closed = self.no_new_jobs
         self.dispatcher = dispatcher
@@ -306,7 +318,8 @@ class RunEngine:
 
     def _first_jobs(self, plan: RunPlan, resume: RunResume | None) -> list[str]:
         # Jobs to take over go first, so they hold their nodes before new jobs queue.
-        first = [] if resume is None else plan.take_released(list(resume.reattach))
+        first = [] if resume is None else plan.take_released(
+            [*resume.reattach, *resume.lost_retries])
         return first + plan.take_ready()
 
     async def _apply_resume(self, plan: RunPlan, resume: RunResume,
@@ -320,19 +333,39 @@ class RunEngine:
         for job_id, running_step in resume.lost.items():
             job = pipeline.jobs[job_id]
             message = "the server restarted and the job's container was gone"
-            for step in job.steps:
-                if step.index == running_step:
-                    await self._emit(ev.StepFailed(**self._base, job=job_id, step=step.index,
-                                                   step_name=step.display_name,
-                                                   reason="server_restarted", message=message))
-                elif step.index > running_step:
-                    await self._emit(ev.StepSkipped(**self._base, job=job_id, step=step.index,
-                                                    step_name=step.display_name,
-                                                    reason="server_restarted"))
+            await self._fail_steps(job_id, running_step, "server_restarted", message)
             await self._emit(ev.JobFailed(**self._base, job=job_id, reason="server_restarted",
                                           message=message, allowed=job.allow_failure))
             plan.mark_released(job_id)
             await self._finish(plan, job_id, State.FAILED)
+        for job_id, (node_name, running_step, attempt) in resume.node_lost.items():
+            job = pipeline.jobs[job_id]
+            message = (f"node {node_name} did not respond when the server restarted, so the "
+                       f"job's container may still run there")
+            await self._fail_steps(job_id, running_step, "node_lost", message)
+            await self._emit(ev.JobFailed(**self._base, job=job_id, reason="node_lost",
+                                          message=message, allowed=job.allow_failure))
+            if "node_lost" in job.retry.when and attempt <= job.retry.max:
+                logger.warning("job %s of run %s lost its node %s in the restart; attempt %d "
+                               "of %d follows", job_id, self._base["run_id"], node_name,
+                               attempt + 1, job.retry.max + 1)
+                resume.lost_retries[job_id] = (node_name, attempt + 1, False)
+                continue
+            plan.mark_released(job_id)
+            await self._finish(plan, job_id, State.FAILED)
+
+    async def _fail_steps(self, job_id: str, running_step: int, reason: str,
+                          message: str) -> None:
+        """Fail the step that ran at the restart and skip the ones after it."""
+        assert self._plan is not None
+        for step in self._plan.pipeline.jobs[job_id].steps:
+            if step.index == running_step:
+                await self._emit(ev.StepFailed(**self._base, job=job_id, step=step.index,
+                                               step_name=step.display_name, reason=reason,
+                                               message=message))
+            elif step.index > running_step:
+                await self._emit(ev.StepSkipped(**self._base, job=job_id, step=step.index,
+                                                step_name=step.display_name, reason=reason))
 
     async def _finish(self, plan: RunPlan, job_id: str, state: State) -> None:
         for skipped in plan.finish(job_id, state):

@@ -538,10 +538,11 @@ class RunService:
         index = await self._step_index(run_id, job_id, step)
 
         def read(conn):  # type: ignore[no-untyped-def]
-            size, complete, truncated, _state = queries.step_log_state(conn, run_id, job_id, index)
+            size, complete, truncated, _state, pruned = queries.step_log_state(
+                conn, run_id, job_id, index)
             data, start = queries.read_step_log(conn, run_id, job_id, index, offset, limit)
             return LogSlice(data=data, offset=start, size=size, complete=complete,
-                            truncated=truncated > 0)
+                            truncated=truncated > 0, pruned=pruned)
 
         return await self.readers.run(read)
 

@@ -151,6 +151,7 @@ class ClusterNode:
         self.responded = responded
         self.message = ""
         self.returned = trio.Event()  # set each time it takes work again after a loss
+        self.gone = trio.Event()  # set when it is marked lost; a new one once it is back
 
     @property
     def max_jobs(self) -> int:
@@ -161,13 +162,15 @@ class ClusterNode:
     @property
     def takes_work(self) -> bool:
         return not self.cordoned and not self.draining and not self.fencing \
-            and self.breaker.state == Breaker.CLOSED and self.capacity_known and self.responded
+            and self.lost_since is None and self.breaker.state == Breaker.CLOSED \
+            and self.capacity_known and self.responded
 
     @property
     def state(self) -> str:
         if self.fencing:
             return "fencing"
-        if self.breaker.state != Breaker.CLOSED or not self.capacity_known or not self.responded:
+        if self.breaker.state != Breaker.CLOSED or not self.capacity_known \
+                or not self.responded or self.lost_since is not None:
             return "unavailable"
         if self.draining:
             return "draining" if self.allocations else "drained"
@@ -201,7 +204,8 @@ class ClusterNode:
             reserved_memory_bytes=min(self.reserved_memory_bytes, self.memory_bytes),
             allocated_cpu_millis=cpu, allocated_memory_bytes=memory, labels=self.labels,
             cordoned=self.cordoned or self.draining or self.fencing,
-            breaker_open=self.breaker.state != Breaker.CLOSED or not self.responded,
+            breaker_open=self.breaker.state != Breaker.CLOSED or not self.responded
+            or self.lost_since is not None,
         )
 
 
@@ -241,6 +245,7 @@ class Cluster:
         self._tenants: dict[str, str] = {}  # "run/job" -> tenant of placed jobs
         self.events: list[ev.Event] = []  # to append to the log; see flush_events
         self.events_ready = trio.Event()
+        self._flushing = trio.Lock()
         self.passes = 0
 
     # --- jobs -------------------------------------------------------------------------
@@ -391,9 +396,30 @@ class Cluster:
             node.lost_since = trio.current_time()
             node.returned = trio.Event()
             logger.error("node %s is lost: %s", node.name, node.message or "it does not respond")
+        node.gone.set()  # the steps running there end now: see lost_signal
+        node.provider.abandon_calls()
         if node.breaker.state == Breaker.CLOSED:
             node.breaker.trip()
         self.node_changed(node.name)
+
+    def mark_unfenced(self, name: str) -> None:
+        """Mark node ``name`` as needing fencing before it takes work, after a restart.
+
+        A job of the previous server process may still run there (its node did not
+        respond at the restart, or a retry waited for the node's fencing). The node
+        counts as lost: its next successful probe fences it. Unlike
+        :meth:`mark_lost` this does not trip the breaker, so a node that responds is
+        fenced at its next probe, and jobs taken over there go on.
+        """
+        node = self.nodes.get(name)
+        if node is None or node.lost_since is not None:
+            return
+        node.lost_since = trio.current_time()
+        node.returned = trio.Event()
+        node.message = "a job of the previous server process may still run here"
+        logger.warning("node %s: fencing it before it takes work, because %s", name,
+                       node.message)
+        self.node_changed(name)
 
     def mark_returned(self, node: ClusterNode) -> None:
         """Mark the node back: it responds again, its stale objects are gone, it takes work."""
@@ -401,9 +427,19 @@ class Cluster:
         node.fencing = False
         node.message = ""
         node.breaker.reset()
+        node.gone = trio.Event()
         node.returned.set()
         logger.info("node %s is back and takes work again", node.name)
         self.node_changed(node.name)
+
+    def lost_signal(self, name: str) -> trio.Event | None:
+        """Return the event set when node ``name`` is marked lost (None: no such node).
+
+        A step that runs there waits on it, so it ends when the node stops responding,
+        even while the engine accepts connections and never responds.
+        """
+        node = self.nodes.get(name)
+        return None if node is None else node.gone
 
     async def wait_lost_or_fenced(self, name: str, limit: float,
                                   stopped: Callable[[], bool] = lambda: False) -> bool:
@@ -539,8 +575,12 @@ class Cluster:
         return events
 
     async def flush_events(self, append: Callable[[ev.Event], Awaitable[object]]) -> None:
-        for event in self.take_events():
-            await append(event)
+        """Append the events recorded so far, after those another flush has taken."""
+        # The lock keeps the order: a caller that flushes before its own events (a job
+        # that never fits, before its JobFailed) waits for a flush under way elsewhere.
+        async with self._flushing:
+            for event in self.take_events():
+                await append(event)
 
     async def record_events(self, append: Callable[[ev.Event], Awaitable[object]]) -> None:
         """Append what the cluster records (offers, rejections, capacity) as it happens."""

@@ -31,9 +31,10 @@ class Dispatcher:
                  start_job: StartJob,
                  request_for: Callable[[str], tuple[JobRequest, str]],
                  never_fits: Callable[[str, NeverFits], Awaitable[object]],
-                 before_retry: Callable[[str, str, int], Awaitable[object | None]],
+                 before_retry: Callable[[str, str, int, bool], Awaitable[object | None]],
                  on_assigned: Callable[[float, str], None] | None = None,
                  assigned_before: dict[str, str] | None = None,
+                 lost_before: dict[str, tuple[str, int, bool]] | None = None,
                  stop_for: Callable[[str], StopRequest] | None = None,
                  withdrawn: Callable[[str, str], Awaitable[object]] | None = None) -> None:
         self.cluster = cluster
@@ -43,13 +44,18 @@ class Dispatcher:
         self.start_job = start_job
         self.request_for = request_for  # job -> (its request, its pool)
         self.never_fits = never_fits  # ends a job that fits no node; returns its result
-        # before_retry(job, lost node, next attempt) records the retry and waits until the
-        # lost attempt can no longer run. It returns the job's result when the job ends instead.
+        # before_retry(job, lost node, next attempt, recorded) records the retry (unless
+        # ``recorded``: a previous server process did) and waits until the lost attempt
+        # can no longer run. It returns the job's result when the job ends instead.
         self.before_retry = before_retry
         self.on_assigned = on_assigned  # (milliseconds from runnable to assigned, node)
         # Jobs a previous server process assigned, taken over after a restart, with their
         # node: they hold their place there again, without a second AssignmentCreated.
         self.assigned_before = assigned_before or {}
+        # Jobs taken over after a restart whose last attempt was lost with its node:
+        # job -> (node, next attempt, whether the retry is recorded). They wait for the
+        # node's fencing before they are placed.
+        self.lost_before = lost_before or {}
         self.runnable_at: dict[str, float] = {}  # trio clock time each job was received
         # A job stopped while it waits for a node leaves the queue at once:
         # withdrawn(job, reason) records its end and returns its result.
@@ -70,12 +76,18 @@ class Dispatcher:
         async with finished:
             key = f"{self.run_id}/{job_id}"
             attempt = 1
+            lost = self.lost_before.pop(job_id, None)
             if job_id in self.assigned_before:
                 request, _pool = self.request_for(job_id)
                 node = self.assigned_before[job_id]
                 self.cluster.adopt(request, node)
             else:
-                placed = await self._place(job_id)
+                placed: str | object = None
+                if lost is not None:
+                    lost_node, attempt, recorded = lost
+                    placed = await self.before_retry(job_id, lost_node, attempt, recorded)
+                if placed is None:
+                    placed = await self._place(job_id)
                 if not isinstance(placed, str):
                     await finished.send(placed)
                     return
@@ -88,7 +100,7 @@ class Dispatcher:
                 if not getattr(result, "retry", False):
                     break
                 attempt += 1
-                ended = await self.before_retry(job_id, node, attempt)
+                ended = await self.before_retry(job_id, node, attempt, False)
                 if ended is not None:
                     result = ended
                     break

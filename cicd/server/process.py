@@ -21,8 +21,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import os
 import signal
 import sqlite3
+import sys
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import IO, Protocol, TypeVarTuple
@@ -31,7 +33,7 @@ import trio
 
 from cicd.artifacts.retention import apply_retention
 from cicd.config import Settings
-from cicd.errors import CicdError, UsageError
+from cicd.errors import CicdError, StorageError, UsageError
 from cicd.events import model as ev
 from cicd.orchestration.service import RunService
 from cicd.pipeline import parse_memory
@@ -72,8 +74,11 @@ class _StartableWith(Protocol[*_Args]):
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, exit_on_storage_error: bool = False) -> None:
         self.settings = settings
+        # `cicd serve` ends the process at once when the database fails: see _write_or_exit.
+        self.exit_on_storage_error = exit_on_storage_error
+        self._store_open = False
         self.db_path = Path(settings.storage.db) if settings.storage.db else default_db_path()
         self.store = EventStore(self.db_path)
         self.readers = ReaderPool(self.db_path)
@@ -84,6 +89,27 @@ class Server:
         self.port: int | None = None
         self._stop_http = trio.Event()
         self._http_done = trio.Event()
+
+    async def _write_or_exit(self, *,
+                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                             ) -> None:
+        """Run the store's writer. When a write fails, a `cicd serve` process ends at once.
+
+        It must not go on: it would run jobs whose events it cannot record. Nor may it
+        unwind as on a shutdown, which stops and removes the running containers. Ended
+        at once, like a crash, it leaves them running, and the next start takes them
+        over once the database can be written again.
+        """
+        try:
+            await self.store.run(task_status=task_status)
+        except StorageError as exc:
+            if not self.exit_on_storage_error or not self._store_open:
+                raise  # opening failed, so nothing runs yet: the usual error path reports it
+            logger.critical("stopping at once, leaving running containers for the next "
+                            "start: %s", exc)
+            print(f"cicd: error: {exc}", file=sys.stderr, flush=True)
+            logging.shutdown()
+            os._exit(1)
 
     async def run(self, *, install_signal_handlers: bool = True,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -98,7 +124,8 @@ class Server:
         self._second_signal = trio.Event()
         try:
             async with trio.open_nursery() as root:
-                await root.start(self.store.run)
+                await root.start(self._write_or_exit)
+                self._store_open = True
                 async with trio.open_nursery() as background:
                     subscriber = Subscriber("telemetry.metrics", self._observe)
                     self.service.subscribers[subscriber.name] = subscriber

@@ -144,8 +144,13 @@ def lock_for_server(path: str | os.PathLike[str]) -> IO[bytes] | None:
     tables while it writes them.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = open(f"{path}.server-lock", "wb")  # noqa: SIM115 - the caller holds it
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(f"{path}.server-lock", "wb")  # noqa: SIM115 - the caller holds it
+    except OSError as exc:
+        raise StorageError(f"cannot create the lock file {path}.server-lock beside the "
+                           f"database: {exc.strerror or exc}; the database's directory "
+                           f"must be writable") from exc
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -162,6 +162,8 @@ def _assignment_created(conn: sqlite3.Connection, event_id: int, e: ev.Event) ->
 
 def _assignment_rejected(conn: sqlite3.Connection, event_id: int, e: ev.Event) -> bool:
     assert isinstance(e, ev.AssignmentRejected)
+    if e.final:
+        return True  # the job never fits: it fails (JobFailed), it does not wait
     conn.execute(
         "UPDATE jobs SET wait_reason = ?, wait_message = ?"
         " WHERE run_id = ? AND job_id = ? AND state = 'pending'",

@@ -93,6 +93,7 @@ def run_document(conn: sqlite3.Connection, run_id: str) -> RunDocument:
         trigger=run["trigger"], created_at=iso_time(run["created_at"]),
         started_at=iso_time(run["started_at"]), finished_at=iso_time(run["finished_at"]),
         duration_ms=_duration(run["started_at"], run["finished_at"]), jobs=jobs,
+        logs_pruned=bool(dict(run).get("logs_pruned", 0)),
     )
 
 
@@ -203,18 +204,21 @@ def read_step_log(conn: sqlite3.Connection, run_id: str, job_id: str, step: int,
 
 
 def step_log_state(conn: sqlite3.Connection, run_id: str, job_id: str,
-                   step: int) -> tuple[int, bool, int, str]:
-    """Return (bytes written, whether the step ended, bytes truncated, step state)."""
+                   step: int) -> tuple[int, bool, int, str, bool]:
+    """Return (bytes written, whether the step ended, bytes truncated, step state, whether
+    retention removed the run's output)."""
     row = conn.execute(
-        "SELECT state, truncated_bytes FROM steps WHERE run_id = ? AND job_id = ? AND step = ?",
+        "SELECT s.state, s.truncated_bytes, s.log_size, r.logs_pruned FROM steps s"
+        " JOIN runs r ON r.id = s.run_id WHERE s.run_id = ? AND s.job_id = ? AND s.step = ?",
         (run_id, job_id, step)).fetchone()
     end = conn.execute(
         "SELECT MAX(byte_offset + length(data)) FROM step_logs WHERE run_id = ? AND job_id = ?"
         " AND step = ?", (run_id, job_id, step)).fetchone()
-    size = int(end[0] or 0)
+    # A step that ended records its size, which stays after retention removed the bytes.
+    size = max(int(end[0] or 0), int(row[2] or 0) if row else 0)
     state = str(row[0]) if row else "missing"
     complete = state not in ("pending", "running", "missing")
-    return size, complete, int(row[1]) if row else 0, state
+    return size, complete, int(row[1]) if row else 0, state, bool(row and row[3])
 
 
 # id, name, version, run_id, job_id, step_id, worker_id, correlation_id, tenant_id, ts and

@@ -136,6 +136,13 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:
         """Release connections held by the provider."""
 
+    def abandon_calls(self) -> None:
+        """Give up the calls now waiting for the provider, which stopped responding.
+
+        They raise at once instead of waiting for their own timeouts. A provider whose
+        calls cannot hang has nothing to give up.
+        """
+
 
 class SourceArchive:
     """The directory being built, copied for each job and never written to.

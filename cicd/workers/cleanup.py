@@ -14,12 +14,15 @@ logger = logging.getLogger("cicd.workers")
 
 
 async def remove_run_objects(provider: DockerProvider, run_id: str) -> int:
-    """Remove every container and volume labelled with ``run_id``; return the count.
+    """Remove the containers and volumes of ``run_id`` that the provider's owner created;
+    return the count.
 
-    cicd creates no networks, so none are looked for: each list call costs the engine
-    and the server's Python alike, and this runs after every run on every node.
+    Another owner's objects of the same run stay: a server started on a copy of this
+    server's database knows the same run ids. cicd creates no networks, so none are
+    looked for: each list call costs the engine and the server's Python alike, and
+    this runs after every run on every node.
     """
-    return await _remove_matching(provider, [f"{RUN}={run_id}"])
+    return await _remove_matching(provider, [f"{RUN}={run_id}", f"{OWNER}={provider.owner}"])
 
 
 async def remove_orphans(provider: DockerProvider) -> int:

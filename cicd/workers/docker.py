@@ -200,6 +200,7 @@ class DockerProvider(Provider):
         # The nursery in which workers remove their objects after close() has returned,
         # set by `cicd run`. With None, close() removes them before it returns.
         self.background_removals: trio.Nursery | None = None
+        self._waiting_calls: set[trio.CancelScope] = set()  # see _call_to_the_end
 
     @property
     def _hint(self) -> str:
@@ -235,15 +236,34 @@ class DockerProvider(Provider):
         at once and the thread's result is dropped. Without it, the caller waits for the
         call, up to docker-py's own timeout (120 s)."""
         try:
-            return await trio.to_thread.run_sync(
-                fn, limiter=self.api_limiter, abandon_on_cancel=abandon_on_cancel
-            )
+            if not abandon_on_cancel:
+                return await self._call_to_the_end(fn)
+            return await trio.to_thread.run_sync(fn, limiter=self.api_limiter,
+                                                 abandon_on_cancel=True)
         except docker.errors.DockerException as exc:
             raise self._translate(exc) from exc
         except requests.exceptions.RequestException as exc:
             raise EngineUnavailable(
                 f"the Docker engine at {self.base_url} does not respond ({exc}); {self._hint}"
             ) from exc
+
+    async def _call_to_the_end(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a thread and wait for it even when the caller is cancelled, so
+        an object it creates is never lost track of. Only :meth:`abandon_calls` gives it
+        up, when the engine stopped responding; the caller then gets EngineUnavailable."""
+        with trio.CancelScope(shield=True) as scope:
+            self._waiting_calls.add(scope)
+            try:
+                return await trio.to_thread.run_sync(fn, limiter=self.api_limiter,
+                                                     abandon_on_cancel=True)
+            finally:
+                self._waiting_calls.discard(scope)
+        raise EngineUnavailable(f"the Docker engine at {self.base_url} stopped responding, "
+                                f"so a call to it was given up; {self._hint}")
+
+    def abandon_calls(self) -> None:
+        for scope in list(self._waiting_calls):
+            scope.cancel()
 
     def _translate(self, exc: docker.errors.DockerException) -> ProviderError:
         if isinstance(exc, docker.errors.APIError):

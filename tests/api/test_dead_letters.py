@@ -136,3 +136,15 @@ async def test_cli_replay_prints_message(
     status = await trio.to_thread.run_sync(dead_letters_command, args)
     assert status == 0
     assert capsys.readouterr().out == "dead letter 1 replayed\n"
+
+
+async def test_cli_lists_dead_letters_of_a_server(api: RunningApi,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    api.service.add_dead_letter(7, event_name="JobStarted")
+    args = argparse.Namespace(replay=None, server=f"http://{HOST}:{api.port}", db=None)
+    status = await trio.to_thread.run_sync(dead_letters_command, args)
+    assert status == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["ID", "SUBSCRIBER", "EVENT"]
+    assert row.split()[:6] == ["1", "telemetry.metrics", "7", "JobStarted", "5", "2023-11-14"]
+    assert row.endswith("no       RuntimeError: exporter is down")

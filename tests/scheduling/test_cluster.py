@@ -271,3 +271,28 @@ async def test_per_tenant_jobs_limit_waits() -> None:
         assert cluster.waiting["r/2"].reason == "tenant_limit"
         cluster.release("r/1")
     assert cluster.placed["r/2"] == "a"
+
+
+async def test_flush_waits_for_a_flush_under_way() -> None:
+    """A job that never fits flushes the cluster's events before its JobFailed. If the
+    background recorder took them first, the flush waits until they are appended, so
+    the log keeps OfferCreated and AssignmentRejected before the failure."""
+    cluster = Cluster([node("a", cpu=1000)])
+    log: list[str] = []
+
+    async def slow_append(event: ev.Event) -> None:
+        await trio.sleep(0.05)
+        log.append(event.name)
+
+    async def quick_append(event: ev.Event) -> None:
+        log.append(event.name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cluster.record_events, slow_append)
+        with pytest.raises(NeverFits):
+            await cluster.acquire(job("r/big", cpu=8000), run_id="r")
+        await trio.sleep(0.01)  # the recorder takes the events and starts appending
+        await cluster.flush_events(quick_append)
+        log.append("JobFailed")
+        nursery.cancel_scope.cancel()
+    assert log == ["OfferCreated", "AssignmentRejected", "JobFailed"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +23,7 @@ from cicd.config import load_settings
 from cicd.server.process import Server
 from tests.conftest import BUSYBOX
 from tests.engines import Engine
-from tests.server.conftest import wait_for_state
+from tests.server.conftest import ServerProcess, wait_for_state
 
 pytest_plugins = ["tests.engines_plugin"]
 
@@ -247,6 +248,156 @@ async def test_lost_node_retry_after_window(
         document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 60)
         assert document["state"] == "succeeded"
         assert document["jobs"][0]["node"] == first.name
+
+
+async def _jobs_of(cluster: Cluster, run_id: str) -> dict[str, dict[str, Any]]:
+    return {job["id"]: job for job in (await cluster.api.get(f"/runs/{run_id}")).json()["jobs"]}
+
+
+def _leftovers(engine: Engine) -> list[str]:
+    client = engine.client()
+    try:
+        names = [c.name for c in client.containers.list(all=True)]
+    finally:
+        client.close()
+    return [name for name in names if name.endswith(("-moves-1", "-stays-1"))]
+
+
+async def test_frozen_node_ends_its_jobs(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    """An engine that accepts connections and never answers (SIGSTOP): its jobs end
+    node_lost once the probes give up on it, without waiting for the engine."""
+    first, _second, _third = fresh_engines
+    async with _serve(_settings(tmp_path, fresh_engines, "fifo")) as cluster:
+        run_id = await cluster.submit(LOST_NODE_PIPELINE, source)
+        with trio.fail_after(60):
+            while not all(job["steps"][0]["state"] == "running"
+                          for job in (await _jobs_of(cluster, run_id)).values()):
+                await trio.sleep(0.1)
+        first.freeze()
+        try:
+            # A probe gives up after 10 s; the steps there end at once after that.
+            with trio.fail_after(40):
+                while (jobs := await _jobs_of(cluster, run_id))["stays"]["state"] != "failed":
+                    await trio.sleep(0.2)
+            assert jobs["stays"]["reason"] == "node_lost"
+            assert jobs["moves"]["state"] in ("failed", "pending")
+            assert (await cluster.nodes())[first.name]["state"] == "unavailable"
+        finally:
+            first.thaw()
+        document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 90)
+        jobs = {job["id"]: job for job in document["jobs"]}
+        assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
+        assert jobs["moves"]["attempt"] == 2
+        await _retried_once_from(cluster, first.name)
+        assert _leftovers(first) == []
+
+
+def _config_file(tmp_path: Path, engines: list[Engine]) -> Path:
+    """The configuration of _settings, as a file for ``cicd serve --config``."""
+    lines = ['[scheduling]', 'policy = "fifo"', 'probe_interval = "200ms"',
+             'breaker_min_calls = 1', 'breaker_open_for = "1s"', '']
+    for i, engine in enumerate(engines):
+        labels = ", ".join(f'{key} = "{value}"' for key, value in LABELS[i].items())
+        lines += ['[[nodes]]', f'name = "{engine.name}"', f'host = "{engine.base_url}"',
+                  f'labels = {{ {labels} }}', 'cpu = "2"', 'memory = "4G"',
+                  'reserve_cpu = "250m"', 'max_jobs = 4', '']
+    path = tmp_path / "cicd.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _get(url: str, path: str, **params: Any) -> Any:
+    return httpx.get(f"{url}/api/v1{path}", params=params, timeout=30).json()
+
+
+def _until(url: str, run_id: str, done: Any, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        document = _get(url, f"/runs/{run_id}")
+        if done(document):
+            return dict(document)
+        assert time.monotonic() < deadline, document
+        time.sleep(0.2)
+
+
+def _states(document: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {job["id"]: (job["state"], job.get("wait_reason") or job.get("reason") or "")
+            for job in document["jobs"]}
+
+
+def _assignments(url: str, job: str) -> list[str]:
+    events = _get(url, "/events", limit=1000)["items"]
+    return [e["data"]["node"] for e in events
+            if e["name"] == "AssignmentCreated" and e["data"]["job"] == job]
+
+
+def _submit_and_run(url: str, source: Path) -> str:
+    response = httpx.post(f"{url}/api/v1/runs", timeout=30, json={
+        "source": {"dir": str(source)}, "pipeline_yaml": LOST_NODE_PIPELINE})
+    assert response.status_code == 201, response.text
+    run_id = str(response.json()["id"])
+    _until(url, run_id, lambda d: len(d["jobs"]) == 3
+           and all(job["steps"][0]["state"] == "running" for job in d["jobs"]))
+    return run_id
+
+
+def test_restart_keeps_a_retry_waiting_for_its_node(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    """A crash while a retry waits for its lost node: the restarted server waits too."""
+    first, _second, _third = fresh_engines
+    server = ServerProcess(tmp_path / "server.db", tmp_path / "server.log",
+                           "--config", str(_config_file(tmp_path, fresh_engines)))
+    try:
+        server.start()
+        run_id = _submit_and_run(server.url, source)
+        first.stop()
+        _until(server.url, run_id, lambda d: _states(d)["moves"] == ("pending", "node_lost"))
+        server.kill()
+        server.start()
+        time.sleep(3)  # fifteen probe intervals: time enough to place the job by mistake
+        document = _get(server.url, f"/runs/{run_id}")
+        assert _states(document)["moves"] == ("pending", "node_lost"), document
+        assert _assignments(server.url, "moves") == [first.name]
+        first.start()
+        document = _until(server.url, run_id, lambda d: d["state"] in ("succeeded", "failed"),
+                          timeout=90)
+        jobs = {job["id"]: job for job in document["jobs"]}
+        assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
+        assert jobs["moves"]["attempt"] == 2
+        assert _leftovers(first) == []
+    finally:
+        server.kill()
+
+
+def test_restart_with_its_node_down_ends_jobs_node_lost(
+        tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
+    """The server and a node go down together: the jobs there may still run, so they
+    end node_lost (not server_restarted) and retry once the node is fenced."""
+    first, _second, _third = fresh_engines
+    server = ServerProcess(tmp_path / "server.db", tmp_path / "server.log",
+                           "--config", str(_config_file(tmp_path, fresh_engines)))
+    try:
+        server.start()
+        run_id = _submit_and_run(server.url, source)
+        server.kill()
+        first.stop()
+        server.start()
+        document = _until(server.url, run_id, lambda d: _states(d)["stays"][0] == "failed")
+        stays = {job["id"]: job for job in document["jobs"]}["stays"]
+        assert stays["reason"] == "node_lost"
+        assert f"node {first.name} did not respond" in stays["message"]
+        _until(server.url, run_id, lambda d: _states(d)["moves"] == ("pending", "node_lost"))
+        first.start()
+        document = _until(server.url, run_id, lambda d: d["state"] in ("succeeded", "failed"),
+                          timeout=90)
+        jobs = {job["id"]: job for job in document["jobs"]}
+        assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
+        assert jobs["moves"]["attempt"] == 2
+        assert jobs["elsewhere"]["state"] == "succeeded", jobs["elsewhere"]
+        assert _leftovers(first) == []
+    finally:
+        server.kill()
 
 
 async def test_cordon_drain_uncordon_api(

@@ -447,3 +447,87 @@ def test_full_disk_stops_with_status_1(tmp_path: Path) -> None:
     finally:
         server.kill()
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_full_disk_leaves_running_containers(tmp_path: Path) -> None:
+    # A failed write ends the server like a crash: the step container of the job that
+    # writes nothing goes on running, and a start with space again takes it over.
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    server = ServerProcess(small / "db", tmp_path / "log")
+    client = docker.from_env()
+    run_id = ""
+    try:
+        server.start()
+        run_id = _submit(server.url, f"jobs:\n"
+                                     f"  quiet:\n    image: {BUSYBOX}\n"
+                                     f"    steps: [{{run: sleep 8}}]\n"
+                                     f"  fill:\n    image: {BUSYBOX}\n"
+                                     f"    steps: [{{run: sleep 2; head -c 3000000 /dev/zero}}]\n")
+        assert server.wait(timeout=60) == 1
+        assert "database or disk is full" in server.log_path.read_text()
+        quiet = client.containers.list(filters={"label": [f"io.cicd.run={run_id}",
+                                                          "io.cicd.job=quiet"]})
+        assert [container.status for container in quiet] == ["running"]
+
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        server.start()
+        document = _wait(server.url, run_id, _ended)
+        jobs = {job["id"]: job for job in document["jobs"]}  # type: ignore[attr-defined]
+        assert jobs["quiet"]["state"] == "succeeded", jobs["quiet"]
+    finally:
+        server.kill()
+        if run_id:
+            for container in client.containers.list(all=True,
+                                                    filters={"label": f"io.cicd.run={run_id}"}):
+                container.remove(force=True)
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def test_restored_copy_leaves_the_original_containers(tmp_path: Path) -> None:
+    # A copy of a running server's database, started as a second server on the same
+    # engine, is another owner: it must not take over the first server's containers.
+    original = ServerProcess(tmp_path / "a.db", tmp_path / "a.log")
+    copy = ServerProcess(tmp_path / "b.db", tmp_path / "b.log")
+    try:
+        original.start()
+        run_id = _submit(original.url)
+        _wait(original.url, run_id, _step_running)
+        with sqlite3.connect(original.db) as source, sqlite3.connect(copy.db) as target:
+            source.backup(target)
+        copy.start()
+        document = _wait(copy.url, run_id, _ended)
+        count = document["jobs"][0]  # type: ignore[index]
+        assert (count["state"], count["reason"]) == ("failed", "server_restarted"), count
+        assert _wait(original.url, run_id, _ended)["state"] == "succeeded"
+    finally:
+        copy.kill()
+        original.kill()
+
+
+def test_read_only_database_directory_is_reported(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    place = tmp_path / "ro"
+    place.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(place)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(place)], check=True)
+        for args in (("serve", "--port", "0", "--db", str(place / "cicd.db")),
+                     ("rebuild-projections", "--db", str(place / "cicd.db"))):
+            result = run_cli(*args, timeout=60)
+            assert result.returncode == 2, (args, result.stderr)
+            assert b"Traceback" not in result.stderr
+            assert b"cannot create the lock file" in result.stderr
+            assert b"Read-only file system" in result.stderr
+    finally:
+        subprocess.run(["umount", str(place)], check=False)

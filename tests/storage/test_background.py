@@ -11,13 +11,13 @@ from cicd.events import model as ev
 from cicd.execution.output import StepOutput
 from cicd.storage import EventStore, open_database
 from cicd.storage.outbox import YIELD_EVERY, Subscriber
-from cicd.storage.queries import read_step_log, step_log_state
+from cicd.storage.queries import read_step_log, run_document, step_log_state
 from cicd.storage.readers import ReaderPool
 from cicd.storage.store import LogChunk, Write
 
 
 async def _finished_run(store: EventStore, run_id: str, pipeline: str, *, ts: int,
-                        log: bytes) -> None:
+                        log: bytes, ended: int | None = None) -> None:
     base = {"run_id": run_id, "ts": ts}
     await store.append(ev.RunRequested(**base, pipeline=pipeline, pipeline_yaml="", source="/",
                                        jobs=["a"], executor="local"))
@@ -26,7 +26,8 @@ async def _finished_run(store: EventStore, run_id: str, pipeline: str, *, ts: in
     await store.append(ev.StepStarted(**base, job="a", step=1))
     await store.append_log(LogChunk(run_id, "a", 1, 1, log, 0))
     await store.append(ev.StepCompleted(**base, job="a", step=1, log_size=len(log)))
-    await store.append(ev.RunCompleted(**base), wait=True)
+    await store.append(ev.RunCompleted(run_id=run_id, ts=ts if ended is None else ended),
+                       wait=True)
 
 
 async def test_retention_policies_keep_records(db_path: Path, tmp_path: Path) -> None:
@@ -39,9 +40,12 @@ async def test_retention_policies_keep_records(db_path: Path, tmp_path: Path) ->
         for index in range(2, 6):
             await _finished_run(store, f"R{index}", "p", ts=now, log=b"x" * 100)
         await _finished_run(store, "R6-other", "q", ts=now, log=b"y" * 1000)
+        # Started 40 days ago and ended now: max_age counts from the end.
+        await _finished_run(store, "R7-long", "r", ts=now - 40 * 86400_000, log=b"z",
+                            ended=now)
         (tmp_path / "ws" / "R2").mkdir(parents=True)
         pruned = await apply_retention(store, readers, tmp_path / "ws", max_age=30 * 86400.0,
-                                       max_runs=3, max_total_bytes=1200)
+                                       max_runs=3, max_total_bytes=1201)
         await store.close()
     conn = open_database(db_path)
     policies = dict(conn.execute(
@@ -49,10 +53,15 @@ async def test_retention_policies_keep_records(db_path: Path, tmp_path: Path) ->
     assert policies == {"R1-old": "max_age", "R2": "max_runs_per_pipeline",
                         "R3": "max_total_log_size"}
     assert pruned == 3
-    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 6
+    assert conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 7
     assert conn.execute("SELECT COUNT(*) FROM step_logs WHERE run_id IN ('R1-old', 'R2', 'R3')"
                         ).fetchone()[0] == 0
-    assert conn.execute("SELECT COUNT(*) FROM step_logs").fetchone()[0] == 3
+    assert conn.execute("SELECT COUNT(*) FROM step_logs").fetchone()[0] == 4
+    # The pruned step still tells how much it wrote, and that retention removed it.
+    assert step_log_state(conn, "R2", "a", 1) == (100, True, 0, "succeeded", True)
+    assert step_log_state(conn, "R4", "a", 1) == (100, True, 0, "succeeded", False)
+    assert run_document(conn, "R2").logs_pruned
+    assert not run_document(conn, "R4").logs_pruned
     assert not (tmp_path / "ws" / "R2").exists()
     readers.close()
 
@@ -171,7 +180,7 @@ async def test_truncation_keeps_head_and_tail(db_path: Path) -> None:
     assert tail == data[tail_start:]
     assert 500 <= len(tail) < 600
     assert sink.truncated_bytes == tail_start - 500
-    size, complete, _truncated, _state = step_log_state(conn, "R", "a", 1)
+    size, complete, _truncated, _state, _pruned = step_log_state(conn, "R", "a", 1)
     assert size == len(data)
     assert complete is False
 

@@ -208,6 +208,22 @@ def test_job_retried_only_from_failed(db_path: Path) -> None:
             assert step == ("failed", 1)
 
 
+def test_final_rejection_sets_no_wait_reason(db_path: Path) -> None:
+    from cicd.storage.projections import apply_event
+
+    conn = open_database(db_path)
+    apply_event(conn, 1, ev.RunRequested(run_id="R", pipeline="p", pipeline_yaml="", source="/",
+                                         jobs=["a"], executor="local"))
+    apply_event(conn, 2, ev.JobRequested(run_id="R", job="a", image="i", steps=["s"]))
+    apply_event(conn, 3, ev.AssignmentRejected(run_id="R", job="a", reason="capacity",
+                                               message="waiting: no free node"))
+    assert conn.execute("SELECT wait_reason FROM jobs").fetchone() == ("capacity",)
+    # A job that never fits fails; a final rejection is not a reason to wait.
+    apply_event(conn, 4, ev.AssignmentRejected(run_id="R", job="a", reason="cpu",
+                                               message="never fits", final=True))
+    assert conn.execute("SELECT wait_reason FROM jobs").fetchone() == ("capacity",)
+
+
 def test_migration_drops_last_event_id(db_path: Path) -> None:
     from cicd.storage import database
 
