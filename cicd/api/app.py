@@ -30,6 +30,7 @@ from cicd.api.responses import MAX_BODY_BYTES, response_for_error
 from cicd.api.runs import runs
 from cicd.api.state import EXTENSION, ApiState, current_request_id, current_state
 from cicd.api.system import system
+from cicd.api.traces import traces
 
 logger = logging.getLogger("cicd.api")
 
@@ -63,6 +64,7 @@ def create_app(
     app.register_blueprint(logs, url_prefix=API_PREFIX)
     app.register_blueprint(events, url_prefix=API_PREFIX)
     app.register_blueprint(dead_letters, url_prefix=API_PREFIX)
+    app.register_blueprint(traces, url_prefix=API_PREFIX)
     # The browser console: its page at /, its files at /static, its API under /api/v1/console.
     app.register_blueprint(console)
     return app

@@ -20,6 +20,7 @@ from cicd.orchestration.documents import (
     RunPage,
     SubmitRequest,
 )
+from cicd.telemetry.traces import TracesData
 
 
 class RunServiceProtocol(Protocol):
@@ -111,6 +112,14 @@ class RunServiceProtocol(Protocol):
 
     async def list_dead_letters(self) -> list[DeadLetter]:
         """List the dead letters in id order, the replayed ones included."""
+        ...
+
+    async def run_trace(self, run_id: str) -> TracesData:
+        """Return the trace of one run; raise ``NotFoundError`` for an unknown run."""
+        ...
+
+    async def recent_traces(self, limit: int) -> TracesData:
+        """Return the traces of the ``limit`` runs accepted last, newest first."""
         ...
 
     async def replay_dead_letter(self, dead_letter_id: int) -> tuple[bool, str]:

@@ -19,6 +19,7 @@ from cicd.api.events import DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE
 from cicd.api.params import DEFAULT_PAGE, MAX_INTEGER, MAX_PAGE, RUN_STATES
 from cicd.api.runs import MAX_IDEMPOTENCY_KEY
 from cicd.api.system import Liveness, Readiness
+from cicd.api.traces import DEFAULT_TRACES, MAX_TRACES
 from cicd.orchestration.documents import (
     ActionResult,
     DeadLetter,
@@ -30,6 +31,7 @@ from cicd.orchestration.documents import (
     RunPage,
     SubmitRequest,
 )
+from cicd.telemetry.traces import TracesData
 
 Schema = dict[str, Any]
 
@@ -64,7 +66,7 @@ def _schema_hook(kind: type) -> Schema:
 def _components() -> Schema:
     types = [
         SubmitRequest, RunDocument, RunPage, ActionResult, EventRecord, EventPage,
-        NodeInfo, ErrorBody, Liveness, Readiness, DeadLetter, ReplayResult,
+        NodeInfo, ErrorBody, Liveness, Readiness, DeadLetter, ReplayResult, TracesData,
     ]
     _, schemas = msgspec.json.schema_components(
         types, schema_hook=_schema_hook, ref_template=REF
@@ -351,6 +353,32 @@ def _dead_letter_paths() -> Schema:
     }
 
 
+def _trace_paths() -> Schema:
+    return {
+        "/api/v1/traces": {
+            "get": _operation(
+                "listTraces",
+                "The runs accepted last as OpenTelemetry traces (OTLP/JSON), newest first",
+                "events",
+                {"200": _json("An OTLP TracesData document: one resourceSpans per run.",
+                              _ref("TracesData"))},
+                parameters=[_query("limit", "Runs to include.",
+                                   _integer(1, MAX_TRACES, DEFAULT_TRACES))],
+            ),
+        },
+        "/api/v1/runs/{run_id}/trace": {
+            "get": _operation(
+                "getRunTrace",
+                "One run as an OpenTelemetry trace (OTLP/JSON): run, job, step and "
+                "schedule spans",
+                "events",
+                {"200": _json("An OTLP TracesData document.", _ref("TracesData"))},
+                errors=(404,), parameters=[_param("RunId")],
+            ),
+        },
+    }
+
+
 def _event_and_system_paths() -> Schema:
     after = _query("after", "Send events with an id above this one.", _integer(0, default=0))
     return {
@@ -449,7 +477,8 @@ def openapi_document() -> Schema:
             "description": "Runs, step logs, events, dead letters and nodes of a cicd server.",
         },
         "paths": {
-            **_run_paths(), **_log_paths(), **_dead_letter_paths(), **_event_and_system_paths(),
+            **_run_paths(), **_log_paths(), **_dead_letter_paths(), **_trace_paths(),
+            **_event_and_system_paths(),
         },
         "components": _components(),
     })

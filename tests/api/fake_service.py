@@ -27,6 +27,7 @@ from cicd.orchestration.documents import (
     StepDocument,
     SubmitRequest,
 )
+from cicd.telemetry.traces import TracesData, run_spans, traces_document
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -56,6 +57,8 @@ class FakeRunService:
         self.submitted: list[tuple[SubmitRequest, str | None]] = []
         self.followers = 0
         self.dead_letters: dict[int, DeadLetter] = {}
+        self.trace_events: dict[str, list[tuple[str, int, str]]] = {}  # run -> (name, ts, body)
+        self.trace_limits: list[int] = []
         # Dead letters whose replay fails again, as when the subscriber still fails.
         self.failing_replays: set[int] = set()
         self.latencies: list[tuple[str, str, float]] = []
@@ -283,6 +286,19 @@ class FakeRunService:
         await trio.lowlevel.checkpoint()
         self._fail("list_dead_letters")
         return [self.dead_letters[key] for key in sorted(self.dead_letters)]
+
+    async def run_trace(self, run_id: str) -> TracesData:
+        await trio.lowlevel.checkpoint()
+        if run_id not in self.trace_events:
+            raise NotFoundError(f"run {run_id!r} not found")
+        return traces_document([run_spans(run_id, self.trace_events[run_id], 2_000)])
+
+    async def recent_traces(self, limit: int) -> TracesData:
+        await trio.lowlevel.checkpoint()
+        self.trace_limits.append(limit)
+        newest = sorted(self.trace_events, reverse=True)[:limit]
+        return traces_document([run_spans(run_id, self.trace_events[run_id], 2_000)
+                                for run_id in newest])
 
     async def replay_dead_letter(self, dead_letter_id: int) -> tuple[bool, str]:
         await trio.lowlevel.checkpoint()

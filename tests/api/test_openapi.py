@@ -175,4 +175,4 @@ def test_openapi_loads_in_schemathesis() -> None:
     labels = {operation.ok().label for operation in schema.get_all_operations()}
     assert "POST /api/v1/runs" in labels
     assert "POST /api/v1/dead-letters/{dead_letter_id}/replay" in labels
-    assert len(labels) == 27  # 21 of the API, 6 of the browser console
+    assert len(labels) == 29  # 23 of the API, 6 of the browser console

@@ -102,6 +102,13 @@ async def test_run_lifecycle_and_logs(api: httpx.AsyncClient, server: Server) ->
                 await trio.sleep(0.1)
     assert "orc_job_latency_ms_bucket" in metrics.text
 
+    trace = (await api.get(f"/runs/{run['id']}/trace")).json()
+    spans = trace["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    names = sorted(span["name"] for span in spans)
+    assert names == ["job build", "job deploy", "run api-test", "schedule build",
+                     "schedule deploy", "step build/talk", "step deploy/echo deployed"]
+    assert (await api.get("/traces", params={"limit": 1})).json() == trace
+
 
 async def test_idempotent_under_concurrent_retries(api: httpx.AsyncClient) -> None:
     answers: list[httpx.Response] = []
