@@ -70,6 +70,8 @@ JOB_KEYS = ("image", "needs", "env", "timeout", "allow_failure", "resources", "r
             "retry", "steps")
 STEP_KEYS = ("name", "run", "env", "timeout", "allow_failure")
 RESOURCE_KEYS = ("cpu", "memory")
+# Docker refuses a container memory limit below 6 MiB ("Minimum memory limit allowed is 6MB").
+MIN_MEMORY = 6 * 1024 * 1024
 RETRY_KEYS = ("max", "when")
 PRIORITY_RANGE = (-1000, 1000)
 _LABEL_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,62}")
@@ -771,17 +773,19 @@ class _PipelineReader:
         expected = "a mapping with 'cpu' or 'memory'"
         fields = self.read_fields(value, path, RESOURCE_KEYS, (), expected)
         cpu, memory = fields.get("cpu"), fields.get("memory")
+        memory_bytes = (None if memory is None else
+                        self.read_quantity(memory, (*path, "memory"), parse_memory, MEMORY_EXAMPLE))
+        if memory is not None and memory_bytes is not None and memory_bytes < MIN_MEMORY:
+            self.fail(memory, (*path, "memory"),
+                      f"{_describe(memory)} is below 6Mi, the least memory Docker lets a "
+                      "container have; ask for 6Mi or more")
         return Resources(
             cpu_millis=(
                 None
                 if cpu is None
                 else self.read_quantity(cpu, (*path, "cpu"), parse_cpu, CPU_EXAMPLE)
             ),
-            memory_bytes=(
-                None
-                if memory is None
-                else self.read_quantity(memory, (*path, "memory"), parse_memory, MEMORY_EXAMPLE)
-            ),
+            memory_bytes=memory_bytes,
         )
 
     def read_priority(self, value: _Value | None, path: _Path) -> int:

@@ -215,9 +215,9 @@ VALID: list[tuple[str, str, Callable[[Pipeline], Any], Any]] = [
     ),
     (
         "memory bytes",
-        job_with("    resources: {memory: 1000000}"),
+        job_with("    resources: {memory: 10000000}"),
         job_field("resources"),
-        Resources(memory_bytes=1_000_000),
+        Resources(memory_bytes=10_000_000),
     ),
     (
         "memory decimal unit",
@@ -724,6 +724,14 @@ INVALID: list[tuple[str, str, str]] = [
             ".cicd.yml:4:25: jobs.a.resources.memory: expected a memory size like 512Mi, 1Gi or "
             "1000000 (bytes), found '512MB'; use one of the units Ki, Mi, Gi, Ti (powers of 1024) "
             "or k, M, G, T (powers of 1000)"
+        ),
+    ),
+    (
+        "memory below docker minimum",
+        job_with("    resources: {memory: 4Mi}"),
+        (
+            ".cicd.yml:4:25: jobs.a.resources.memory: '4Mi' is below 6Mi, the least memory "
+            "Docker lets a container have; ask for 6Mi or more"
         ),
     ),
     (
