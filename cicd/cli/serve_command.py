@@ -22,6 +22,7 @@ def serve_command(args: argparse.Namespace) -> int:
         "runs.executor": args.executor,
     }
     settings = load_settings(args.config, overrides=overrides)
+    _check_address(settings.server.host, settings.server.port)
     server = Server(settings, exit_on_storage_error=True)
     try:
         trio.run(server.run)
@@ -33,6 +34,28 @@ def serve_command(args: argparse.Namespace) -> int:
         address = f"{settings.server.host}:{settings.server.port}"
         raise UsageError(f"cannot listen on {address}: {problem}") from None
     return 0
+
+
+def _check_address(host: str, port: int) -> None:
+    """Raise UsageError now when the server could not listen on ``host:port``.
+
+    The server binds its port only after it has taken over unfinished runs, so a busy
+    port found then would end a start that had already begun work.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {_listen_problem(exc)}") from None
+    for family, kind, protocol, _name, address in infos:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                problem = _listen_problem(exc) or str(exc)
+                raise UsageError(f"cannot listen on {host}:{port}: {problem}") from None
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -127,8 +127,8 @@ async def run_job(
         if prepare_scope.cancelled_caught:
             return await _fail_before_steps(ctx, job, emit, base, State.TIMED_OUT, "timeout",
                                             "the job's timeout expired while preparing it", printer)
-        await emit(ev.WorkerCreated(**base, worker=worker.id, provider=node, node=node,
-                                    image=job.image))
+        await emit(ev.WorkerCreated(**base, worker=worker.id, provider=worker.kind or node,
+                                    node=node, image=job.image))
         return await _run_steps(ctx, job, worker, emit=emit, store=store, printer=printer,
                                 stop=stop, job_deadline=job_deadline, base=base, node=node)
     finally:

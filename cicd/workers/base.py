@@ -77,6 +77,7 @@ class JobWorker(abc.ABC):
 
     id: str
     workspace: str
+    kind: str = ""  # the kind of its provider: "docker" or "local"
 
     @abc.abstractmethod
     async def prepare(self) -> None:

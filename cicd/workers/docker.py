@@ -346,6 +346,8 @@ def _split_image(image: str) -> tuple[str, str | None]:
 
 
 class DockerJobWorker(JobWorker):
+    kind = "docker"
+
     def __init__(self, provider: DockerProvider, *, run_id: str, job_id: str, image: str,
                  cpu_millis: int | None, memory_bytes: int | None, source: SourceArchive,
                  on_progress: Callable[[str], None], attempt: int = 1) -> None:

@@ -52,6 +52,8 @@ class LocalProvider(Provider):
 
 
 class LocalJobWorker(JobWorker):
+    kind = "local"
+
     def __init__(self, *, run_id: str, job_id: str, source: SourceArchive,
                  attempt: int = 1) -> None:
         self.id = f"local-{run_id.lower()}-{job_id}" + (f"-a{attempt}" if attempt > 1 else "")

@@ -85,6 +85,8 @@ async def test_run_lifecycle_and_logs(api: httpx.AsyncClient, server: Server) ->
         started["data"])
     worker = next(e for e in events["items"] if e["name"] == "WorkerCreated")
     assert worker["worker_id"] == worker["data"]["worker"]
+    # The metrics label wkm_create_worker_ms by the provider's kind; data.node names the node.
+    assert worker["data"]["provider"] == "docker"
     tail = (await api.get("/events", params={"after": events["items"][2]["id"]})).json()
     assert tail["items"][0]["id"] == events["items"][3]["id"]
 

@@ -17,9 +17,12 @@ def test_port_in_use_gives_one_line(tmp_path: Path) -> None:
             [sys.executable, "-m", "cicd", "serve", "--port", str(port), "--db",
              str(tmp_path / "db"), "--executor", "local"],
             check=False, capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"cannot listen on 127.0.0.1:{port}: the address is already in use" in result.stderr
+    # Found before the start does any work: no database, no runs taken over.
+    assert not (tmp_path / "db").exists()
+    assert "migration" not in result.stderr
 
 
 def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None
