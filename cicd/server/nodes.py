@@ -109,6 +109,7 @@ async def probe_node(cluster: Cluster, node: ClusterNode, owner: str) -> None:
             cluster.mark_lost(node)
         return
     if node.lost_since is not None or breaker.state == Breaker.HALF_OPEN:
+        provider.resume_calls()  # it responds again: fencing needs its calls
         await _fence(cluster, node, owner)
         return
     breaker.record(True)

@@ -24,7 +24,7 @@ import msgspec
 from cicd import __version__
 
 # OTLP's Span.SpanKind and Status.StatusCode.
-_INTERNAL = 1
+_UNSPECIFIED, _INTERNAL = 0, 1
 _UNSET, _OK, _ERROR = 0, 1, 2
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -53,7 +53,7 @@ class Span(msgspec.Struct, rename="camel", omit_defaults=True):
     start_time_unix_nano: str
     end_time_unix_nano: str
     parent_span_id: str = ""
-    kind: int = _INTERNAL
+    kind: int = _UNSPECIFIED
     attributes: list[KeyValue] = []
     status: Status = msgspec.field(default_factory=Status)
 
@@ -135,7 +135,7 @@ class _Builder:
         self.spans: list[Span] = []
         self.run: _Open | None = None
         self.attempts: dict[str, int] = {}
-        self.offers: dict[str, int] = {}  # job -> ts of its offer, while it waits
+        self.offers: dict[str, int] = {}  # job -> ts its wait for a node began, while it waits
         self.jobs: dict[str, _Open] = {}
         self.steps: dict[tuple[str, int], _Open] = {}
 
@@ -144,7 +144,7 @@ class _Builder:
         merged = {**span.attributes, **{k.replace("_", ".", 1): v for k, v in attributes.items()}}
         self.spans.append(Span(
             trace_id=self.trace_id, span_id=span.span_id, parent_span_id=span.parent,
-            name=span.name, start_time_unix_nano=str(span.start_ms * 1_000_000),
+            name=span.name, kind=_INTERNAL, start_time_unix_nano=str(span.start_ms * 1_000_000),
             end_time_unix_nano=str(max(end_ms, span.start_ms) * 1_000_000),
             attributes=[_attribute(key, value) for key, value in merged.items()],
             status=_status(error, ok),
@@ -166,12 +166,15 @@ class _Builder:
                        error=reason or state if name == "RunFailed" else "", cicd_state=state)
             self.run = None
         elif name == "OfferCreated":
-            self.offers[job] = ts
+            self.offers.setdefault(job, ts)  # a retry's wait began at JobRetried
         elif name == "AssignmentCreated" and job in self.offers:
-            offered = self.offers.pop(job)
-            self.close(_Open(f"schedule {job}", _span_id(self.run_id, "schedule", job, attempt),
-                             self.root, offered, {"cicd.job": job, "cicd.attempt": attempt}),
-                       ts, cicd_node=str(body.get("node", "")))
+            self.close(self._wait(job, attempt), ts, cicd_node=str(body.get("node", "")))
+        elif name in ("JobFailed", "JobCancelled") and job in self.offers:
+            # Ended while it waited for a node: it never fit, or it was cancelled.
+            why: dict[str, str | int | bool] = {"cicd_reason": reason} if reason else {}
+            why["cicd_state"] = "failed" if name == "JobFailed" else "cancelled"
+            self.close(self._wait(job, attempt), ts, ok=False,
+                       error=message or reason if name == "JobFailed" else "", **why)
         elif name == "JobStarted":
             self.jobs[job] = _Open(f"job {job}", _span_id(self.run_id, "job", job, attempt),
                                    self.root, ts, {"cicd.job": job, "cicd.attempt": attempt,
@@ -185,6 +188,7 @@ class _Builder:
                        cicd_state=state, **reasons)
         elif name == "JobRetried":
             self.attempts[job] = int(body.get("attempt") or attempt + 1)  # type: ignore[call-overload]
+            self.offers[job] = ts  # the next attempt waits for a node from now
         elif name == "StepStarted":
             parent = self.jobs[job].span_id if job in self.jobs else self.root
             self.steps[(job, step)] = _Open(
@@ -197,7 +201,8 @@ class _Builder:
                 extra["cicd_exit_code"] = int(body["exit_code"])  # type: ignore[call-overload]
             if reason:
                 extra["cicd_reason"] = reason
-            failed = name == "StepFailed" and not body.get("allowed")
+            failed = (name == "StepFailed" and not body.get("allowed")
+                      and body.get("state") != "cancelled")
             self.close(self.steps.pop((job, step)), ts, ok=name == "StepCompleted",
                        error=message or reason if failed else "",
                        cicd_state=str(body.get("state") or "") or (
@@ -205,9 +210,15 @@ class _Builder:
                        cicd_log_size=int(body.get("log_size") or 0),  # type: ignore[call-overload]
                        **extra)
 
+    def _wait(self, job: str, attempt: int) -> _Open:
+        """Return the span of the job's wait for a node, which began at its offer."""
+        return _Open(f"schedule {job}", _span_id(self.run_id, "schedule", job, attempt),
+                     self.root, self.offers.pop(job), {"cicd.job": job, "cicd.attempt": attempt})
+
     def finish(self) -> list[Span]:
-        # Steps and jobs still open end now, then the run, so children come first.
-        for open_span in [*self.steps.values(), *self.jobs.values(),
+        # Steps, jobs and waits still open end now, then the run.
+        waits = [self._wait(job, self.attempts.get(job, 1)) for job in list(self.offers)]
+        for open_span in [*self.steps.values(), *self.jobs.values(), *waits,
                           *([self.run] if self.run else [])]:
             self.close(open_span, self.now_ms, cicd_open=True)
         return sorted(self.spans, key=lambda span: (int(span.start_time_unix_nano),

@@ -140,9 +140,13 @@ class Provider(abc.ABC):
     def abandon_calls(self) -> None:
         """Give up the calls now waiting for the provider, which stopped responding.
 
-        They raise at once instead of waiting for their own timeouts. A provider whose
-        calls cannot hang has nothing to give up.
+        They raise at once instead of waiting for their own timeouts, and so do later
+        calls, until :meth:`resume_calls`. A provider whose calls cannot hang has
+        nothing to give up.
         """
+
+    def resume_calls(self) -> None:
+        """Let calls through again: the provider responds (after :meth:`abandon_calls`)."""
 
 
 class SourceArchive:

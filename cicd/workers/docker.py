@@ -201,6 +201,7 @@ class DockerProvider(Provider):
         # set by `cicd run`. With None, close() removes them before it returns.
         self.background_removals: trio.Nursery | None = None
         self._waiting_calls: set[trio.CancelScope] = set()  # see _call_to_the_end
+        self._abandoned = False  # set by abandon_calls, until resume_calls
 
     @property
     def _hint(self) -> str:
@@ -251,6 +252,10 @@ class DockerProvider(Provider):
         """Run ``fn`` in a thread and wait for it even when the caller is cancelled, so
         an object it creates is never lost track of. Only :meth:`abandon_calls` gives it
         up, when the engine stopped responding; the caller then gets EngineUnavailable."""
+        if self._abandoned:
+            # Removing a lost node's objects would wait minutes; fencing removes them.
+            raise EngineUnavailable(f"the Docker engine at {self.base_url} stopped "
+                                    f"responding, so no call is made to it; {self._hint}")
         with trio.CancelScope(shield=True) as scope:
             self._waiting_calls.add(scope)
             try:
@@ -262,8 +267,12 @@ class DockerProvider(Provider):
                                 f"so a call to it was given up; {self._hint}")
 
     def abandon_calls(self) -> None:
+        self._abandoned = True
         for scope in list(self._waiting_calls):
             scope.cancel()
+
+    def resume_calls(self) -> None:
+        self._abandoned = False
 
     def _translate(self, exc: docker.errors.DockerException) -> ProviderError:
         if isinstance(exc, docker.errors.APIError):

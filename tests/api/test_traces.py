@@ -30,6 +30,7 @@ async def test_run_trace_is_otlp_json(api: RunningApi) -> None:
     assert span["traceId"] == "01563e3ab5d3d6764c61efb99302bd5b"
     assert (span["startTimeUnixNano"], span["endTimeUnixNano"]) == ("100000000", "900000000")
     assert span["status"] == {"code": 1}
+    assert span["kind"] == 1  # SPAN_KIND_INTERNAL
 
 
 async def test_run_trace_unknown_run_404(api: RunningApi) -> None:

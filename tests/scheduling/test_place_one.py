@@ -128,13 +128,20 @@ def test_core_refuses_malformed_one_job_bytes() -> None:
     assert lib.sched_place_one(handle, b"", 0, 0, 0) == lib.SCHED_ERR_JOB
 
 
-def test_place_one_names_a_job_packed_for_other_nodes() -> None:
+def test_place_one_rejects_a_job_packed_for_other_nodes() -> None:
+    """Label id 0 of one table is another label in the next: zone=a here, x=y there."""
     native = native_module()
-    big = pack_nodes([node("a", labels={f"k{i}": "v" for i in range(8)})])
-    small = pack_nodes([node("b")])
-    packed = pack_job(job(required_labels={"k5": "v", "k7": "v"}), big)
-    with pytest.raises(ValueError, match="build it with pack_job on the same table"):
-        native.place_one(small, packed, make_options("fifo", False, None, 0))
+    packed_for = pack_nodes([node("a", labels={"zone": "a"})])
+    other = pack_nodes([node("b1", labels={"x": "y"}), node("b2", labels={"gpu": "1"})])
+    packed = pack_job(job(required_labels={"zone": "a"}), packed_for)
+    options = make_options("binpack", False, None, 0)
+    for place_one in (native.place_one, reference.place_one):
+        with pytest.raises(ValueError, match="packed for another node table"):
+            place_one(other, packed, options)
+    # A table packed again from the same nodes has the same label ids: that is fine.
+    again = pack_nodes([node("a", labels={"zone": "a"})])
+    assert native.place_one(again, packed, options).node == 0
+    assert reference.place_one(again, packed, options).node == 0
 
 
 def test_place_one_with_many_labels() -> None:

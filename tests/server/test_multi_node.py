@@ -281,8 +281,12 @@ async def test_frozen_node_ends_its_jobs(
                 while (jobs := await _jobs_of(cluster, run_id))["stays"]["state"] != "failed":
                     await trio.sleep(0.2)
             assert jobs["stays"]["reason"] == "node_lost"
-            assert jobs["moves"]["state"] in ("failed", "pending")
             assert (await cluster.nodes())[first.name]["state"] == "unavailable"
+            # The retry is recorded at once: removing the lost attempt's objects from
+            # the frozen engine is left to fencing, not waited for.
+            with trio.fail_after(10):
+                while (await _jobs_of(cluster, run_id))["moves"]["wait_reason"] != "node_lost":
+                    await trio.sleep(0.2)
         finally:
             first.thaw()
         document = await wait_for_state(cluster.api, run_id, {"succeeded", "failed"}, 90)

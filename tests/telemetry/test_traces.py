@@ -83,6 +83,10 @@ def test_retry_failure_and_open_spans() -> None:
     names = [(span.name, _attributes(span).get("cicd.attempt")) for span in spans]
     assert names == [("run p", None), ("schedule a", "1"), ("job a", "1"), ("step a/s", "1"),
                      ("schedule a", "2"), ("job a", "2"), ("step a/s", "2")]
+    assert {span.kind for span in spans} == {1}
+    # The second attempt waited for a node from JobRetried, not from its offer.
+    second_wait = [span for span in spans if span.name == "schedule a"][1]
+    assert second_wait.start_time_unix_nano == str(96 * 1_000_000)
     first_job, second_job = (span for span in spans if span.name == "job a")
     assert (first_job.status.code, first_job.status.message) == (2, "lost")
     assert first_job.span_id != second_job.span_id
@@ -98,3 +102,43 @@ def test_trace_id_from_ulid_or_hash() -> None:
     assert trace_id_of("7ZZZZZZZZZZZZZZZZZZZZZZZZZ") == "f" * 32
     assert len(trace_id_of("my-run")) == 32
     assert trace_id_of("my-run") == trace_id_of("my-run")
+
+
+def test_waits_that_never_end_in_an_assignment() -> None:
+    events = [
+        _event("RunRequested", 0, pipeline="p"),
+        _event("OfferCreated", 10, job="huge"),
+        _event("JobFailed", 12, job="huge", reason="unschedulable",
+               message="the job requests 64 CPU"),
+        _event("OfferCreated", 20, job="queued"),
+        _event("OfferCreated", 30, job="gone"),
+        _event("JobCancelled", 40, job="gone", reason="cancelled"),
+    ]
+    spans = {span.name: span for span in run_spans("R", events, now_ms=100)}
+    huge = spans["schedule huge"]
+    assert (huge.status.code, huge.status.message) == (2, "the job requests 64 CPU")
+    assert _attributes(huge)["cicd.reason"] == "unschedulable"
+    gone = spans["schedule gone"]
+    assert (gone.status.code, _attributes(gone)["cicd.state"]) == (0, "cancelled")
+    queued = spans["schedule queued"]
+    assert _attributes(queued)["cicd.open"] is True
+    assert queued.end_time_unix_nano == str(100 * 1_000_000)
+
+
+def test_cancelled_and_allowed_steps_are_no_errors() -> None:
+    events = [
+        _event("RunRequested", 0, pipeline="p"),
+        _event("JobStarted", 1, job="a", node="n"),
+        _event("StepStarted", 2, job="a", step=1, step_name="soft"),
+        _event("StepFailed", 3, job="a", step=1, exit_code=3, reason="exit_code",
+               message="the script exited with code 3", allowed=True),
+        _event("StepStarted", 4, job="a", step=2, step_name="long"),
+        _event("StepFailed", 5, job="a", step=2, state="cancelled", reason="cancelled"),
+        _event("JobCancelled", 6, job="a", reason="cancelled"),
+        _event("RunCancelled", 7, reason="cancelled"),
+    ]
+    spans = {span.name: span for span in run_spans("R", events, now_ms=100)}
+    assert {name: span.status.code for name, span in spans.items()} == {
+        "run p": 0, "job a": 0, "step a/soft": 0, "step a/long": 0}
+    assert _attributes(spans["step a/soft"])["cicd.state"] == "failed"
+    assert _attributes(spans["step a/long"])["cicd.state"] == "cancelled"

@@ -36,6 +36,7 @@ from cicd.scheduling.core.tables import (
     Options,
     PackedJob,
     Placement,
+    check_packed_for,
     make_options,
     pack_jobs,
     pack_nodes,
@@ -398,6 +399,8 @@ def place_one(nodes: NodeTable, job: PackedJob, options: Options, *,
     The core itself refuses to run two calls on one cluster at once, so this call
     takes no lock unless the core reports another call running (``SCHED_ERR_BUSY``).
     """
+    if job.table is not nodes:
+        check_packed_for(job, nodes)
     cluster: Any = nodes.caches.get("native")
     if cluster is None:
         cluster = _cluster(nodes)

@@ -35,6 +35,7 @@ from cicd.scheduling.core.tables import (
     Options,
     PackedJob,
     Placement,
+    check_packed_for,
     place_with,
 )
 
@@ -469,6 +470,8 @@ def place_one(nodes: NodeTable, job: PackedJob, options: Options, *,
     queue is blocked and no node is reserved. A lone job changes no state, so the
     pool is read in place instead of copied.
     """
+    if job.table is not nodes:
+        check_packed_for(job, nodes)
     prepared = _prepared(nodes)
     cpu, memory, need = job.cpu, job.memory, job.need
     label_set = prepared.label_set(need)

@@ -502,7 +502,8 @@ class PackedJob(msgspec.Struct, frozen=True, kw_only=True):
 
     ``packed`` holds the request and the ids of the required labels in the layout
     of ``sched_place_one`` (scheduler.h), for the C core, and ``need`` the same ids
-    as a set, for the reference.
+    as a set, for the reference. ``table`` is the node table whose label ids these
+    are (see :func:`check_packed_for`).
     """
 
     cpu: int
@@ -510,6 +511,7 @@ class PackedJob(msgspec.Struct, frozen=True, kw_only=True):
     need: frozenset[int]
     packed: bytes
     size: int
+    table: NodeTable
 
 
 def pack_job(job: JobRequest, nodes: NodeTable) -> PackedJob:
@@ -524,7 +526,18 @@ def pack_job(job: JobRequest, nodes: NodeTable) -> PackedJob:
                                 table.class_offsets[label_class + 1]]
     packed = array(INT64, (table.cpu[0], table.memory[0])).tobytes() + array(INT32, ids).tobytes()
     return PackedJob(cpu=table.cpu[0], memory=table.memory[0], need=frozenset(ids),
-                     packed=packed, size=len(packed))
+                     packed=packed, size=len(packed), table=nodes)
+
+
+def check_packed_for(job: PackedJob, nodes: NodeTable) -> None:
+    """Raise ValueError unless ``job`` was packed for ``nodes`` or a table with the same labels.
+
+    A label id means a label only within its table: id 0 of another table is another
+    label, so a job packed elsewhere could land on a node without its labels.
+    """
+    if job.table is not nodes and job.table.label_ids != nodes.label_ids:
+        raise ValueError("the job was packed for another node table, whose label ids "
+                         "differ from this one's; pack it again with pack_job(job, nodes)")
 
 
 # ---- options and results -----------------------------------------------------------
