@@ -7,7 +7,9 @@ lists every key with its unit and default.
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -168,6 +170,7 @@ def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None 
             raise UsageError(f"configuration file {path} is not valid TOML: {exc}") from None
     fields = {name: getattr(Settings(), name) for name in Settings.__struct_fields__
               if name != "nodes"}
+    from_environment: dict[str, str] = {}  # "section.key" -> the variable that set it
     for section, defaults in fields.items():
         for key in type(defaults).__struct_fields__:
             variable = f"CICD_{section}_{key}".upper()
@@ -176,6 +179,7 @@ def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None 
             if variable in environ:
                 data.setdefault(section, {})[key] = _from_env(
                     environ[variable], getattr(defaults, key), variable)
+                from_environment[f"{section}.{key}"] = variable
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -188,9 +192,72 @@ def load_settings(path: str | None = None, *, environ: Mapping[str, str] | None 
         settings = msgspec.convert(data, Settings)
     except msgspec.ValidationError as exc:
         where = f" in {path}" if path else ""
-        raise UsageError(f"invalid configuration{where}: {exc}") from None
-    _check_units(settings, path)
+        message = _validation_message(exc)
+        source = from_environment.get(message.partition(":")[0])
+        if source is not None:
+            message += f" (from the environment variable {source})"
+        raise UsageError(f"invalid configuration{where}: {message}") from None
+    try:
+        _check_units(settings, path)
+    except UsageError as exc:
+        raise UsageError(_with_source(str(exc), path, from_environment)) from None
     return settings
+
+
+def _with_source(message: str, path: str | None, from_environment: Mapping[str, str]) -> str:
+    """Add to a message about a ``section.key`` value where it came from: a variable or the file."""
+    match = re.match(r"([a-z_]+\.[a-z_]+) = ", message)
+    if match is None:
+        return message
+    variable = from_environment.get(match.group(1))
+    if variable is not None:
+        return f"{message} (from the environment variable {variable})"
+    return f"{path}: {message}" if path else message
+
+
+def _validation_message(exc: msgspec.ValidationError) -> str:
+    """Reword msgspec's error: a TOML key and, for an unknown one, the closest known key."""
+    text = str(exc)
+    wrong = re.fullmatch(r"Expected `(\w+)`, got `(\w+)`(?: - at `\$\.?(.*)`)?", text)
+    if wrong is not None:
+        expected, got, where = wrong.groups("")
+        return (f"{where or 'the top level'}: expected {_TOML_KINDS.get(expected, expected)}, "
+                f"got {_TOML_KINDS.get(got, got)}")
+    bounded = re.fullmatch(r"Expected `(\w+)` ([<>]=?) (\S+)(?: - at `\$\.?(.*)`)?", text)
+    if bounded is not None:
+        kind, comparison, limit, where = bounded.groups("")
+        words = {"<=": "at most", ">=": "at least", "<": "below", ">": "above"}[comparison]
+        return f"{where or 'the top level'}: expected {_TOML_KINDS.get(kind, kind)} {words} {limit}"
+    match = re.fullmatch(r"Object contains unknown field `([^`]+)`(?: - at `\$(.*)`)?", text)
+    if match is None:
+        return text.replace("`$.", "`").replace("- at `$`", "").strip()
+    key, where = match.group(1), (match.group(2) or "").lstrip(".")
+    known = _known_keys(where)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else (
+        f"; the keys there are {', '.join(known)}" if known else "")
+    return f"{where or 'the top level'}: unknown key {key!r}{hint}"
+
+
+# msgspec's names of value kinds, as TOML users know them.
+_TOML_KINDS = {"str": "a string", "int": "an integer", "float": "a number",
+               "bool": "true or false", "array": "an array", "object": "a table"}
+
+
+def _known_keys(where: str) -> list[str]:
+    """Return the keys of the table at ``where`` (``server``, ``nodes[0]``, ``scheduling.pools.x``)."""
+    kind: Any = Settings
+    for part in re.sub(r"\[[^]]*\]", "", where).split(".") if where else []:
+        field = next((f for f in msgspec.structs.fields(kind) if f.name == part), None)
+        if field is None:
+            return []
+        kind = field.type
+        while not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+            args = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
+            if not args:
+                return []
+            kind = args[-1]  # list[NodeSettings], dict[str, PoolSettings], X | None
+    return sorted(f.name for f in msgspec.structs.fields(kind))
 
 
 def _from_env(text: str, default: object, variable: str) -> object:

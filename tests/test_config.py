@@ -29,11 +29,20 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("[server]\nprot = 1\n", "Object contains unknown field `prot` - at `$.server`"),
+    ("[server]\nprot = 1\n", "server: unknown key 'prot'; did you mean 'port'?"),
     ("[runs]\ngrace = \"soon\"\n", "runs.grace = 'soon': expected a duration"),
     ("[storage]\nlog_limit = \"lots\"\n", "storage.log_limit = 'lots': expected a size"),
     ("[runs]\nexecutor = \"k8s\"\n", "runs.executor = 'k8s': expected docker or local"),
     ("[server\n", "is not valid TOML"),
+    ("[sceduling]\npolicy = \"fifo\"\n",
+     "the top level: unknown key 'sceduling'; did you mean 'scheduling'?"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\nreserve_cpus = 1\n',
+     "nodes[0]: unknown key 'reserve_cpus'; did you mean 'reserve_cpu'?"),
+    ('[scheduling.pools.x]\npolcy = "fifo"\n', "unknown key 'polcy'; did you mean 'policy'?"),
+    ('[[nodes]]\nname = "a"\nhost = "unix:///a"\nlabels = { pool = 3 }\n',
+     "nodes[0].labels[...]: expected a string, got an integer"),
+    ("[server]\nport = 70000\n", "server.port: expected an integer at most 65535"),
+    ('[scheduling]\npolicy = "rr"\n', "bad.toml: scheduling.policy = 'rr': expected fifo"),
 ])
 def test_invalid_configuration_named(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -41,6 +50,16 @@ def test_invalid_configuration_named(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(UsageError) as caught:
         load_settings(str(path), environ={})
     assert message in str(caught.value)
+
+
+def test_invalid_environment_value_names_its_variable() -> None:
+    with pytest.raises(UsageError) as caught:
+        load_settings(environ={"CICD_SCHEDULING_POLICY": "rr"})
+    assert str(caught.value) == ("scheduling.policy = 'rr': expected fifo, binpack or spread "
+                                 "(from the environment variable CICD_SCHEDULING_POLICY)")
+    with pytest.raises(UsageError) as caught:
+        load_settings(environ={"CICD_SERVER_PORT": "70000"})
+    assert "(from the environment variable CICD_SERVER_PORT)" in str(caught.value)
 
 
 def test_invalid_environment_value() -> None:
