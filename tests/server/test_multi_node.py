@@ -336,13 +336,31 @@ def _assignments(url: str, job: str) -> list[str]:
             if e["name"] == "AssignmentCreated" and e["data"]["job"] == job]
 
 
-def _submit_and_run(url: str, source: Path) -> str:
+def _step_containers(engines: list[Engine], run_id: str) -> int:
+    count = 0
+    for engine in engines:
+        client = engine.client()
+        try:
+            count += len(client.containers.list(filters={"label": [
+                f"io.cicd.run={run_id}", "io.cicd.step=1"], "status": "running"}))
+        finally:
+            client.close()
+    return count
+
+
+def _submit_and_run(url: str, source: Path, engines: list[Engine]) -> str:
     response = httpx.post(f"{url}/api/v1/runs", timeout=30, json={
         "source": {"dir": str(source)}, "pipeline_yaml": LOST_NODE_PIPELINE})
     assert response.status_code == 201, response.text
     run_id = str(response.json()["id"])
     _until(url, run_id, lambda d: len(d["jobs"]) == 3
            and all(job["steps"][0]["state"] == "running" for job in d["jobs"]))
+    # StepStarted is recorded before the step's container starts. A crash in between
+    # leaves no container to take over, and the job ends server_restarted.
+    deadline = time.monotonic() + 30
+    while _step_containers(engines, run_id) < 3:
+        assert time.monotonic() < deadline, "the step containers did not start"
+        time.sleep(0.1)
     return run_id
 
 
@@ -354,7 +372,7 @@ def test_restart_keeps_a_retry_waiting_for_its_node(
                            "--config", str(_config_file(tmp_path, fresh_engines)))
     try:
         server.start()
-        run_id = _submit_and_run(server.url, source)
+        run_id = _submit_and_run(server.url, source, fresh_engines)
         first.stop()
         _until(server.url, run_id, lambda d: _states(d)["moves"] == ("pending", "node_lost"))
         server.kill()
@@ -383,7 +401,7 @@ def test_restart_with_its_node_down_ends_jobs_node_lost(
                            "--config", str(_config_file(tmp_path, fresh_engines)))
     try:
         server.start()
-        run_id = _submit_and_run(server.url, source)
+        run_id = _submit_and_run(server.url, source, fresh_engines)
         server.kill()
         first.stop()
         server.start()
