@@ -467,7 +467,7 @@ def test_full_disk_leaves_running_containers(tmp_path: Path) -> None:
         server.start()
         run_id = _submit(server.url, f"jobs:\n"
                                      f"  quiet:\n    image: {BUSYBOX}\n"
-                                     f"    steps: [{{run: sleep 8}}]\n"
+                                     f"    steps: [{{run: sleep 20}}]\n"
                                      f"  fill:\n    image: {BUSYBOX}\n"
                                      f"    steps: [{{run: sleep 2; head -c 3000000 /dev/zero}}]\n")
         assert server.wait(timeout=60) == 1
