@@ -590,6 +590,9 @@ class _PipelineReader:
                     if close
                     else f"valid keys are {', '.join(allowed)}"
                 )
+                if allowed is RESOURCE_KEYS and key.text.lower() in ("gpu", "gpus"):
+                    hint = ("GPUs are not requested here: give the nodes that have them a "
+                            "label such as gpu=true, and the job runs_on: {gpu: 'true'}")
                 self.fail(key, path, f"unknown key {quote(key.text)}; {hint}")
             fields[key.text] = item
         for name in required:

@@ -625,10 +625,18 @@ def never_fits_message(request: JobRequest, reason: Reason, nodes: list[NodeStat
     cpu = max((n.cpu_millis - n.reserved_cpu_millis for n in matching), default=0)
     memory = max((n.memory_bytes - n.reserved_memory_bytes for n in matching), default=0)
     where = f"nodes with {wanted}" if wanted else "nodes"
-    return (f"the job requests {format_cpu(request.cpu_millis)} CPU and "
-            f"{format_bytes(request.memory_bytes)} memory, but the largest {where} offer "
-            f"{format_cpu(cpu)} CPU and {format_bytes(memory)} memory after their reserve "
-            f"({reason.value.replace('_', ' ')}); lower the job's resources or add a node")
+    # Only what falls short: a job that asks for memory alone has an internal CPU
+    # minimum, which would confuse the reader.
+    asked, offered = [], []
+    if reason is not Reason.MEMORY:
+        asked.append(f"{format_cpu(request.cpu_millis)} CPU")
+        offered.append(f"{format_cpu(cpu)} CPU")
+    if reason is not Reason.CPU:
+        asked.append(f"{format_bytes(request.memory_bytes)} memory")
+        offered.append(f"{format_bytes(memory)} memory")
+    return (f"the job requests {' and '.join(asked)}, but the largest {where} offer "
+            f"{' and '.join(offered)} after their reserve; lower the job's resources or "
+            "add a node")
 
 
 def format_cpu(millis: int) -> str:

@@ -727,6 +727,15 @@ INVALID: list[tuple[str, str, str]] = [
         ),
     ),
     (
+        "resources gpu",
+        job_with("    resources: {gpu: 1}"),
+        (
+            ".cicd.yml:4:17: jobs.a.resources: unknown key 'gpu'; GPUs are not requested "
+            "here: give the nodes that have them a label such as gpu=true, and the job "
+            "runs_on: {gpu: 'true'}"
+        ),
+    ),
+    (
         "memory below docker minimum",
         job_with("    resources: {memory: 4Mi}"),
         (

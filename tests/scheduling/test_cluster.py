@@ -69,13 +69,27 @@ async def test_labels_route_or_never_fit() -> None:
     assert "r/y" not in cluster.waiting
 
 
+async def test_never_fits_names_only_what_falls_short() -> None:
+    cluster = Cluster([node("a", cpu=4000, memory=8 * GIB)])
+    with pytest.raises(NeverFits) as caught:
+        await cluster.acquire(job("r/mem", cpu=0, memory=64 * GIB), run_id="r")
+    assert caught.value.reason == "memory"
+    assert str(caught.value) == ("the job requests 64Gi memory, but the largest nodes offer "
+                                 "8Gi memory after their reserve; lower the job's resources "
+                                 "or add a node")
+    with pytest.raises(NeverFits) as caught:
+        await cluster.acquire(job("r/both", cpu=8000, memory=64 * GIB), run_id="r")
+    assert "requests 8 CPU and 64Gi memory" in str(caught.value)
+    assert "offer 4 CPU and 8Gi memory" in str(caught.value)
+
+
 async def test_oversized_job_never_fits() -> None:
     cluster = Cluster([node("a", cpu=2000, reserved_cpu_millis=500), node("b", cpu=4000)])
     with pytest.raises(NeverFits) as caught:
         await cluster.acquire(job("r/big", cpu=6000), run_id="r")
     assert caught.value.reason == "cpu"
-    assert "requests 6 CPU" in str(caught.value)
-    assert "offer 4 CPU" in str(caught.value)
+    assert str(caught.value) == ("the job requests 6 CPU, but the largest nodes offer 4 CPU "
+                                 "after their reserve; lower the job's resources or add a node")
     rejected = [e for e in cluster.take_events() if isinstance(e, ev.AssignmentRejected)]
     assert rejected[-1].final
     assert rejected[-1].reason == "cpu"
