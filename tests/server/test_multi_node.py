@@ -364,12 +364,29 @@ def _submit_and_run(url: str, source: Path, engines: list[Engine]) -> str:
     return run_id
 
 
+def _server_process(tmp_path: Path, engines: list[Engine]) -> ServerProcess:
+    return ServerProcess(tmp_path / "server.db", tmp_path / "server.log",
+                         "--config", str(_config_file(tmp_path, engines)))
+
+
+def _back_and_retried(server: ServerProcess, run_id: str, lost: Engine) -> dict[str, Any]:
+    """Start the lost engine again; return the run's jobs once the run ended, after
+    checking that the retried job ran its second attempt and nothing was left there."""
+    lost.start()
+    document = _until(server.url, run_id, lambda d: d["state"] in ("succeeded", "failed"),
+                      timeout=90)
+    jobs = {job["id"]: job for job in document["jobs"]}
+    assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
+    assert jobs["moves"]["attempt"] == 2
+    assert _leftovers(lost) == []
+    return jobs
+
+
 def test_restart_keeps_a_retry_waiting_for_its_node(
         tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
     """A crash while a retry waits for its lost node: the restarted server waits too."""
     first, _second, _third = fresh_engines
-    server = ServerProcess(tmp_path / "server.db", tmp_path / "server.log",
-                           "--config", str(_config_file(tmp_path, fresh_engines)))
+    server = _server_process(tmp_path, fresh_engines)
     try:
         server.start()
         run_id = _submit_and_run(server.url, source, fresh_engines)
@@ -381,13 +398,7 @@ def test_restart_keeps_a_retry_waiting_for_its_node(
         document = _get(server.url, f"/runs/{run_id}")
         assert _states(document)["moves"] == ("pending", "node_lost"), document
         assert _assignments(server.url, "moves") == [first.name]
-        first.start()
-        document = _until(server.url, run_id, lambda d: d["state"] in ("succeeded", "failed"),
-                          timeout=90)
-        jobs = {job["id"]: job for job in document["jobs"]}
-        assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
-        assert jobs["moves"]["attempt"] == 2
-        assert _leftovers(first) == []
+        _back_and_retried(server, run_id, first)
     finally:
         server.kill()
 
@@ -397,8 +408,7 @@ def test_restart_with_its_node_down_ends_jobs_node_lost(
     """The server and a node go down together: the jobs there may still run, so they
     end node_lost (not server_restarted) and retry once the node is fenced."""
     first, _second, _third = fresh_engines
-    server = ServerProcess(tmp_path / "server.db", tmp_path / "server.log",
-                           "--config", str(_config_file(tmp_path, fresh_engines)))
+    server = _server_process(tmp_path, fresh_engines)
     try:
         server.start()
         run_id = _submit_and_run(server.url, source, fresh_engines)
@@ -410,14 +420,8 @@ def test_restart_with_its_node_down_ends_jobs_node_lost(
         assert stays["reason"] == "node_lost"
         assert f"node {first.name} did not respond" in stays["message"]
         _until(server.url, run_id, lambda d: _states(d)["moves"] == ("pending", "node_lost"))
-        first.start()
-        document = _until(server.url, run_id, lambda d: d["state"] in ("succeeded", "failed"),
-                          timeout=90)
-        jobs = {job["id"]: job for job in document["jobs"]}
-        assert jobs["moves"]["state"] == "succeeded", jobs["moves"]
-        assert jobs["moves"]["attempt"] == 2
+        jobs = _back_and_retried(server, run_id, first)
         assert jobs["elsewhere"]["state"] == "succeeded", jobs["elsewhere"]
-        assert _leftovers(first) == []
     finally:
         server.kill()
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -71,6 +75,20 @@ def _step_running(document: dict[str, object]) -> bool:
 
 def _ended(document: dict[str, object]) -> bool:
     return document["state"] in ("succeeded", "failed", "cancelled")
+
+
+@contextmanager
+def _tmpfs(path: Path, size: str = "1m") -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at ``path`` (a small or read-only disk), then unmount it."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                   check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
 
 
 def test_sigkill_then_restart_reattaches(server_process: ServerProcess) -> None:
@@ -426,68 +444,52 @@ def test_engine_never_answering_takes_no_work(tmp_path: Path) -> None:
 def test_full_disk_stops_with_status_1(tmp_path: Path) -> None:
     # The database is on a 1 MiB tmpfs, and one step's output fills it. The server must
     # stop with exit status 1 and a one-line error, not hang or report a usage error.
-    import os
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
-    server = ServerProcess(small / "db", tmp_path / "log", "--executor", "local")
-    try:
-        server.start()
-        run_id = _submit(server.url, "jobs:\n  a:\n    image: none\n    steps:\n"
-                                     "      - run: head -c 3000000 /dev/zero\n")
-        assert server.wait(timeout=60) == 1
-        log = server.log_path.read_text()
-        assert "database or disk is full" in log
-        assert "Traceback" not in log
-        assert run_id
-    finally:
-        server.kill()
-        subprocess.run(["umount", str(small)], check=False)
+    with _tmpfs(tmp_path / "small") as small:
+        server = ServerProcess(small / "db", tmp_path / "log", "--executor", "local")
+        try:
+            server.start()
+            run_id = _submit(server.url, "jobs:\n  a:\n    image: none\n    steps:\n"
+                                         "      - run: head -c 3000000 /dev/zero\n")
+            assert server.wait(timeout=60) == 1
+            log = server.log_path.read_text()
+            assert "database or disk is full" in log
+            assert "Traceback" not in log
+            assert run_id
+        finally:
+            server.kill()
 
 
 def test_full_disk_leaves_running_containers(tmp_path: Path) -> None:
     # A failed write ends the server like a crash: the step container of the job that
     # writes nothing goes on running, and a start with space again takes it over.
-    import os
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
-    server = ServerProcess(small / "db", tmp_path / "log")
     client = docker.from_env()
     run_id = ""
-    try:
-        server.start()
-        run_id = _submit(server.url, f"jobs:\n"
-                                     f"  quiet:\n    image: {BUSYBOX}\n"
-                                     f"    steps: [{{run: sleep 20}}]\n"
-                                     f"  fill:\n    image: {BUSYBOX}\n"
-                                     f"    steps: [{{run: sleep 2; head -c 3000000 /dev/zero}}]\n")
-        assert server.wait(timeout=60) == 1
-        assert "database or disk is full" in server.log_path.read_text()
-        quiet = client.containers.list(filters={"label": [f"io.cicd.run={run_id}",
-                                                          "io.cicd.job=quiet"]})
-        assert [container.status for container in quiet] == ["running"]
+    with _tmpfs(tmp_path / "small") as small:
+        server = ServerProcess(small / "db", tmp_path / "log")
+        try:
+            server.start()
+            run_id = _submit(server.url, f"jobs:\n"
+                                         f"  quiet:\n    image: {BUSYBOX}\n"
+                                         f"    steps: [{{run: sleep 20}}]\n"
+                                         f"  fill:\n    image: {BUSYBOX}\n"
+                                         f"    steps: [{{run: sleep 2; head -c 3000000 /dev/zero}}]\n")
+            assert server.wait(timeout=60) == 1
+            assert "database or disk is full" in server.log_path.read_text()
+            quiet = client.containers.list(filters={"label": [f"io.cicd.run={run_id}",
+                                                              "io.cicd.job=quiet"]})
+            assert [container.status for container in quiet] == ["running"]
 
-        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
-        server.start()
-        document = _wait(server.url, run_id, _ended)
-        jobs = {job["id"]: job for job in document["jobs"]}  # type: ignore[attr-defined]
-        assert jobs["quiet"]["state"] == "succeeded", jobs["quiet"]
-    finally:
-        server.kill()
-        if run_id:
-            for container in client.containers.list(all=True,
-                                                    filters={"label": f"io.cicd.run={run_id}"}):
-                container.remove(force=True)
-        subprocess.run(["umount", str(small)], check=False)
+            subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+            server.start()
+            document = _wait(server.url, run_id, _ended)
+            jobs = {job["id"]: job for job in document["jobs"]}  # type: ignore[attr-defined]
+            assert jobs["quiet"]["state"] == "succeeded", jobs["quiet"]
+        finally:
+            server.kill()
+            if run_id:
+                for container in client.containers.list(
+                        all=True, filters={"label": f"io.cicd.run={run_id}"}):
+                    container.remove(force=True)
 
 
 def test_restored_copy_leaves_the_original_containers(tmp_path: Path) -> None:
@@ -512,15 +514,7 @@ def test_restored_copy_leaves_the_original_containers(tmp_path: Path) -> None:
 
 
 def test_read_only_database_directory_is_reported(tmp_path: Path) -> None:
-    import os
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    place = tmp_path / "ro"
-    place.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(place)], check=True)
-    try:
+    with _tmpfs(tmp_path / "ro") as place:
         subprocess.run(["mount", "-o", "remount,ro", str(place)], check=True)
         for args in (("serve", "--port", "0", "--db", str(place / "cicd.db")),
                      ("rebuild-projections", "--db", str(place / "cicd.db"))):
@@ -529,5 +523,3 @@ def test_read_only_database_directory_is_reported(tmp_path: Path) -> None:
             assert b"Traceback" not in result.stderr
             assert b"cannot create the lock file" in result.stderr
             assert b"Read-only file system" in result.stderr
-    finally:
-        subprocess.run(["umount", str(place)], check=False)
