@@ -14,8 +14,8 @@ followed by ``assigned_decisions``, which builds a Decision for the placed jobs 
 - one job per call: ``place_one(nodes, job, options)`` of each implementation,
   with the job packed beforehand by ``pack_job`` and the nodes packed once, against
   the same cluster state every time. Decisions per second come from a loop of
-  calls timed as a whole; p50 and p99 from timing each call apart, which adds the
-  cost of reading the clock to each. The same calls on a job that never fits give
+  calls timed as a whole. p50 and p99 come from timing each call apart, which adds
+  the cost of reading the clock to each. The same calls on a job that never fits give
   the fixed cost of a call ("floor");
 - one-job passes: ``place_tables`` over a one-job queue packed beforehand, as a
   caller of the batch interface does with one job; and, for the C core,
@@ -529,13 +529,13 @@ def format_report(batch_rows: list[BatchRow], one_rows: list[OneRow],
 
 def target_lines(batch_rows: list[BatchRow], one_rows: list[OneRow],
                  call_rows: list[CallRow]) -> list[str]:
-    def ratio_line(what: str, ratios: list[float]) -> str:
+    def ratio_line(case: str, ratios: list[float]) -> str:
         lowest = min(ratios, default=0)
-        return (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, {what}) | "
+        return (f"| C at least {TARGET_RATIO:g}x the reference (lowest ratio, {case}) | "
                 f"{lowest:.1f}x | {yes_no(lowest >= TARGET_RATIO)} |")
 
-    def p99_line(what: str, values: list[float]) -> str:
-        return (f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, {what} | "
+    def p99_line(case: str, values: list[float]) -> str:
+        return (f"| p99 per decision under {TARGET_P99_US:g} µs at {largest:,} nodes, {case} | "
                 f"{max(values):.1f} µs | {yes_no(max(values) < TARGET_P99_US)} |")
 
     lines = [ratio_line("batches, whole pass", [r.ratio for r in batch_rows]),
@@ -598,12 +598,13 @@ def run_benchmark() -> BenchmarkResult:
             f"C {row.native_decisions_per_s:,.0f} decisions/s (p99 {row.native_p99_us:.1f} µs), "
             f"reference {row.reference_decisions_per_s:,.0f}/s; ratio {row.ratio:.1f}x whole "
             f"pass, {row.core_ratio:.1f}x core alone", asdict(row)))
-    for one in one_rows:
+    for one_row in one_rows:
         result.observations.append(Observation(
-            f"one job per call, {one.nodes:,} nodes",
-            f"C {one.native_decisions_per_s:,.0f} decisions/s (p99 {one.native_p99_us:.1f} µs), "
-            f"reference {one.reference_decisions_per_s:,.0f}/s; ratio {one.ratio:.1f}x, "
-            f"bound {one.ratio_bound:.1f}x", asdict(one)))
+            f"one job per call, {one_row.nodes:,} nodes",
+            f"C {one_row.native_decisions_per_s:,.0f} decisions/s "
+            f"(p99 {one_row.native_p99_us:.1f} µs), reference "
+            f"{one_row.reference_decisions_per_s:,.0f}/s; ratio {one_row.ratio:.1f}x, "
+            f"bound {one_row.ratio_bound:.1f}x", asdict(one_row)))
     for call in call_rows:
         result.observations.append(Observation(
             f"one-job pass, {call.nodes:,} nodes",

@@ -200,7 +200,7 @@ class Engine:
             time.sleep(0.05)
 
     def freeze(self) -> None:
-        """Stop dockerd with SIGSTOP: its socket accepts connections, nothing answers.
+        """Stop dockerd with SIGSTOP: its socket accepts connections, and nothing responds.
 
         The containers go on running, as on a host whose engine hangs.
         """

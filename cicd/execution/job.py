@@ -249,16 +249,16 @@ async def _unless_lost(ctx: JobContext, node: str,
                        run: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
     """Return (True, ``run()``'s result), or (False, None) after cancelling ``run()``
     once the node is marked lost."""
-    gone = ctx.lost_signal(node) if ctx.lost_signal is not None else None
-    if gone is None:
+    lost = ctx.lost_signal(node) if ctx.lost_signal is not None else None
+    if lost is None:
         return True, await run()
-    if gone.is_set():
+    if lost.is_set():
         return False, None
     result: tuple[bool, T | None] = (False, None)
     with single_error():
         async with trio.open_nursery() as nursery:
             async def watch() -> None:
-                await gone.wait()
+                await lost.wait()
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
@@ -267,8 +267,8 @@ async def _unless_lost(ctx: JobContext, node: str,
     return result
 
 
-def _lost_message(node: str, what: str) -> str:
-    return f"node {node} stopped responding while {what}"
+def _lost_message(node: str, activity: str) -> str:
+    return f"node {node} stopped responding while {activity}"
 
 
 async def _work_ahead_quietly(worker: JobWorker, upcoming: list[StepSpec]) -> None:

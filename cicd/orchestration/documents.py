@@ -62,7 +62,7 @@ class RunDocument(msgspec.Struct, kw_only=True):
     started_at: str | None = None
     finished_at: str | None = None
     duration_ms: int | None = None
-    # Retention removed the run's step output: its log routes answer with no bytes.
+    # Retention removed the run's step output: its log routes return no bytes.
     logs_pruned: bool = False
     jobs: list[JobDocument] = []
 

@@ -229,6 +229,8 @@ class RunEngine:
             # The new attempt is recorded now (the job is pending again), but it is placed
             # only once the lost one cannot be running: see Cluster.wait_lost_or_fenced.
             # ``recorded``: a previous server process recorded it and waited already.
+            # NOTE: that wait is not carried over, so after a restart the limit
+            # (node_lost_after, or the job's timeout) counts again from the restart.
             job = pipeline.jobs[job_id]
             stop = self.job_stops[job_id]
             limit = self.node_lost_after if self.node_lost_after is not None else job.timeout

@@ -52,7 +52,7 @@ from cicd.storage.outbox import Subscriber
 from cicd.storage.readers import ReaderPool
 from cicd.storage.store import EventStore
 from cicd.telemetry.metrics import Metrics
-from cicd.telemetry.traces import TracesData, run_spans, traces_document
+from cicd.telemetry.traces import Span, TracesData, run_spans, traces_document
 from cicd.workers.base import Provider
 from cicd.workers.docker import DockerProvider
 
@@ -615,20 +615,20 @@ class RunService:
         return self.metrics.prometheus_text()
 
     async def run_trace(self, run_id: str) -> TracesData:
-        rows = await self.readers.run(lambda conn: _run_events(conn, run_id))
-        if not rows:
+        now = ev.now_ms()
+        spans = await self.readers.run(lambda conn: _thd_run_spans(conn, run_id, now))
+        if not spans:
             raise NotFoundError(f"run {run_id!r} not found")
-        return traces_document([run_spans(run_id, rows, ev.now_ms())])
+        return traces_document([spans])
 
     async def recent_traces(self, limit: int) -> TracesData:
-        def read(conn: sqlite3.Connection) -> list[tuple[str, list[tuple[str, int, str]]]]:
+        def read(conn: sqlite3.Connection) -> list[list[Span]]:
             ids = [str(row[0]) for row in conn.execute(
                 "SELECT id FROM runs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,))]
-            return [(run_id, _run_events(conn, run_id)) for run_id in ids]
+            return [_thd_run_spans(conn, run_id, now) for run_id in ids]
 
         now = ev.now_ms()
-        runs = await self.readers.run(read)
-        return traces_document([run_spans(run_id, rows, now) for run_id, rows in runs])
+        return traces_document(await self.readers.run(read))
 
     async def list_dead_letters(self) -> list[DeadLetter]:
         rows = await self.readers.run(lambda conn: conn.execute(
@@ -663,10 +663,12 @@ class RunService:
         return False, f"dead letter {dead_letter_id} failed again; a new dead letter records it"
 
 
-def _run_events(conn: sqlite3.Connection, run_id: str) -> list[tuple[str, int, str]]:
-    """Return (name, ts, body) of the run's events, in log order."""
-    return [(str(r[0]), int(r[1]), str(r[2])) for r in conn.execute(
+def _thd_run_spans(conn: sqlite3.Connection, run_id: str, now_ms: int) -> list[Span]:
+    """Return the spans of one run (none for an unknown run), built on the reader's
+    thread: decoding every event of a long run would hold up the event loop."""
+    events = [(str(r[0]), int(r[1]), str(r[2])) for r in conn.execute(
         "SELECT name, ts, body FROM events WHERE run_id = ? ORDER BY id", (run_id,))]
+    return run_spans(run_id, events, now_ms)
 
 
 def _innermost(exc: BaseException) -> BaseException:

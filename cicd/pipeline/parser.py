@@ -23,7 +23,7 @@ import os
 import re
 import stat
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import msgspec
@@ -70,6 +70,10 @@ JOB_KEYS = ("image", "needs", "env", "timeout", "allow_failure", "resources", "r
             "retry", "steps")
 STEP_KEYS = ("name", "run", "env", "timeout", "allow_failure")
 RESOURCE_KEYS = ("cpu", "memory")
+# Keys users try under resources that cicd handles elsewhere, with where.
+_GPU_HINT = ("GPUs are not requested here: give the nodes that have them a label such as "
+             "gpu=true, and the job runs_on: {gpu: 'true'}")
+_NOT_RESOURCES = {"gpu": _GPU_HINT, "gpus": _GPU_HINT}
 # Docker refuses a container memory limit below 6 MiB ("Minimum memory limit allowed is 6MB").
 MIN_MEMORY = 6 * 1024 * 1024
 RETRY_KEYS = ("max", "when")
@@ -576,7 +580,13 @@ class _PipelineReader:
         allowed: Sequence[str],
         required: Sequence[str],
         expected: str,
+        elsewhere: Mapping[str, str] | None = None,
     ) -> dict[str, _Value]:
+        """Return the entries of a mapping, by key; reject keys not in ``allowed``.
+
+        ``elsewhere`` maps keys that users try here but that belong elsewhere to a hint
+        saying where, which replaces the closest-key suggestion.
+        """
         if not isinstance(value, _Mapping):
             self.fail(value, path, f"expected {expected}, found {_describe(value)}")
         fields: dict[str, _Value] = {}
@@ -590,9 +600,7 @@ class _PipelineReader:
                     if close
                     else f"valid keys are {', '.join(allowed)}"
                 )
-                if allowed is RESOURCE_KEYS and key.text.lower() in ("gpu", "gpus"):
-                    hint = ("GPUs are not requested here: give the nodes that have them a "
-                            "label such as gpu=true, and the job runs_on: {gpu: 'true'}")
+                hint = (elsewhere or {}).get(key.text.lower(), hint)
                 self.fail(key, path, f"unknown key {quote(key.text)}; {hint}")
             fields[key.text] = item
         for name in required:
@@ -774,7 +782,7 @@ class _PipelineReader:
         if value is None:
             return Resources()
         expected = "a mapping with 'cpu' or 'memory'"
-        fields = self.read_fields(value, path, RESOURCE_KEYS, (), expected)
+        fields = self.read_fields(value, path, RESOURCE_KEYS, (), expected, _NOT_RESOURCES)
         cpu, memory = fields.get("cpu"), fields.get("memory")
         memory_bytes = (None if memory is None else
                         self.read_quantity(memory, (*path, "memory"), parse_memory, MEMORY_EXAMPLE))

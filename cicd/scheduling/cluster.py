@@ -151,7 +151,7 @@ class ClusterNode:
         self.responded = responded
         self.message = ""
         self.returned = trio.Event()  # set each time it takes work again after a loss
-        self.gone = trio.Event()  # set when it is marked lost; a new one once it is back
+        self.lost = trio.Event()  # set when it is marked lost; a new one once it is back
 
     @property
     def max_jobs(self) -> int:
@@ -396,7 +396,7 @@ class Cluster:
             node.lost_since = trio.current_time()
             node.returned = trio.Event()
             logger.error("node %s is lost: %s", node.name, node.message or "it does not respond")
-        node.gone.set()  # the steps running there end now: see lost_signal
+        node.lost.set()  # the steps running there end now: see lost_signal
         node.provider.abandon_calls()
         if node.breaker.state == Breaker.CLOSED:
             node.breaker.trip()
@@ -427,7 +427,7 @@ class Cluster:
         node.fencing = False
         node.message = ""
         node.breaker.reset()
-        node.gone = trio.Event()
+        node.lost = trio.Event()
         node.returned.set()
         logger.info("node %s is back and takes work again", node.name)
         self.node_changed(node.name)
@@ -439,7 +439,7 @@ class Cluster:
         even while the engine accepts connections and never responds.
         """
         node = self.nodes.get(name)
-        return None if node is None else node.gone
+        return None if node is None else node.lost
 
     async def wait_lost_or_fenced(self, name: str, limit: float,
                                   stopped: Callable[[], bool] = lambda: False) -> bool:
@@ -625,16 +625,16 @@ def never_fits_message(request: JobRequest, reason: Reason, nodes: list[NodeStat
     cpu = max((n.cpu_millis - n.reserved_cpu_millis for n in matching), default=0)
     memory = max((n.memory_bytes - n.reserved_memory_bytes for n in matching), default=0)
     where = f"nodes with {wanted}" if wanted else "nodes"
-    # Only what falls short: a job that asks for memory alone has an internal CPU
-    # minimum, which would confuse the reader.
-    asked, offered = [], []
+    # Only what falls short: a job that requests memory alone still has an internal
+    # CPU minimum, which would confuse the reader.
+    requested, offered = [], []
     if reason is not Reason.MEMORY:
-        asked.append(f"{format_cpu(request.cpu_millis)} CPU")
+        requested.append(f"{format_cpu(request.cpu_millis)} CPU")
         offered.append(f"{format_cpu(cpu)} CPU")
     if reason is not Reason.CPU:
-        asked.append(f"{format_bytes(request.memory_bytes)} memory")
+        requested.append(f"{format_bytes(request.memory_bytes)} memory")
         offered.append(f"{format_bytes(memory)} memory")
-    return (f"the job requests {' and '.join(asked)}, but the largest {where} offer "
+    return (f"the job requests {' and '.join(requested)}, but the largest {where} offer "
             f"{' and '.join(offered)} after their reserve; lower the job's resources or "
             "add a node")
 

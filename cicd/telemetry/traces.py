@@ -171,10 +171,10 @@ class _Builder:
             self.close(self._wait(job, attempt), ts, cicd_node=str(body.get("node", "")))
         elif name in ("JobFailed", "JobCancelled") and job in self.offers:
             # Ended while it waited for a node: it never fit, or it was cancelled.
-            why: dict[str, str | int | bool] = {"cicd_reason": reason} if reason else {}
-            why["cicd_state"] = "failed" if name == "JobFailed" else "cancelled"
+            ended: dict[str, str | int | bool] = {"cicd_reason": reason} if reason else {}
+            ended["cicd_state"] = "failed" if name == "JobFailed" else "cancelled"
             self.close(self._wait(job, attempt), ts, ok=False,
-                       error=message or reason if name == "JobFailed" else "", **why)
+                       error=message or reason if name == "JobFailed" else "", **ended)
         elif name == "JobStarted":
             self.jobs[job] = _Open(f"job {job}", _span_id(self.run_id, "job", job, attempt),
                                    self.root, ts, {"cicd.job": job, "cicd.attempt": attempt,

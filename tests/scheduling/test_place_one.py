@@ -128,7 +128,7 @@ def test_core_refuses_malformed_one_job_bytes() -> None:
     assert lib.sched_place_one(handle, b"", 0, 0, 0) == lib.SCHED_ERR_JOB
 
 
-def test_place_one_rejects_a_job_packed_for_other_nodes() -> None:
+def test_place_one_rejects_foreign_job() -> None:
     """Label id 0 of one table is another label in the next: zone=a here, x=y there."""
     native = native_module()
     packed_for = pack_nodes([node("a", labels={"zone": "a"})])
@@ -155,7 +155,7 @@ def test_place_one_with_many_labels() -> None:
     assert reference.place_one(table, packed, options).node == 0
 
 
-def test_place_one_and_batches_share_a_cluster_across_threads() -> None:
+def test_place_one_threads_share_cluster() -> None:
     """The core refuses overlapping calls (SCHED_ERR_BUSY); both wrappers wait and retry."""
     native = native_module()
     case = random_case(7, node_count=500, job_count=3000)

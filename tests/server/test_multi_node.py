@@ -265,7 +265,7 @@ def _leftovers(engine: Engine) -> list[str]:
 
 async def test_frozen_node_ends_its_jobs(
         tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
-    """An engine that accepts connections and never answers (SIGSTOP): its jobs end
+    """An engine that accepts connections and never responds (SIGSTOP): its jobs end
     node_lost once the probes give up on it, without waiting for the engine."""
     first, _second, _third = fresh_engines
     async with _serve(_settings(tmp_path, fresh_engines, "fifo")) as cluster:
@@ -370,8 +370,11 @@ def _server_process(tmp_path: Path, engines: list[Engine]) -> ServerProcess:
 
 
 def _back_and_retried(server: ServerProcess, run_id: str, lost: Engine) -> dict[str, Any]:
-    """Start the lost engine again; return the run's jobs once the run ended, after
-    checking that the retried job ran its second attempt and nothing was left there."""
+    """Start the lost engine again and return the run's jobs once the run ended.
+
+    Checks on the way that the retried job ran its second attempt and that fencing left
+    nothing of the first on the engine.
+    """
     lost.start()
     document = _until(server.url, run_id, lambda d: d["state"] in ("succeeded", "failed"),
                       timeout=90)
@@ -382,7 +385,7 @@ def _back_and_retried(server: ServerProcess, run_id: str, lost: Engine) -> dict[
     return jobs
 
 
-def test_restart_keeps_a_retry_waiting_for_its_node(
+def test_restart_keeps_retry_waiting(
         tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
     """A crash while a retry waits for its lost node: the restarted server waits too."""
     first, _second, _third = fresh_engines
@@ -403,7 +406,7 @@ def test_restart_keeps_a_retry_waiting_for_its_node(
         server.kill()
 
 
-def test_restart_with_its_node_down_ends_jobs_node_lost(
+def test_restart_with_node_down(
         tmp_path: Path, fresh_engines: list[Engine], source: Path) -> None:
     """The server and a node go down together: the jobs there may still run, so they
     end node_lost (not server_restarted) and retry once the node is fenced."""

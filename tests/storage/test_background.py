@@ -57,7 +57,7 @@ async def test_retention_policies_keep_records(db_path: Path, tmp_path: Path) ->
     assert conn.execute("SELECT COUNT(*) FROM step_logs WHERE run_id IN ('R1-old', 'R2', 'R3')"
                         ).fetchone()[0] == 0
     assert conn.execute("SELECT COUNT(*) FROM step_logs").fetchone()[0] == 4
-    # The pruned step still tells how much it wrote, and that retention removed it.
+    # The pruned step still reports how much it wrote, and that retention removed it.
     assert step_log_state(conn, "R2", "a", 1) == (100, True, 0, "succeeded", True)
     assert step_log_state(conn, "R4", "a", 1) == (100, True, 0, "succeeded", False)
     assert run_document(conn, "R2").logs_pruned

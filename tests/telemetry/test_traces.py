@@ -74,12 +74,14 @@ def test_retry_failure_and_open_spans() -> None:
                message="node n1 stopped responding"),
         _event("JobFailed", 95, job="a", reason="node_lost", message="lost"),
         _event("JobRetried", 96, job="a", attempt=2, reason="node_lost"),
+        # The second attempt, on another node, still runs.
         _event("OfferCreated", 97, job="a"),
         _event("AssignmentCreated", 120, job="a", node="n2"),
         _event("JobStarted", 130, job="a", node="n2"),
         _event("StepStarted", 140, job="a", step=1, step_name="s"),
     ]
     spans = run_spans("R", events, now_ms=500)
+
     names = [(span.name, _attributes(span).get("cicd.attempt")) for span in spans]
     assert names == [("run p", None), ("schedule a", "1"), ("job a", "1"), ("step a/s", "1"),
                      ("schedule a", "2"), ("job a", "2"), ("step a/s", "2")]
@@ -87,10 +89,12 @@ def test_retry_failure_and_open_spans() -> None:
     # The second attempt waited for a node from JobRetried, not from its offer.
     second_wait = [span for span in spans if span.name == "schedule a"][1]
     assert second_wait.start_time_unix_nano == str(96 * 1_000_000)
+
     first_job, second_job = (span for span in spans if span.name == "job a")
     assert (first_job.status.code, first_job.status.message) == (2, "lost")
     assert first_job.span_id != second_job.span_id
     assert _attributes(second_job)["cicd.node"] == "n2"
+
     # Still running: the second attempt, its step and the run end at the request's time.
     open_spans = [span for span in spans if _attributes(span).get("cicd.open")]
     assert sorted(span.name for span in open_spans) == ["job a", "run p", "step a/s"]
@@ -118,8 +122,8 @@ def test_waits_that_never_end_in_an_assignment() -> None:
     huge = spans["schedule huge"]
     assert (huge.status.code, huge.status.message) == (2, "the job requests 64 CPU")
     assert _attributes(huge)["cicd.reason"] == "unschedulable"
-    gone = spans["schedule gone"]
-    assert (gone.status.code, _attributes(gone)["cicd.state"]) == (0, "cancelled")
+    cancelled = spans["schedule gone"]
+    assert (cancelled.status.code, _attributes(cancelled)["cicd.state"]) == (0, "cancelled")
     queued = spans["schedule queued"]
     assert _attributes(queued)["cicd.open"] is True
     assert queued.end_time_unix_nano == str(100 * 1_000_000)

@@ -1413,8 +1413,8 @@ static uint64_t best_key_in_avx2(const uint64_t *keys, const int64_t *free_cpu,
 }
 #endif
 
-/* best_key_in() over the slots [low, high) of one block, with AVX2 where the cluster
- * uses it. */
+/* Return best_key_in() over the slots [low, high) of one block, with AVX2 where the
+ * cluster uses it. */
 static uint64_t block_best_key(const struct sched_cluster *c, const uint64_t *keys,
                                int32_t low, int32_t high, int64_t cpu, int64_t memory,
                                uint64_t mask)
@@ -2077,9 +2077,9 @@ int sched_place_packed(struct sched_cluster *cluster, const char *packed, int64_
 /* scan_pool() for a one-job call with binpack or spread. Between calls the block
  * summaries are those of sched_cluster_new() (each call restores them), so the
  * blocks can be visited best first, in the order computed there. Once a block's
- * best possible score is worse than the best slot found, so is every later one;
- * a block whose best possible score only ties cannot win if it comes after the
- * best slot, since ties go to the lowest slot. */
+ * best possible score is worse than the best slot found, so is every later one.
+ * A block whose best possible score only ties cannot win if it comes after the
+ * best slot, because ties go to the lowest slot. */
 static struct scan scan_one(const struct run *r, int64_t cpu, int64_t memory,
                             const uint64_t *masks)
 {
